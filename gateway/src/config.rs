@@ -1,0 +1,135 @@
+//! Flags of the `gateway` binary. Every flag has an env override (`GATEWAY_*`), and the limits
+//! that shape the demo are logged at start-up, so a reader of the log knows what was running.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Parser, ValueEnum};
+use reqwest::Url;
+
+/// How the gateway talks to its upstream. This is the whole experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Blocking client (ureq) inside `spawn_blocking`: one pool thread per open stream.
+    Broken,
+    /// Async client (reqwest) streaming the body: no pool thread at all.
+    Fixed,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Broken => "broken",
+            Mode::Fixed => "fixed",
+        })
+    }
+}
+
+/// An LLM gateway that relays slow upstream streams, in a broken or a fixed way.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", version)]
+pub struct Config {
+    /// Upstream client strategy.
+    #[arg(long, env = "GATEWAY_MODE", value_enum, default_value_t = Mode::Fixed)]
+    pub mode: Mode,
+
+    /// Size of the runtime's blocking pool (tokio `max_blocking_threads`).
+    #[arg(long, env = "GATEWAY_BLOCKING_THREADS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub blocking_threads: usize,
+
+    /// Base URL of the upstream. Use an IP literal: a host name is resolved on the blocking pool.
+    #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://127.0.0.1:8001",
+          value_parser = parse_upstream)]
+    pub upstream: Url,
+
+    /// Address to listen on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// `/health` says `degraded` when a trivial blocking-pool job takes longer than this (ms).
+    #[arg(long, env = "GATEWAY_HEALTH_THRESHOLD_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub health_threshold_ms: u64,
+
+    /// `/health` stops waiting for the blocking pool after this (ms), so it never hangs itself.
+    #[arg(long, env = "GATEWAY_HEALTH_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub health_timeout_ms: u64,
+
+    /// On SIGTERM/SIGINT, how long in-flight streams may run on before they are cut (seconds).
+    #[arg(long, env = "GATEWAY_DRAIN_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_secs: u64,
+
+    /// Give up on an upstream that sends nothing for this long (seconds); the client gets 504.
+    #[arg(long, env = "GATEWAY_UPSTREAM_READ_TIMEOUT_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub upstream_read_timeout_secs: u64,
+
+    /// Give up connecting to the upstream after this long (seconds); the client gets 502.
+    #[arg(long, env = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub upstream_connect_timeout_secs: u64,
+}
+
+impl Config {
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+
+    pub fn upstream_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_read_timeout_secs)
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.upstream_connect_timeout_secs)
+    }
+
+    /// One readable block with every limit in force, so a log reader knows what was running.
+    pub fn log_startup(&self, bound: SocketAddr) {
+        tracing::info!(
+            mode = %self.mode,
+            blocking_threads = self.blocking_threads,
+            upstream = %self.upstream,
+            health_threshold_ms = self.health_threshold_ms,
+            health_timeout_ms = self.health_timeout_ms,
+            drain_secs = self.drain_secs,
+            upstream_connect_timeout_secs = self.upstream_connect_timeout_secs,
+            upstream_read_timeout_secs = self.upstream_read_timeout_secs,
+            "gateway listening on {bound}"
+        );
+        if self.mode == Mode::Broken {
+            tracing::warn!(
+                "mode=broken: each stream holds one of {} blocking threads until it ends; \
+                 stream {} onwards, and every sync health check, will queue",
+                self.blocking_threads,
+                self.blocking_threads + 1
+            );
+        }
+        if self
+            .upstream
+            .host_str()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .is_none()
+        {
+            tracing::warn!(
+                "upstream host {:?} is a name: each new connection resolves it with getaddrinfo \
+                 on the blocking pool, so a starved pool delays DNS too; prefer an IP literal",
+                self.upstream.host_str()
+            );
+        }
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Url, String> {
+    let url =
+        Url::parse(s).map_err(|e| format!("not a URL ({e}); example: http://127.0.0.1:8001"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err("the URL has no host".into()),
+        other => Err(format!("scheme must be http or https, not {other:?}")),
+    }
+}

@@ -1,0 +1,76 @@
+//! Lesson 4: a health check is only as honest as the resources it touches.
+//!
+//! Three probes, one question each:
+//!
+//! - `GET /debug/health-async` answers on an async worker: "is the event loop turning?" It stays
+//!   fast in broken mode, which is why a liveness probe like it never notices the outage.
+//! - `GET /debug/health-sync` answers from inside a `spawn_blocking` job, the way a synchronous
+//!   endpoint in a thread-pool framework answers. In broken mode it waits behind every stream
+//!   holding a pool thread: it shows what any pool-bound request of the service experiences.
+//! - `GET /health` times a trivial pool job against a threshold, bounded so the check itself
+//!   never hangs, and reports the pool's counters. Status codes: **200** with `"status":"ok"`
+//!   when the pool answered within the threshold; **503** with `"status":"degraded"` when it
+//!   answered late or not within the bound. 503 makes a load balancer or readiness probe stop
+//!   sending new work to an instance whose pool is saturated; the JSON says why.
+//!
+//! `GET /debug/pool` serves the counters of [`crate::pool`] on the async worker.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::pool::PoolSnapshot;
+
+pub async fn health_async() -> Json<Value> {
+    Json(json!({"status": "ok", "answered_on": "async_worker"}))
+}
+
+/// No timeout here on purpose: this endpoint exists to show how long the pool makes it wait.
+pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let waited = state
+        .pool
+        .spawn(|waited| waited)
+        .await
+        .map_err(|e| ApiError::internal(format!("health job failed: {e}")))?;
+    Ok(Json(json!({
+        "status": "ok",
+        "answered_on": "blocking_pool",
+        "waited_for_thread_ms": waited.as_secs_f64() * 1e3,
+    })))
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let started = Instant::now();
+    // The job is trivial; all the time measured is time spent waiting for a pool thread.
+    let answered = tokio::time::timeout(state.health_timeout, state.pool.spawn(|_| ())).await;
+    let elapsed = started.elapsed();
+    let timed_out = !matches!(answered, Ok(Ok(())));
+    let degraded = timed_out || elapsed > state.health_threshold;
+    let status = if degraded { "degraded" } else { "ok" };
+    let code = if degraded {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": status,
+        "mode": state.mode.to_string(),
+        "checks": {
+            "blocking_pool_response_ms": elapsed.as_secs_f64() * 1e3,
+            "blocking_pool_timed_out": timed_out,
+            "threshold_ms": state.health_threshold.as_secs_f64() * 1e3,
+        },
+        "pool": state.pool.snapshot(),
+        "live_streams": state.live_streams.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    (code, Json(body))
+}
+
+pub async fn pool(State(state): State<AppState>) -> Json<PoolSnapshot> {
+    Json(state.pool.snapshot())
+}

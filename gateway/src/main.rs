@@ -1,0 +1,38 @@
+//! `gateway` binary: parse flags, build the runtime with the configured blocking pool, serve.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = gateway::Config::parse();
+    let runtime = match gateway::runtime(&config) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot build the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+            })?;
+        gateway::serve(listener, config, gateway::shutdown::signal()).await
+    });
+    // Blocking threads still inside upstream reads would keep a plain drop waiting forever.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Lesson 5: graceful shutdown must have a deadline.
+//!
+//! axum's graceful shutdown stops accepting connections and then waits for every open one to
+//! finish, with no time limit, including a 45 s streaming body, or one that never ends. So on
+//! SIGTERM/SIGINT the gateway stops accepting, lets in-flight streams run on for the drain
+//! period, and then returns anyway. `main` then drops the runtime with `shutdown_timeout`,
+//! because dropping a runtime waits for its blocking threads forever, and in broken mode those
+//! threads are sitting inside `read()` on upstream sockets.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::AppState;
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the gateway");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Serves until `shutdown`, then drains for at most `drain`.
+pub async fn serve_with_drain(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let live = std::sync::Arc::clone(&state.live_streams);
+    let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, crate::app(state))
+        .with_graceful_shutdown(async {
+            let _ = drain_started.await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    tracing::info!(
+        live_streams = live.load(Ordering::Relaxed),
+        "shutdown requested: no new connections; draining open streams for up to {drain:?}"
+    );
+    let _ = start_drain.send(());
+    match tokio::time::timeout(drain, server).await {
+        Ok(result) => {
+            tracing::info!("drained; exiting");
+            result
+        }
+        Err(_) => {
+            tracing::warn!(
+                live_streams = live.load(Ordering::Relaxed),
+                "drain deadline passed; cutting the remaining streams"
+            );
+            Ok(())
+        }
+    }
+}

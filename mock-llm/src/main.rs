@@ -1,0 +1,34 @@
+//! `mock-llm` binary: parse flags, bind, serve until Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = mock_llm::Config::parse();
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, chunks = config.chunks,
+        interval_ms = config.interval_ms, ttft_ms = config.ttft_ms, itl_ms = config.itl_ms,
+        tokens = config.tokens, jitter = config.jitter, heavy_tail = config.heavy_tail,
+        fault = ?config.fault, fault_rate = config.fault_rate, "mock-llm listening");
+    mock_llm::serve(listener, config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); Ctrl-C still works");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("mock-llm stopping");
+}
