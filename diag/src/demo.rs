@@ -1,0 +1,160 @@
+//! `diag demo`: put a known load on the gateway and measure, from the side, what it does to
+//! everyone else.
+//!
+//! The run, in order:
+//!
+//! 1. one `/debug/health-async` probe: is anything listening? If not, stop with exit code 3
+//!    rather than report a "verdict" about a gateway that is not there;
+//! 2. a baseline of `/debug/pool`, then sampling every 250 ms ([`crate::pool`]);
+//! 3. the process sampler, if a pid was given ([`crate::process`]);
+//! 4. the prober, on its own thread ([`crate::probe`]);
+//! 5. the N streams ([`crate::load`]), then, for `--duration`: count flowing streams every
+//!    100 ms and print a live line every second;
+//! 6. drop the remaining streams *first* (in broken mode that frees the pool threads, so the
+//!    probes still waiting for one can answer), then stop the probes and samplers;
+//! 7. the table, the verdict, the JSON file, and the `--expect` check.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::Error;
+use crate::cli::{DemoArgs, Expect};
+use crate::live;
+use crate::load::Load;
+use crate::pool::PoolWatch;
+use crate::probe::{self, Endpoint, Prober};
+use crate::process::ProcessWatch;
+use crate::report::{Measurements, Report, Verdict};
+
+/// How often the flowing streams are counted: well under the chunk interval of any sensible
+/// query, so a stream's flowing period cannot fall between two samples.
+const FLOWING_EVERY: Duration = Duration::from_millis(100);
+const POOL_EVERY: Duration = Duration::from_millis(250);
+const PROCESS_EVERY: Duration = Duration::from_millis(250);
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `diag demo` to the end: measure, print, write JSON, check `--expect`.
+pub fn run(args: &DemoArgs) -> Result<(), Error> {
+    // A multi-thread runtime for the load: the streams and samplers share it. The probes do
+    // not; they bring their own (see `probe`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    let report = runtime.block_on(measure(args))?;
+    print!("\n{report}");
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+        println!("report written to {}", path.display());
+    }
+    if let Some(expect) = args.expect {
+        let expected = match expect {
+            Expect::Exhausted => Verdict::Exhausted,
+            Expect::Healthy => Verdict::Healthy,
+        };
+        if report.verdict != expected {
+            return Err(Error::UnexpectedVerdict {
+                expected,
+                got: report.verdict,
+                reason: report.verdict_reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn measure(args: &DemoArgs) -> Result<Report, Error> {
+    let client = reqwest::Client::builder()
+        .build()
+        .context("cannot build the HTTP client")?;
+    let gateway = args.gateway.clone();
+
+    match probe::probe(&client, &gateway, Endpoint::HealthAsync, args.probe_timeout).await {
+        probe::Outcome::Failed(reason) => {
+            return Err(Error::Unreachable {
+                url: gateway,
+                reason,
+            });
+        }
+        probe::Outcome::TimedOut => {
+            let reason = format!("no answer within {:?}", args.probe_timeout);
+            return Err(Error::Unreachable {
+                url: gateway,
+                reason,
+            });
+        }
+        // Any HTTP answer, even a 404, means something is listening; the run will tell what.
+        probe::Outcome::Answered { .. } | probe::Outcome::Status(_) => {}
+    }
+
+    let pool = PoolWatch::start(
+        client.clone(),
+        gateway.clone(),
+        POOL_EVERY,
+        args.probe_timeout,
+    )
+    .await;
+    let process = match args.gateway_pid() {
+        None => None,
+        Some(pid) => match ProcessWatch::start(pid, PROCESS_EVERY) {
+            Ok(watch) => Some(watch),
+            Err(reason) => {
+                eprintln!("diag: warning: {reason}; the process row stays empty");
+                None
+            }
+        },
+    };
+    let prober = Prober::start(gateway.clone(), args.probe_interval, args.probe_timeout)?;
+
+    let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
+    println!(
+        "diag demo: {} streams of GET {url} for {:?}; probing health every {:?}",
+        args.streams, args.duration, args.probe_interval
+    );
+    let mut load = Load::start(&client, &url, args.streams, args.stream_query.interval);
+
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut flowing_ticks = tokio::time::interval(FLOWING_EVERY);
+    flowing_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The first live line after one second, not at zero, when nothing has happened yet.
+    let mut live_ticks = tokio::time::interval_at(started + LIVE_EVERY, LIVE_EVERY);
+    live_ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut flowing = 0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = flowing_ticks.tick() => flowing = load.sample_flowing(),
+            _ = live_ticks.tick() => {
+                let [sync, async_, health] = prober.cells();
+                let pool_cell = live::pool_cell(pool.latest().as_ref());
+                println!(
+                    "{:>3}s  {} | streams {flowing}/{} flowing",
+                    started.elapsed().as_secs_f64().round() as u64,
+                    live::readings(&sync, &async_, &health, &pool_cell),
+                    load.requested(),
+                );
+            }
+        }
+    }
+
+    let streams = load.finish().await;
+    let probes = prober.finish().await;
+    let pool = pool.finish().await;
+    let process = match process {
+        Some(watch) => watch.finish().await,
+        None => Default::default(),
+    };
+    Ok(Report::new(Measurements {
+        gateway,
+        stream_query: args.stream_query.raw.clone(),
+        duration: args.duration,
+        sync_budget: args.sync_budget,
+        streams,
+        probes,
+        pool,
+        process,
+    }))
+}

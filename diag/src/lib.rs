@@ -1,0 +1,99 @@
+//! # diag: measure a gateway from the outside, and say whether its blocking pool is starving
+//!
+//! A gateway whose blocking pool is exhausted does not crash and does not look busy: its async
+//! health check stays green, its CPU is idle, and yet streams queue and every request that needs
+//! a pool thread waits for seconds. `diag` makes that visible with numbers a person can check:
+//!
+//! - `diag demo` opens N streams through the gateway, probes its health endpoints on the side,
+//!   samples `/debug/pool` and (optionally) the gateway process, prints a live line per second,
+//!   then a table and a verdict (`EXHAUSTED` or `HEALTHY`), and can write it all as JSON.
+//! - `diag watch` prints one line of probe latencies and pool occupancy per interval, for a
+//!   service that someone else is loading.
+//!
+//! # Layout
+//!
+//! - [`cli`]: every flag, its default, its environment override and its validation.
+//! - [`demo`]: runs a demo: reachability check, load, side measurements, report, exit status.
+//! - [`load`]: the N streams, what each one saw, and how many were *flowing* at once.
+//! - [`probe`]: health probes, open loop, on their own OS thread and runtime.
+//! - [`pool`]: samples the gateway's `/debug/pool` counters.
+//! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
+//! - [`report`]: the demo's result: the JSON shape, the table, and the verdict rules.
+//! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
+//! - [`watch`]: `diag watch`.
+//!
+//! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
+
+pub mod cli;
+pub mod demo;
+pub mod live;
+pub mod load;
+pub mod pool;
+pub mod probe;
+pub mod process;
+pub mod report;
+pub mod watch;
+
+use cli::{Cli, Command};
+use report::Verdict;
+
+/// Why `diag` did not finish normally. Each kind has its own exit code (see [`Error::exit_code`]),
+/// so that scripts can tell "the gateway is not running" from "the gateway is not what you said".
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gateway did not answer the first probe: nothing was measured.
+    #[error(
+        "cannot reach the gateway at {url} ({reason}).\n\
+         Start it first, e.g. `make demo-broken` or `cargo run -p gateway`, \
+         or point --gateway at where it runs."
+    )]
+    Unreachable { url: String, reason: String },
+
+    /// `--expect` named a verdict and the measurement gave the other one.
+    #[error("expected the verdict `{expected}`, but the gateway is {got}: {reason}")]
+    UnexpectedVerdict {
+        expected: Verdict,
+        got: Verdict,
+        reason: String,
+    },
+
+    /// Anything else: a runtime that cannot start, a JSON file that cannot be written.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// 3 for an unreachable gateway, 1 for the rest. (2, bad flags, is clap's.)
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Unreachable { .. } => 3,
+            Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
+        }
+    }
+}
+
+/// Runs the parsed command line to completion.
+pub fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Watch(args) => watch::run(&args),
+    }
+}
+
+/// The innermost cause of an error. reqwest's own message ("error sending request for url
+/// (…)") repeats the URL and hides the part a person needs, e.g. "Connection refused".
+pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// A lock that survives a panicked holder: these mutexes guard plain counters, which stay
+/// meaningful even if a thread died half-way through an update.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

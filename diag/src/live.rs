@@ -1,0 +1,144 @@
+//! The one-line view shared by `diag demo` (once per second) and `diag watch` (once per tick):
+//!
+//! ```text
+//! sync 2.013s | async 0.001s | health degraded | pool 4/4 +4 queued
+//! ```
+//!
+//! One format for both, so that a person who learned to read one can read the other. Every cell
+//! has a fixed vocabulary, documented in the crate's README: a latency in seconds, `>1.2s`
+//! (still waiting), `timeout`, `down`, `HTTP 500`, or `-` (nothing to show).
+
+use std::time::Duration;
+
+use crate::pool::PoolSnapshot;
+use crate::probe::Outcome;
+
+/// The four readings, joined in the fixed order.
+pub fn readings(sync: &str, async_: &str, health: &str, pool: &str) -> String {
+    format!("sync {sync} | async {async_} | health {health} | pool {pool}")
+}
+
+/// A latency probe's cell: the latest finished probe, unless an unanswered one is older than
+/// that answer took and older than one probe interval. Then the latest answer is stale, and the
+/// cell shows how long the oldest probe has been waiting (`>2.4s`), because a stalled endpoint
+/// otherwise keeps showing the last good number it gave.
+pub fn latency_cell(
+    latest: Option<&Outcome>,
+    oldest_waiting: Option<Duration>,
+    every: Duration,
+) -> String {
+    let answered = match latest {
+        Some(Outcome::Answered { latency, .. }) => Some(*latency),
+        _ => None,
+    };
+    if let Some(waiting) = oldest_waiting
+        && waiting > every
+        && answered.is_none_or(|latency| waiting > latency)
+    {
+        return format!(">{:.1}s", waiting.as_secs_f64());
+    }
+    match latest {
+        None => "-".to_owned(),
+        Some(Outcome::Answered { latency, .. }) => seconds(*latency),
+        Some(other) => failure_cell(other),
+    }
+}
+
+/// `/health`'s cell: the status it reported (`ok`, `degraded`), not its latency, because
+/// `/health` bounds its own wait and its status is what a load balancer acts on.
+pub fn health_cell(latest: Option<&Outcome>) -> String {
+    match latest {
+        None => "-".to_owned(),
+        Some(Outcome::Answered { status, .. }) => status.clone().unwrap_or_else(|| "ok".into()),
+        Some(other) => failure_cell(other),
+    }
+}
+
+/// `running/max +queued queued`, or `-` when the service has no `/debug/pool`.
+pub fn pool_cell(pool: Option<&PoolSnapshot>) -> String {
+    match pool {
+        None => "-".to_owned(),
+        Some(pool) => format!(
+            "{}/{} +{} queued",
+            pool.running, pool.max_threads, pool.queued
+        ),
+    }
+}
+
+/// Seconds with millisecond precision: `0.002s`, `2.013s`.
+pub fn seconds(duration: Duration) -> String {
+    format!("{:.3}s", duration.as_secs_f64())
+}
+
+fn failure_cell(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::TimedOut => "timeout".to_owned(),
+        // The endpoint does not exist here (another service, an older gateway): nothing to show.
+        Outcome::Status(404) => "-".to_owned(),
+        Outcome::Status(code) => format!("HTTP {code}"),
+        Outcome::Failed(_) => "down".to_owned(),
+        Outcome::Answered { .. } => "ok".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(ms: u64) -> Outcome {
+        Outcome::Answered {
+            latency: Duration::from_millis(ms),
+            status: Some("degraded".into()),
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn cells_use_the_documented_vocabulary() {
+        let every = Duration::from_millis(250);
+        assert_eq!(latency_cell(None, None, every), "-");
+        assert_eq!(latency_cell(Some(&answered(2013)), None, every), "2.013s");
+        assert_eq!(
+            latency_cell(Some(&Outcome::TimedOut), None, every),
+            "timeout"
+        );
+        assert_eq!(latency_cell(Some(&Outcome::Status(404)), None, every), "-");
+        assert_eq!(
+            latency_cell(Some(&Outcome::Status(500)), None, every),
+            "HTTP 500"
+        );
+        assert_eq!(
+            latency_cell(Some(&Outcome::Failed("refused".into())), None, every),
+            "down"
+        );
+        assert_eq!(health_cell(Some(&answered(1))), "degraded");
+        let pool = PoolSnapshot {
+            max_threads: 4,
+            running: 4,
+            queued: 3,
+            peak_running: 4,
+            peak_queued: 5,
+        };
+        assert_eq!(pool_cell(Some(&pool)), "4/4 +3 queued");
+        assert_eq!(
+            readings("0.002s", "0.001s", "ok", "0/4 +0 queued"),
+            "sync 0.002s | async 0.001s | health ok | pool 0/4 +0 queued"
+        );
+    }
+
+    #[test]
+    fn a_stale_answer_gives_way_to_the_wait() {
+        let every = Duration::from_millis(250);
+        let waiting = Some(Duration::from_millis(2400));
+        assert_eq!(latency_cell(Some(&answered(2)), waiting, every), ">2.4s");
+        assert_eq!(latency_cell(None, waiting, every), ">2.4s");
+        // A probe younger than one interval is just in flight, not a stall.
+        let young = Some(Duration::from_millis(100));
+        assert_eq!(latency_cell(Some(&answered(2)), young, every), "0.002s");
+        // The latest answer took longer than the oldest wait so far: it is the better number.
+        assert_eq!(
+            latency_cell(Some(&answered(3000)), waiting, every),
+            "3.000s"
+        );
+    }
+}

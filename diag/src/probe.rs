@@ -1,0 +1,423 @@
+//! Health probes: one request to one health endpoint, timed; and, for `diag demo`, a prober
+//! that fires them on a fixed schedule from its own OS thread.
+//!
+//! Two rules keep the numbers honest:
+//!
+//! - **Own thread, own runtime, own client.** A probe that shared the load's runtime would also
+//!   measure how long that runtime took to poll it, and a probe sharing the load's connection
+//!   pool could queue behind a stream. The prober runs on a dedicated thread with a
+//!   current-thread runtime and its own `reqwest::Client`, so its latency is the gateway's.
+//! - **Open loop.** Each probe fires on schedule in its own task, whether or not the previous one
+//!   has answered. A closed loop (send, wait, send) sends fewer probes exactly when the gateway
+//!   is slow, and its percentiles forget the time spent waiting: the coordinated-omission
+//!   mistake. A probe that times out is recorded *at* the timeout, not dropped, for the same
+//!   reason: leaving it out would make a stalled gateway look faster.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use crate::{live, lock, root_cause};
+
+/// The gateway's health endpoints, each answering a different question (see the gateway's
+/// `health` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Answers from inside a blocking-pool job: waits for a free pool thread.
+    HealthSync,
+    /// Answers on an async worker: stays fast while the pool starves.
+    HealthAsync,
+    /// Times a trivial pool job against a threshold; 503 `degraded` when it is late.
+    Health,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [
+        Endpoint::HealthSync,
+        Endpoint::HealthAsync,
+        Endpoint::Health,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::HealthSync => "/debug/health-sync",
+            Endpoint::HealthAsync => "/debug/health-async",
+            Endpoint::Health => "/health",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Endpoint::HealthSync => 0,
+            Endpoint::HealthAsync => 1,
+            Endpoint::Health => 2,
+        }
+    }
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The endpoint answered: a 2xx, or for `/health` also a 503, which is a degraded gateway
+    /// answering, not a failure to answer. `latency` runs from sending to the end of the body.
+    Answered {
+        latency: Duration,
+        /// `/health`'s `status` (`ok`, `degraded`); `None` for the other endpoints.
+        status: Option<String>,
+        /// `/health`'s `mode` (`broken`, `fixed`).
+        mode: Option<String>,
+    },
+    /// No complete answer within the probe timeout.
+    TimedOut,
+    /// An HTTP status that is not an answer, e.g. 404 from a service without this endpoint.
+    Status(u16),
+    /// No HTTP response at all (refused, reset, ...).
+    Failed(String),
+}
+
+/// The part of `/health`'s body diag reads.
+#[derive(Debug, Deserialize)]
+struct HealthBody {
+    status: Option<String>,
+    mode: Option<String>,
+}
+
+/// Sends one `GET` to `endpoint` and waits for the whole answer, at most `timeout`.
+pub async fn probe(
+    client: &reqwest::Client,
+    gateway: &str,
+    endpoint: Endpoint,
+    timeout: Duration,
+) -> Outcome {
+    let url = format!("{gateway}{}", endpoint.path());
+    let sent = Instant::now();
+    let exchange = async {
+        let response = client.get(&url).send().await?;
+        let code = response.status();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((code, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Outcome::TimedOut,
+        Ok(Err(error)) => Outcome::Failed(root_cause(&error)),
+        Ok(Ok((code, body))) => {
+            let latency = sent.elapsed();
+            let is_health = endpoint == Endpoint::Health;
+            if !(code.is_success() || (is_health && code.as_u16() == 503)) {
+                return Outcome::Status(code.as_u16());
+            }
+            let (status, mode) = match serde_json::from_slice::<HealthBody>(&body) {
+                Ok(body) if is_health => (body.status, body.mode),
+                _ => (None, None),
+            };
+            Outcome::Answered {
+                latency,
+                status,
+                mode,
+            }
+        }
+    }
+}
+
+/// Latency percentiles and counts for one endpoint over a demo run. Milliseconds, 3 decimals;
+/// the histogram keeps 3 significant digits, so a value is exact to 0.1%.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStats {
+    /// Probes that answered or timed out: the histogram's population.
+    pub samples: u64,
+    /// `None` (JSON null) when there were no samples.
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Probes that got no answer within `--probe-timeout`; each is in the percentiles at the
+    /// timeout value.
+    pub timeouts: u64,
+    /// Probes that failed otherwise (no connection, an unexpected status such as 404); not in
+    /// the percentiles, because they measured nothing.
+    pub errors: u64,
+    /// The `status` of the last `/health` answer (`ok`, `degraded`); only for `/health`.
+    /// The last answers may come after the streams were dropped, hence `statuses`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    /// How many `/health` answers carried each `status`; only for `/health`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub statuses: BTreeMap<String, u64>,
+}
+
+/// The three endpoints' stats, under the names the JSON report uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub health_sync: ProbeStats,
+    pub health_async: ProbeStats,
+    pub health: ProbeStats,
+    /// The gateway's `--mode`, from the last `/health` answer that named it.
+    #[serde(skip)]
+    pub mode: Option<String>,
+}
+
+/// Highest latency the histogram holds, in microseconds: one hour. Longer values are clamped.
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// One endpoint's running tally. Written by the probe thread, read by the live line.
+#[derive(Debug)]
+struct Tally {
+    /// Microseconds, answers and timeouts alike.
+    latencies: Histogram<u64>,
+    timeouts: u64,
+    errors: u64,
+    /// The most recent probe to finish, whatever it saw.
+    latest: Option<Outcome>,
+    /// When each unanswered probe was sent, by sequence number: the oldest one tells the live
+    /// line that the latest answer is stale.
+    in_flight: BTreeMap<u64, Instant>,
+    last_status: Option<String>,
+    statuses: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            latencies: Histogram::new_with_bounds(1, MAX_MICROS, 3)
+                .context("cannot create a latency histogram")?,
+            timeouts: 0,
+            errors: 0,
+            latest: None,
+            in_flight: BTreeMap::new(),
+            last_status: None,
+            statuses: BTreeMap::new(),
+        })
+    }
+
+    fn record(&mut self, outcome: &Outcome, timeout: Duration) {
+        match outcome {
+            Outcome::Answered {
+                latency, status, ..
+            } => {
+                self.latencies.saturating_record(micros(*latency));
+                if let Some(status) = status {
+                    *self.statuses.entry(status.clone()).or_insert(0) += 1;
+                    self.last_status = Some(status.clone());
+                }
+            }
+            Outcome::TimedOut => {
+                self.latencies.saturating_record(micros(timeout));
+                self.timeouts += 1;
+            }
+            Outcome::Status(_) | Outcome::Failed(_) => self.errors += 1,
+        }
+        self.latest = Some(outcome.clone());
+    }
+
+    fn stats(&self) -> ProbeStats {
+        let samples = self.latencies.len();
+        let ms = |micros: u64| (samples > 0).then(|| round_ms(micros as f64 / 1e3));
+        ProbeStats {
+            samples,
+            p50_ms: ms(self.latencies.value_at_quantile(0.50)),
+            p95_ms: ms(self.latencies.value_at_quantile(0.95)),
+            p99_ms: ms(self.latencies.value_at_quantile(0.99)),
+            max_ms: ms(self.latencies.max()),
+            timeouts: self.timeouts,
+            errors: self.errors,
+            last_status: self.last_status.clone(),
+            statuses: self.statuses.clone(),
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds to three decimals (microsecond resolution), as the JSON report carries them.
+pub(crate) fn round_ms(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3
+}
+
+/// State shared by the probe thread and the demo's live line.
+#[derive(Debug)]
+struct Shared {
+    tallies: [Tally; 3],
+    mode: Option<String>,
+    next_id: u64,
+}
+
+/// Probes the three health endpoints every `every`, open loop, from its own thread.
+#[derive(Debug)]
+pub struct Prober {
+    shared: Arc<Mutex<Shared>>,
+    /// Dropping or sending ends the schedule; probes in flight then finish or time out.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    every: Duration,
+}
+
+impl Prober {
+    /// Starts the probe thread; the first probes fire at once.
+    pub fn start(gateway: String, every: Duration, timeout: Duration) -> anyhow::Result<Self> {
+        let shared = Arc::new(Mutex::new(Shared {
+            tallies: [Tally::new()?, Tally::new()?, Tally::new()?],
+            mode: None,
+            next_id: 0,
+        }));
+        // A current-thread runtime: the thread does nothing but wait on sockets and timers, so
+        // one thread is enough, and nothing else can ever be scheduled in front of a probe.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the probe runtime")?;
+        let client = reqwest::Client::builder()
+            .build()
+            .context("cannot build the probe HTTP client")?;
+        let (stop, stopped) = oneshot::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("diag-probe".into())
+            .spawn(move || {
+                runtime.block_on(schedule(
+                    client,
+                    gateway,
+                    every,
+                    timeout,
+                    thread_shared,
+                    stopped,
+                ));
+            })
+            .context("cannot start the probe thread")?;
+        Ok(Self {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+            every,
+        })
+    }
+
+    /// The three cells of the live line (sync, async, health), from the probes so far.
+    pub fn cells(&self) -> [String; 3] {
+        let shared = lock(&self.shared);
+        let now = Instant::now();
+        Endpoint::ALL.map(|endpoint| {
+            let tally = &shared.tallies[endpoint.index()];
+            let oldest = tally
+                .in_flight
+                .values()
+                .next()
+                .map(|sent| now.duration_since(*sent));
+            match endpoint {
+                Endpoint::Health => live::health_cell(tally.latest.as_ref()),
+                _ => live::latency_cell(tally.latest.as_ref(), oldest, self.every),
+            }
+        })
+    }
+
+    /// Stops the schedule, waits for the probes still in flight (each at most its timeout),
+    /// and returns the stats.
+    pub async fn finish(mut self) -> ProbeReport {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // `join` blocks; let a blocking-pool thread of diag's own runtime do the waiting.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let shared = lock(&self.shared);
+        let [sync, async_, health] = &shared.tallies;
+        ProbeReport {
+            health_sync: sync.stats(),
+            health_async: async_.stats(),
+            health: health.stats(),
+            mode: shared.mode.clone(),
+        }
+    }
+}
+
+/// The probe thread's whole life: fire on every tick until told to stop, then drain.
+async fn schedule(
+    client: reqwest::Client,
+    gateway: String,
+    every: Duration,
+    timeout: Duration,
+    shared: Arc<Mutex<Shared>>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let gateway: Arc<str> = gateway.into();
+    let mut ticks = tokio::time::interval(every);
+    // Should this thread itself ever be late, skip the missed ticks rather than fire a burst:
+    // a burst would be load diag made up, not the steady probing the report describes.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = ticks.tick() => {
+                for endpoint in Endpoint::ALL {
+                    let id = {
+                        let mut shared = lock(&shared);
+                        shared.next_id += 1;
+                        let id = shared.next_id;
+                        shared.tallies[endpoint.index()].in_flight.insert(id, Instant::now());
+                        id
+                    };
+                    let (client, gateway, shared) =
+                        (client.clone(), Arc::clone(&gateway), Arc::clone(&shared));
+                    in_flight.spawn(async move {
+                        let outcome = probe(&client, &gateway, endpoint, timeout).await;
+                        let mut shared = lock(&shared);
+                        if let Outcome::Answered { mode: Some(mode), .. } = &outcome {
+                            shared.mode = Some(mode.clone());
+                        }
+                        let tally = &mut shared.tallies[endpoint.index()];
+                        tally.in_flight.remove(&id);
+                        tally.record(&outcome, timeout);
+                    });
+                }
+            }
+            // Reap finished probes as they end, so the set holds only those in flight.
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_counts_at_the_timeout_value() {
+        let mut tally = Tally::new().expect("histogram");
+        let timeout = Duration::from_secs(5);
+        for _ in 0..98 {
+            let answer = Outcome::Answered {
+                latency: Duration::from_millis(2),
+                status: None,
+                mode: None,
+            };
+            tally.record(&answer, timeout);
+        }
+        tally.record(&Outcome::TimedOut, timeout);
+        tally.record(&Outcome::TimedOut, timeout);
+        tally.record(&Outcome::Status(404), timeout);
+        let stats = tally.stats();
+        assert_eq!((stats.samples, stats.timeouts, stats.errors), (100, 2, 1));
+        let p50 = stats.p50_ms.expect("samples");
+        let max = stats.max_ms.expect("samples");
+        assert!((1.99..2.01).contains(&p50), "{p50}");
+        // hdrhistogram reports the top of the 3-significant-digit bucket holding 5 s.
+        assert!((5000.0..5010.0).contains(&max), "{max}");
+    }
+
+    #[test]
+    fn no_samples_means_no_percentiles() {
+        let stats = Tally::new().expect("histogram").stats();
+        assert_eq!(stats.samples, 0);
+        assert_eq!(stats.p99_ms, None);
+    }
+}

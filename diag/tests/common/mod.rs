@@ -1,0 +1,174 @@
+//! Real servers for diag's tests: a mock upstream and a gateway, each on its own thread and
+//! runtime, on `127.0.0.1:0`; and a bounded way to run the `diag` binary against them.
+//!
+//! The servers must keep running while the diag binary runs, and the gateway's blocking pool
+//! must be its own (its size is the experiment), so neither borrows the test's thread.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+
+/// No diag run in these tests should come near this; past it the run is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The mock upstream on its own thread. Dropping it stops it.
+pub struct Mock {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Mock {
+    pub fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("mock runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the mock");
+        let addr = listener.local_addr().expect("mock address");
+        let config = mock_llm::Config::try_parse_from(["mock-llm"]).expect("mock defaults");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            runtime
+                .block_on(mock_llm::serve(listener, config, shutdown))
+                .expect("mock serves");
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A gateway in `mode` with a blocking pool of 2 threads, relaying to `mock`.
+pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
+    let upstream = mock.url();
+    let config = gateway::Config::try_parse_from([
+        "gateway",
+        "--mode",
+        mode,
+        "--blocking-threads",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-secs",
+        "0",
+        "--upstream",
+        &upstream,
+    ])
+    .expect("gateway flags");
+    gateway::embed::start(config).expect("gateway starts")
+}
+
+/// What a diag run left behind.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs the `diag` binary with `args`, killing it if it outlives [`RUN_LIMIT`].
+pub fn diag(args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_diag"));
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // The flags under test, not whatever the developer's shell exports.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("DIAG_") {
+            command.env_remove(name);
+        }
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().expect("diag starts");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for diag") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("diag {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        took: started.elapsed(),
+    }
+}
+
+/// A port nothing listens on: bound, then released.
+pub fn dead_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A fresh path for a JSON report under Cargo's scratch directory for integration tests.
+pub fn json_path(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("diag-{name}-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the report was written");
+    serde_json::from_str(&text).expect("the report is JSON")
+}

@@ -1,0 +1,218 @@
+//! `diag demo` end to end: a real mock upstream, a real gateway with a 2-thread blocking pool,
+//! and the real `diag` binary, with 4 short streams (6 chunks, 300 ms apart) for 3 s.
+//!
+//! The assertions are structural (how many streams flowed at once, how full the pool got),
+//! and where a time is compared, the margin is wide: the sync probe waits for whole streams to
+//! end (~1.8 s) against a 100 ms budget.
+
+mod common;
+
+use common::{Mock, dead_port_url, diag, gateway, json_path, read_json};
+
+const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
+
+/// The demo's flags for a 4-stream, 3-second run against `url`, reporting to `json`.
+fn demo_args<'a>(url: &'a str, json: &'a str, expect: &'a str, budget: &'a str) -> Vec<&'a str> {
+    vec![
+        "demo",
+        "--gateway",
+        url,
+        "--streams",
+        "4",
+        "--duration",
+        "3s",
+        "--stream-query",
+        STREAM_QUERY,
+        "--probe-interval",
+        "100ms",
+        "--sync-budget",
+        budget,
+        "--expect",
+        expect,
+        "--json",
+        json,
+    ]
+}
+
+#[test]
+fn a_broken_gateway_is_exhausted_at_its_pool_size() {
+    let mock = Mock::start();
+    let gateway = gateway("broken", &mock);
+    let json = json_path("broken");
+    let url = gateway.url();
+    let pid = std::process::id().to_string();
+    let mut args = demo_args(
+        &url,
+        json.to_str().expect("utf-8 path"),
+        "exhausted",
+        "100ms",
+    );
+    // The gateway runs inside this test process, so sampling it samples the gateway.
+    args.extend(["--pid", &pid]);
+    let run = diag(&args);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "exhausted", "{report:#}");
+    assert_eq!(report["mode"], "broken");
+    // Two pool threads, so two streams at a time, whatever the number opened.
+    assert_eq!(report["streams"]["requested"], 4);
+    assert_eq!(report["streams"]["max_concurrent_flowing"], 2, "{report:#}");
+    assert_eq!(report["pool"]["max_threads"], 2);
+    assert_eq!(report["pool"]["peak_running"], 2, "{report:#}");
+    let peak_queued = report["pool"]["peak_queued"]
+        .as_u64()
+        .expect("pool observed");
+    assert!(
+        peak_queued >= 2,
+        "two streams wait for a thread: {report:#}"
+    );
+    let sync_p99 = report["probes"]["health_sync"]["p99_ms"]
+        .as_f64()
+        .expect("probed");
+    assert!(
+        sync_p99 > 100.0,
+        "the sync probe waited behind the streams: {report:#}"
+    );
+    let async_samples = report["probes"]["health_async"]["samples"]
+        .as_u64()
+        .expect("probed");
+    assert!(
+        async_samples >= 20,
+        "open loop: ~30 probes in 3 s at 100 ms: {report:#}"
+    );
+    assert!(
+        report["process"]["threads_max"]
+            .as_u64()
+            .is_some_and(|n| n > 2),
+        "{report:#}"
+    );
+    assert!(
+        report["process"]["rss_max_bytes"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+
+    assert!(
+        run.stdout.contains("| streams "),
+        "live lines: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("EXHAUSTED: only 2 of 4 streams flowed at once"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_fixed_gateway_is_healthy_under_the_same_load() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let json = json_path("fixed");
+    let url = gateway.url();
+    // A 1 s budget: the sync probe answers in milliseconds here, so the margin is wide.
+    let run = diag(&demo_args(
+        &url,
+        json.to_str().expect("utf-8 path"),
+        "healthy",
+        "1s",
+    ));
+    assert_eq!(run.code, Some(0), "{run:#?}");
+
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "healthy", "{report:#}");
+    assert_eq!(report["mode"], "fixed");
+    assert_eq!(report["streams"]["max_concurrent_flowing"], 4, "{report:#}");
+    // 6 chunks x 300 ms end well inside the 3 s run.
+    assert_eq!(report["streams"]["completed"], 4, "{report:#}");
+    assert_eq!(report["streams"]["failed"], 0);
+    let sync_max = report["probes"]["health_sync"]["max_ms"]
+        .as_f64()
+        .expect("probed");
+    assert!(sync_max < 1000.0, "{report:#}");
+    assert_eq!(report["probes"]["health_sync"]["timeouts"], 0);
+    assert!(report["process"]["threads_max"].is_null(), "no pid given");
+    assert!(
+        run.stdout.contains("HEALTHY: all 4 streams flowed at once"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn expecting_healthy_from_a_broken_gateway_exits_1() {
+    let mock = Mock::start();
+    let gateway = gateway("broken", &mock);
+    let json = json_path("broken-expect-healthy");
+    let url = gateway.url();
+    let run = diag(&demo_args(
+        &url,
+        json.to_str().expect("utf-8 path"),
+        "healthy",
+        "100ms",
+    ));
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("expected the verdict `healthy`, but the gateway is exhausted"),
+        "{}",
+        run.stderr
+    );
+    // The report is still written: a failed expectation is exactly when you want the numbers.
+    assert_eq!(read_json(&json)["verdict"], "exhausted");
+}
+
+#[test]
+fn an_unreachable_gateway_exits_3_and_says_how_to_start_one() {
+    let url = dead_port_url();
+    let run = diag(&["demo", "--gateway", &url, "--duration", "1s"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains(&url), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cargo run -p gateway"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "nothing measured, nothing printed: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["demo", "--bogus"], "unexpected argument"),
+        (&["demo", "--duration", "20"], "has no unit"),
+        (&["demo", "--duration", "0s"], "must be longer than zero"),
+        (
+            &["demo", "--stream-query", "chunks=6&interval_ms=fast"],
+            "positive whole number",
+        ),
+        (&["demo", "--streams", "0"], "--streams"),
+        (
+            &["demo", "--gateway", "127.0.0.1:8000"],
+            "write e.g. http://127.0.0.1:8000",
+        ),
+        (
+            &["demo", "--gateway", "localhost:8000"],
+            "must be an http:// or https:// URL",
+        ),
+        (&["demo", "--expect", "fine"], "--expect"),
+        (
+            &["demo", "--pid-file", "/nonexistent/gateway.pid"],
+            "cannot read",
+        ),
+        (&["watch", "--interval", "soon"], "not a duration"),
+        (&["watch", "--count", "0"], "--count"),
+        (&["probe"], "unrecognized subcommand"),
+    ];
+    for (args, message) in cases {
+        let run = diag(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+}
