@@ -1,0 +1,31 @@
+# The front door. Every target is a thin call into cargo or `cargo xtask` (see xtask/src/).
+# Extra flags go through ARGS, e.g.  make demo-broken ARGS="--streams 16 --blocking-threads 2"
+
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: demo-broken demo-fixed stop test fmt lint
+
+## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
+demo-broken:
+	$(CARGO) xtask demo broken $(ARGS)
+
+## The same load against the async client: all 8 flow, health answers in milliseconds.
+demo-fixed:
+	$(CARGO) xtask demo fixed $(ARGS)
+
+## Stop whatever a demo or `cargo xtask up` left running (by pid file, nothing else).
+stop:
+	$(CARGO) xtask stop
+
+## Unit and integration tests, then the end-to-end demo check (both modes, then stop).
+test:
+	$(CARGO) test --workspace --locked
+	$(CARGO) xtask e2e
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

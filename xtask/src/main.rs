@@ -1,0 +1,43 @@
+//! `cargo xtask`: the project's automation, in Rust rather than shell.
+//!
+//! The Makefile is the front door; every target is a thin call into a subcommand here. Keeping the
+//! orchestration in Rust means one language to read, real error handling (every child's exit
+//! status is checked) and the same behaviour on every machine that has cargo.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the subcommands and their flags.
+//! - [`services`]: start mock-llm and the gateway in the background (pid files, logs, readiness
+//!   polling) and stop them again; the only place that sends signals.
+//! - [`demo`]: `demo broken|fixed` and `up`: build, start, run `diag demo`, stop.
+//! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
+
+mod cli;
+mod demo;
+mod e2e;
+mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Demo(args) => demo::demo(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Up(args) => demo::up(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Stop => services::stop_all().map(|()| ExitCode::SUCCESS),
+        cli::Command::E2e => e2e::run(),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("xtask: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The workspace root, found from this crate's manifest so xtask works from any directory.
+fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
