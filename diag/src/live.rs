@@ -1,7 +1,7 @@
 //! The one-line view shared by `diag demo` (once per second) and `diag watch` (once per tick):
 //!
 //! ```text
-//! sync 2.013s | async 0.001s | health degraded | pool 4/4 +4 queued
+//! sync 2.013s | async 0.8ms | health degraded | pool 4/4 +4 queued
 //! ```
 //!
 //! One format for both, so that a person who learned to read one can read the other. Every cell
@@ -65,9 +65,16 @@ pub fn pool_cell(pool: Option<&PoolSnapshot>) -> String {
     }
 }
 
-/// Seconds with millisecond precision: `0.002s`, `2.013s`.
+/// A latency a person can read at a glance: milliseconds below a second (`0.4ms`, `12.3ms`),
+/// seconds above (`2.013s`). A fixed `0.000s` would hide the healthy case's sub-millisecond
+/// answers, and the contrast between 0.4 ms and 5 s is the whole point of the demo.
 pub fn seconds(duration: Duration) -> String {
-    format!("{:.3}s", duration.as_secs_f64())
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1}ms", secs * 1e3)
+    } else {
+        format!("{secs:.3}s")
+    }
 }
 
 fn failure_cell(outcome: &Outcome) -> String {
@@ -121,8 +128,8 @@ mod tests {
         };
         assert_eq!(pool_cell(Some(&pool)), "4/4 +3 queued");
         assert_eq!(
-            readings("0.002s", "0.001s", "ok", "0/4 +0 queued"),
-            "sync 0.002s | async 0.001s | health ok | pool 0/4 +0 queued"
+            readings("2.0ms", "1.0ms", "ok", "0/4 +0 queued"),
+            "sync 2.0ms | async 1.0ms | health ok | pool 0/4 +0 queued"
         );
     }
 
@@ -134,7 +141,7 @@ mod tests {
         assert_eq!(latency_cell(None, waiting, every), ">2.4s");
         // A probe younger than one interval is just in flight, not a stall.
         let young = Some(Duration::from_millis(100));
-        assert_eq!(latency_cell(Some(&answered(2)), young, every), "0.002s");
+        assert_eq!(latency_cell(Some(&answered(2)), young, every), "2.0ms");
         // The latest answer took longer than the oldest wait so far: it is the better number.
         assert_eq!(
             latency_cell(Some(&answered(3000)), waiting, every),

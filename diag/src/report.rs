@@ -299,7 +299,10 @@ impl fmt::Display for Report {
 }
 
 fn secs(ms: Option<f64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |ms| format!("{:.3}s", ms / 1e3))
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| crate::live::seconds(std::time::Duration::from_secs_f64(ms.max(0.0) / 1e3)),
+    )
 }
 
 fn number(n: Option<usize>) -> String {

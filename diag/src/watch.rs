@@ -2,7 +2,7 @@
 //! for a gateway that something else is loading (a demo in another terminal, real traffic).
 //!
 //! ```text
-//! 12:00:01  sync 0.002s | async 0.001s | health ok | pool 0/4 +0 queued
+//! 12:00:01  sync 2.1ms | async 0.8ms | health ok | pool 0/4 +0 queued
 //! ```
 //!
 //! Each tick sends the four requests at once and prints when all have answered or timed out,
@@ -126,7 +126,7 @@ mod tests {
                 None,
                 every
             ),
-            "sync - | async 0.001s | health - | pool -"
+            "sync - | async 1.0ms | health - | pool -"
         );
     }
 }
