@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: demo-broken demo-fixed stop test fmt lint
+.PHONY: demo-broken demo-fixed stop test test-compat fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -22,6 +22,10 @@ stop:
 test:
 	$(CARGO) test --workspace --locked
 	$(CARGO) xtask e2e
+
+## OpenAI's Python client (pinned, in a venv under target/) against the gateway in both modes.
+test-compat:
+	$(CARGO) xtask compat
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
@@ -69,10 +71,77 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub upstream_read_timeout_secs: u64,
 
-    /// Give up connecting to the upstream after this long (seconds); the client gets 502.
+    /// Give up connecting to the upstream after this long (seconds); the client gets 504.
     #[arg(long, env = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=600))]
     pub upstream_connect_timeout_secs: u64,
+
+    /// Largest accepted request body of `POST /v1/chat/completions`, in bytes; larger is a 413.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=(256 * 1024 * 1024))
+              .map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    pub max_body_bytes: usize,
+
+    /// The gateway's own credential towards the upstream, sent as `Authorization: Bearer`.
+    /// The client's `Authorization` is never forwarded: it is a key for the gateway, not for
+    /// the provider.
+    #[arg(long, env = "GATEWAY_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<Secret>,
+
+    /// An API key clients must present (`Authorization: Bearer KEY` or `X-API-Key: KEY`) on
+    /// `/v1/*` and `/chat/stream`. Repeat the flag for several keys; the env variable takes a
+    /// comma-separated list. No key anywhere (flag, env or file) means no authentication.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "GATEWAY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
+
+    /// A file of API keys, one per line; blank lines and lines starting with `#` are skipped.
+    /// Added to `--api-key`. Read once at start-up.
+    #[arg(long, value_name = "PATH", env = "GATEWAY_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+}
+
+/// A secret string (an API key) whose `Debug` never shows it, so `Config` can be logged or
+/// printed in a test failure without leaking keys. The value is reachable only through
+/// [`Secret::expose`], which makes every use of it easy to find.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    /// Trims surrounding whitespace (a pasted key often carries a newline) and refuses an empty
+    /// key, which would otherwise match an empty `Authorization: Bearer ` header.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key = s.trim();
+        if key.is_empty() {
+            return Err("an API key must not be empty".into());
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "an API key must be visible ASCII without spaces (it travels in an HTTP header)"
+                    .into(),
+            );
+        }
+        Ok(Self(key.to_owned()))
+    }
 }
 
 impl Config {
@@ -99,6 +168,8 @@ impl Config {
             drain_secs = self.drain_secs,
             upstream_connect_timeout_secs = self.upstream_connect_timeout_secs,
             upstream_read_timeout_secs = self.upstream_read_timeout_secs,
+            max_body_bytes = self.max_body_bytes,
+            upstream_api_key = self.upstream_api_key.is_some(),
             "gateway listening on {bound}"
         );
         if self.mode == Mode::Broken {

@@ -3,6 +3,13 @@
 //! One type, [`ApiError`], for everything a request can fail on, so no handler can answer with an
 //! empty 500 or a plain-text rejection: bad parameters are 400, an unreachable upstream 502, a
 //! silent one 504. Messages say what to change, because the reader is a person at a terminal.
+//!
+//! `param` names the offending field (`messages`, `model`) and `code` is a stable, machine-readable
+//! reason (`missing_api_key`, `invalid_api_key`, `request_too_large`, ...) for clients that branch
+//! on it, as OpenAI's SDKs do. Errors that come *from* the upstream are not rebuilt here: the relay
+//! passes them through as the upstream sent them (status, body, `Retry-After`).
+
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -18,7 +25,10 @@ pub struct ApiError {
     pub message: String,
     /// OpenAI's `type` field: `invalid_request_error`, `upstream_error`, ...
     pub kind: &'static str,
-    pub param: Option<&'static str>,
+    /// The request field at fault, e.g. `messages` or `messages[0].role`.
+    pub param: Option<Cow<'static, str>>,
+    /// OpenAI's `code` field: a stable reason a program can match on.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -27,8 +37,51 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             kind: "invalid_request_error",
-            param,
+            param: param.map(Cow::Borrowed),
+            code: None,
         }
+    }
+
+    /// No usable API key (see [`crate::auth`]). `code` is `missing_api_key` or `invalid_api_key`.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: Some(code),
+            ..Self::bad_request(None, message)
+        }
+    }
+
+    /// The request body is over `--max-body-bytes`.
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: Some("request_too_large"),
+            ..Self::bad_request(
+                None,
+                format!(
+                    "the request body is larger than {limit} bytes (the gateway's --max-body-bytes)"
+                ),
+            )
+        }
+    }
+
+    /// The body is not declared as JSON.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: Some("unsupported_media_type"),
+            ..Self::bad_request(None, message)
+        }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     /// The upstream could not be reached or broke the protocol.
@@ -38,6 +91,7 @@ impl ApiError {
             message: message.into(),
             kind: "upstream_error",
             param: None,
+            code: None,
         }
     }
 
@@ -48,6 +102,7 @@ impl ApiError {
             message: message.into(),
             kind: "upstream_error",
             param: None,
+            code: None,
         }
     }
 
@@ -57,6 +112,7 @@ impl ApiError {
             message: message.into(),
             kind: "server_error",
             param: None,
+            code: None,
         }
     }
 }
@@ -70,7 +126,7 @@ impl IntoResponse for ApiError {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
-            "code": null,
+            "code": self.code,
         }});
         (self.status, Json(body)).into_response()
     }
@@ -86,13 +142,29 @@ impl From<QueryRejection> for ApiError {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
-        message: format!(
-            "no route for {}; try /chat/stream, /health, /debug/pool, \
-             /debug/health-sync or /debug/health-async",
-            uri.path()
-        ),
-        kind: "invalid_request_error",
-        param: None,
+        ..ApiError::bad_request(
+            None,
+            format!(
+                "no route for {}; try POST /v1/chat/completions, GET /v1/models, /chat/stream, \
+                 /health, /debug/pool, /debug/health-sync or /debug/health-async",
+                uri.path()
+            ),
+        )
+    }
+}
+
+/// A known path with the wrong method (e.g. `GET /v1/chat/completions`): a JSON 405, not
+/// axum's empty one.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        ..ApiError::bad_request(
+            None,
+            format!(
+                "{method} is not allowed on {}; /v1/chat/completions takes POST, the others GET",
+                uri.path()
+            ),
+        )
     }
 }
 
@@ -103,4 +175,6 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("cannot derive the upstream stream URL: {0}")]
     Url(String),
+    #[error("API keys: {0}")]
+    ApiKeys(String),
 }

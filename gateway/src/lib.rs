@@ -19,7 +19,13 @@
 //! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
-//! - [`relay`]: `GET /chat/stream`, one relayed stream, logged with its bytes and duration.
+//! - [`upstream`]: the request type both clients send, and which headers cross the gateway.
+//! - [`relay`]: `GET /chat/stream`, one relayed stream, logged with its bytes and duration; the
+//!   relay machinery every route shares.
+//! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request, forward
+//!   the bytes, never buffer the SSE stream, pass upstream errors through, cancel on disconnect.
+//! - [`auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time, never logged;
+//!   why `/health` and `/debug/*` stay open.
 //! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
 //! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
@@ -28,10 +34,21 @@
 //! [`app`] builds the router; [`serve`] runs it; [`runtime`] builds the runtime whose blocking
 //! pool size is part of the lesson, so the gateway must run on it.
 
+// The Rust examples in docs/ are compiled and run as doctests of this crate, so the guides
+// cannot drift from the crates they describe (`cargo test -p gateway --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/pitfalls.md")]
+pub struct PitfallsDoc;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/find-it-in-your-app.md")]
+pub struct FindItDoc;
+
+pub mod auth;
 pub mod config;
 pub mod embed;
 pub mod error;
 pub mod health;
+pub mod openai;
 pub mod pool;
 pub mod relay;
 pub mod shutdown;
@@ -43,7 +60,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
 
 pub use config::{Config, Mode};
 use pool::BlockingPool;
@@ -58,6 +77,14 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     /// The upstream's `/slow_stream` URL; each request adds its own query.
     pub stream_url: reqwest::Url,
+    /// The upstream's `/v1/chat/completions`.
+    pub chat_url: reqwest::Url,
+    /// The upstream's `/v1/models`.
+    pub models_url: reqwest::Url,
+    /// `--max-body-bytes`: larger chat requests are refused with 413 before anything else.
+    pub max_body_bytes: usize,
+    /// Accepted client keys; empty means authentication is off (see [`auth`]).
+    pub api_keys: auth::ApiKeys,
     /// `/health` reports `degraded` when a trivial pool job takes longer than this.
     pub health_threshold: Duration,
     /// `/health` gives up waiting for the pool after this, so the check itself never hangs.
@@ -70,14 +97,21 @@ impl AppState {
     pub fn new(config: &Config) -> Result<Self, error::StartError> {
         let pool = Arc::new(BlockingPool::new(config.blocking_threads));
         let upstream = Upstream::new(config, Arc::clone(&pool))?;
+        let upstream_url = |path: &str| {
+            config
+                .upstream
+                .join(path)
+                .map_err(|e| error::StartError::Url(e.to_string()))
+        };
         Ok(Self {
             mode: config.mode,
             pool,
             upstream: Arc::new(upstream),
-            stream_url: config
-                .upstream
-                .join("slow_stream")
-                .map_err(|e| error::StartError::Url(e.to_string()))?,
+            stream_url: upstream_url("slow_stream")?,
+            chat_url: upstream_url("v1/chat/completions")?,
+            models_url: upstream_url("v1/models")?,
+            max_body_bytes: config.max_body_bytes,
+            api_keys: auth::ApiKeys::from_config(config)?,
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
             live_streams: Arc::default(),
@@ -86,14 +120,31 @@ impl AppState {
 }
 
 /// The gateway's routes. Kept apart from [`serve`] so tests can drive it without a socket.
+///
+/// Two groups: the relaying routes, behind the API-key check, and the probes, open (see
+/// [`auth`] for why). `route_layer` runs the check only on a matched route, so an unknown path
+/// is still a 404, not a 401.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let relaying = Router::new()
         .route("/chat/stream", get(relay::chat_stream))
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(DefaultBodyLimit::max(state.max_body_bytes)),
+        )
+        .route("/v1/models", get(openai::models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let probes = Router::new()
         .route("/health", get(health::health))
         .route("/debug/health-sync", get(health::health_sync))
         .route("/debug/health-async", get(health::health_async))
-        .route("/debug/pool", get(health::pool))
+        .route("/debug/pool", get(health::pool));
+    relaying
+        .merge(probes)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }
 
@@ -117,5 +168,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
+    state.api_keys.log_startup();
     shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
 }

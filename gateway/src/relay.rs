@@ -1,9 +1,14 @@
-//! `GET /chat/stream`: relay one upstream stream to the client, chunk by chunk.
+//! `GET /chat/stream`: relay one upstream stream to the client, chunk by chunk; and the relay
+//! machinery every route shares ([`relay`], [`LoggedStream`], [`log_rejected`]).
 //!
 //! The handler is the same in both modes; only [`crate::upstream`] differs. Nothing is buffered:
 //! each upstream chunk becomes one chunk of the response as soon as it arrives. Every stream is
 //! wrapped in a [`LoggedStream`], which writes one log line when the stream ends, however it ends,
-//! with its duration, its bytes and whether the client stayed to the end.
+//! with its method and path, status, duration, bytes, and outcome: `completed`, `client_gone`
+//! (the client left first) or `upstream_failed` (the upstream broke off; the client's body is cut
+//! short, which is the only honest way to say so once a `200` and part of the body have gone
+//! out). A request refused before any upstream call gets its one line from [`log_rejected`].
+//! Neither ever logs a header value or a body: they may hold keys and prompts.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
@@ -23,6 +28,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::config::Mode;
 use crate::error::ApiError;
+use crate::upstream::{UpstreamRequest, UpstreamResponse};
 
 /// Query parameters passed through to the upstream's `/slow_stream`. Types are checked here,
 /// ranges by the upstream (whose 400 is relayed as is). Unknown names are rejected: a typo such
@@ -50,17 +56,101 @@ pub async fn chat_stream(
             query.append_pair("interval_ms", &interval_ms.to_string());
         }
     }
-    let upstream = state.upstream.get(url).await?;
+    let waiting = Waiting::new(state.mode, Route::GET_CHAT_STREAM, received);
+    let upstream = state.upstream.send(UpstreamRequest::get(url)).await;
+    waiting.answered();
+    Ok(relay(upstream?, &state, Route::GET_CHAT_STREAM, received))
+}
+
+/// A route, for the log line: its method and path as written in the router, never the raw
+/// request URI (whose query may carry anything).
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+}
+
+impl Route {
+    pub const GET_CHAT_STREAM: Route = Route {
+        method: Method::GET,
+        path: "/chat/stream",
+    };
+}
+
+/// The upstream's response as the client's: its status, its relayed headers, and its body as a
+/// [`LoggedStream`], forwarded chunk by chunk as it arrives. Upstream errors (429, 5xx) take this
+/// same path, so they reach the client exactly as the upstream sent them.
+pub fn relay(
+    upstream: UpstreamResponse,
+    state: &AppState,
+    route: Route,
+    received: Instant,
+) -> Response {
     let status = upstream.status;
-    let body = LoggedStream::new(upstream.body, &state, status, received);
+    let body = LoggedStream::new(upstream.body, state, route, status, received);
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
-    if let Some(content_type) = upstream.content_type {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, content_type);
+    *response.headers_mut() = upstream.headers;
+    response
+}
+
+/// The one log line of a request the gateway answered itself with an error (bad input, missing
+/// key, unreachable upstream), in the same shape as [`LoggedStream`]'s.
+pub fn log_rejected(mode: Mode, method: &Method, path: &str, error: &ApiError, received: Instant) {
+    tracing::info!(
+        mode = %mode,
+        method = %method,
+        path,
+        status = error.status.as_u16(),
+        outcome = "rejected",
+        code = error.code.unwrap_or(""),
+        bytes = 0,
+        duration_ms = received.elapsed().as_millis() as u64,
+        "request ended"
+    );
+}
+
+/// Guards a request until it has a response. If the handler future is dropped before that,
+/// which is what hyper does when the client hangs up while the gateway still waits for the
+/// upstream's head, the request gets its one log line here, as `client_gone`.
+#[derive(Debug)]
+pub struct Waiting {
+    mode: Mode,
+    route: Route,
+    received: Instant,
+    armed: bool,
+}
+
+impl Waiting {
+    pub fn new(mode: Mode, route: Route, received: Instant) -> Self {
+        Self {
+            mode,
+            route,
+            received,
+            armed: true,
+        }
     }
-    Ok(response)
+
+    /// The request has a response (relayed or refused), which logs itself.
+    pub fn answered(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(
+                mode = %self.mode,
+                method = %self.route.method,
+                path = self.route.path,
+                outcome = "client_gone",
+                bytes = 0,
+                duration_ms = self.received.elapsed().as_millis() as u64,
+                "request ended: the client left before the upstream answered"
+            );
+        }
+    }
 }
 
 /// How a relayed stream ended.
@@ -76,11 +166,14 @@ enum Outcome {
 pub struct LoggedStream {
     inner: BoxStream<'static, std::io::Result<Bytes>>,
     mode: Mode,
+    route: Route,
     status: StatusCode,
     /// When the request arrived: the logged duration includes any wait for a pool thread.
     received: Instant,
     bytes: u64,
     outcome: Outcome,
+    /// Why the upstream broke off, when it did.
+    error: Option<String>,
     /// `AppState::live_streams`: this stream counts in it until it is dropped.
     live: Arc<AtomicUsize>,
 }
@@ -89,6 +182,7 @@ impl LoggedStream {
     fn new(
         inner: BoxStream<'static, std::io::Result<Bytes>>,
         state: &AppState,
+        route: Route,
         status: StatusCode,
         received: Instant,
     ) -> Self {
@@ -96,10 +190,12 @@ impl LoggedStream {
         Self {
             inner,
             mode: state.mode,
+            route,
             status,
             received,
             bytes: 0,
             outcome: Outcome::Open,
+            error: None,
             live: Arc::clone(&state.live_streams),
         }
     }
@@ -121,7 +217,12 @@ impl Stream for LoggedStream {
         let next = self.inner.as_mut().poll_next(cx);
         match &next {
             Poll::Ready(Some(Ok(chunk))) => self.bytes += chunk.len() as u64,
-            Poll::Ready(Some(Err(_))) => self.outcome = Outcome::UpstreamFailed,
+            Poll::Ready(Some(Err(e))) => {
+                // hyper aborts the response on this error: the client's body ends truncated
+                // (no final chunk), which every HTTP client reports as an error.
+                self.error = Some(e.to_string());
+                self.outcome = Outcome::UpstreamFailed;
+            }
             Poll::Ready(None) if self.outcome == Outcome::Open => {
                 self.outcome = Outcome::Completed;
             }
@@ -139,13 +240,29 @@ impl Drop for LoggedStream {
             Outcome::Completed => "completed",
             Outcome::UpstreamFailed => "upstream_failed",
         };
-        tracing::info!(
-            mode = %self.mode,
-            status = self.status.as_u16(),
-            outcome,
-            bytes = self.bytes,
-            duration_ms = self.received.elapsed().as_millis() as u64,
-            "stream ended"
-        );
+        let duration_ms = self.received.elapsed().as_millis() as u64;
+        match &self.error {
+            None => tracing::info!(
+                mode = %self.mode,
+                method = %self.route.method,
+                path = self.route.path,
+                status = self.status.as_u16(),
+                outcome,
+                bytes = self.bytes,
+                duration_ms,
+                "stream ended"
+            ),
+            Some(error) => tracing::warn!(
+                mode = %self.mode,
+                method = %self.route.method,
+                path = self.route.path,
+                status = self.status.as_u16(),
+                outcome,
+                bytes = self.bytes,
+                duration_ms,
+                error = %error,
+                "stream ended: the upstream broke off mid-stream; the client's body was cut"
+            ),
+        }
     }
 }

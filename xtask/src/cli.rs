@@ -24,6 +24,8 @@ pub enum Command {
     Stop,
     /// End-to-end check: a short demo of each mode with --check, then `stop`, then no leftovers.
     E2e,
+    /// OpenAI's Python client (pinned, in target/compat-venv) against the gateway in both modes.
+    Compat,
 }
 
 /// The gateway's upstream client.

@@ -5,7 +5,6 @@
 //! stopped again with nothing left behind. It uses free ports and short streams so it runs in
 //! seconds and never collides with a demo someone left running on 8000/8001.
 
-use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail, ensure};
@@ -13,17 +12,12 @@ use anyhow::{Result, bail, ensure};
 use crate::cli::{DemoArgs, Mode, ServiceArgs};
 use crate::{demo, services};
 
-/// A port the kernel just handed out and took back: free, unless someone races us for it.
-fn free_addr() -> Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 fn service_args(mode: Mode) -> Result<ServiceArgs> {
     Ok(ServiceArgs {
         mode,
         blocking_threads: 2,
-        gateway_listen: free_addr()?,
-        mock_listen: free_addr()?,
+        gateway_listen: services::free_addr()?,
+        mock_listen: services::free_addr()?,
         // `cargo test` has just built these; a release build would double CI time.
         debug: true,
     })

@@ -11,8 +11,10 @@
 //!   polling) and stop them again; the only place that sends signals.
 //! - [`demo`]: `demo broken|fixed` and `up`: build, start, run `diag demo`, stop.
 //! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
+//! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
 
 mod cli;
+mod compat;
 mod demo;
 mod e2e;
 mod services;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Up(args) => demo::up(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Stop => services::stop_all().map(|()| ExitCode::SUCCESS),
         cli::Command::E2e => e2e::run(),
+        cli::Command::Compat => compat::run(),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: {e:#}");

@@ -49,6 +49,12 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| project_root().join("target"))
 }
 
+/// A port the kernel just handed out and took back: free, unless someone races us for it.
+/// Checks use these so they never collide with a demo someone left running on 8000/8001.
+pub fn free_addr() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
 /// Pid files, logs and reports.
 pub fn demo_dir() -> PathBuf {
     target_dir().join("demo")

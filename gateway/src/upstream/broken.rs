@@ -11,18 +11,34 @@
 //! spends its life inside `read()` on the upstream socket. It learns the client is gone only when
 //! it next tries to hand a chunk over and `blocking_send` fails, i.e. at the upstream's next
 //! chunk. Until then the thread, and the upstream's work, are wasted.
+//!
+//! # When the upstream sees a client disconnect, phase by phase
+//!
+//! Measured against `mock-llm` (`/stats.chat.cancelled`), and checked by `tests/openai_cancel.rs`:
+//!
+//! | the client leaves while ... | the pool thread is ... | the upstream sees ... |
+//! |---|---|---|
+//! | the job waits in the pool queue | not started | nothing: the job sees `head_tx` closed and never connects |
+//! | the upstream has not sent its head (non-streaming: a real provider sends status and body together, at the end) | inside ureq's `run()`, waiting for the head | **no cancel at all**: the thread cannot notice until `run()` returns, the upstream finishes the whole generation (counted `completed`), then `head_tx.send` fails and the response is dropped unread |
+//! | a stream waits for its first token (headers already in) | inside `read()` | the cancel at the first token: `blocking_send` fails, the reader is dropped, the connection closes |
+//! | a stream is mid-way | inside `read()` | the cancel at the next token, the same way |
+//!
+//! So in the best case the upstream keeps generating for one more event (TTFT or ITL) after the
+//! client left, and for a non-streaming request it generates everything for nobody, while the
+//! thread stays pinned. Compare [`super::fixed`], where the upstream sees every one of these within
+//! milliseconds.
 
 use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use reqwest::Url;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::UpstreamResponse;
+use super::{UpstreamRequest, UpstreamResponse};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::pool::BlockingPool;
@@ -37,13 +53,15 @@ const READ_BUFFER_BYTES: usize = 16 * 1024;
 pub struct BlockingClient {
     agent: ureq::Agent,
     pool: Arc<BlockingPool>,
+    /// `Authorization: Bearer <--upstream-api-key>`, added to every request.
+    credential: Option<HeaderValue>,
 }
 
 /// What the pool thread reports once the upstream has answered.
-type Head = Result<(StatusCode, Option<HeaderValue>), ApiError>;
+type Head = Result<(StatusCode, HeaderMap), ApiError>;
 
 impl BlockingClient {
-    pub fn new(config: &Config, pool: Arc<BlockingPool>) -> Self {
+    pub fn new(config: &Config, pool: Arc<BlockingPool>, credential: Option<HeaderValue>) -> Self {
         let agent = ureq::Agent::config_builder()
             // Relay upstream 4xx/5xx bodies as they are instead of turning them into errors.
             .http_status_as_error(false)
@@ -52,25 +70,33 @@ impl BlockingClient {
             .timeout_per_read(Some(config.upstream_read_timeout()))
             .build()
             .new_agent();
-        Self { agent, pool }
+        Self {
+            agent,
+            pool,
+            credential,
+        }
     }
 
-    pub async fn get(&self, url: Url) -> Result<UpstreamResponse, ApiError> {
+    /// Any method, any body: the head comes back through a oneshot, the body through a small
+    /// channel fed by the pool thread.
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let agent = self.agent.clone();
+        let headers = super::outgoing_headers(&request, self.credential.as_ref());
         // The job is detached: dropping its JoinHandle does not stop it, nothing can.
-        drop(
-            self.pool
-                .spawn(move |_waited| relay(agent, url, head_tx, chunk_tx)),
-        );
-        let (status, content_type) = head_rx.await.map_err(|_| {
+        drop(self.pool.spawn(move |_waited| {
+            relay(agent, request, headers, head_tx, chunk_tx);
+        }));
+        // If the client hangs up here, hyper drops this future and `head_rx` with it; the pool
+        // thread only finds out when it next touches `head_tx` (see the module docs).
+        let (status, headers) = head_rx.await.map_err(|_| {
             ApiError::internal("the upstream worker thread ended without answering")
         })??;
         let body = ReceiverStream::new(chunk_rx).map(|chunk| chunk.map_err(std::io::Error::other));
         Ok(UpstreamResponse {
             status,
-            content_type,
+            headers,
             body: Box::pin(body),
         })
     }
@@ -79,7 +105,8 @@ impl BlockingClient {
 /// Runs on a pool thread for the whole life of the stream.
 fn relay(
     agent: ureq::Agent,
-    url: Url,
+    request: UpstreamRequest,
+    headers: HeaderMap,
     head_tx: oneshot::Sender<Head>,
     chunk_tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
@@ -88,15 +115,18 @@ fn relay(
     if head_tx.is_closed() {
         return;
     }
-    let response = match agent.get(url.as_str()).call() {
+    let url = request.url.clone();
+    // Blocks this thread until the upstream's status and headers arrive: for a non-streaming
+    // completion, that is when the whole answer is ready. Nothing can interrupt it.
+    let response = match call(&agent, request, headers) {
         Ok(response) => response,
         Err(e) => {
             let _ = head_tx.send(Err(map_error(&url, e)));
             return;
         }
     };
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    if head_tx.send(Ok((response.status(), content_type))).is_err() {
+    let relayed = super::relayed_response_headers(response.headers());
+    if head_tx.send(Ok((response.status(), relayed))).is_err() {
         return; // Client gone; dropping `response` closes the upstream connection.
     }
     let mut reader = response.into_body().into_reader();
@@ -113,6 +143,25 @@ fn relay(
         if chunk_tx.blocking_send(chunk).is_err() || failed {
             return;
         }
+    }
+}
+
+/// `request` as an `http::Request` for ureq: the body, if any, as a byte slice; no body at all
+/// for a GET (ureq would otherwise send `Content-Length: 0`).
+fn call(
+    agent: &ureq::Agent,
+    request: UpstreamRequest,
+    headers: HeaderMap,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    let mut builder = ureq::http::Request::builder()
+        .method(request.method)
+        .uri(request.url.as_str());
+    if let Some(map) = builder.headers_mut() {
+        *map = headers;
+    }
+    match &request.body {
+        Some(body) => agent.run(builder.body(body.as_ref())?),
+        None => agent.run(builder.body(())?),
     }
 }
 

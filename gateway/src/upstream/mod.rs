@@ -1,8 +1,18 @@
 //! The upstream client, as a strategy: one interface, a broken and a fixed implementation.
 //!
-//! Both return the upstream's status line and a body stream the relay can forward chunk by
-//! chunk, so the handler cannot tell them apart; only the pool counters and the health probes
-//! can. That is the point: the bug is invisible in the handler's code.
+//! Both take an [`UpstreamRequest`] (method, URL, headers, body) and return the upstream's status
+//! line and a body stream the relay can forward chunk by chunk, so the handlers cannot tell them
+//! apart; only the pool counters and the health probes can. That is the point: the bug is
+//! invisible in the handler's code.
+//!
+//! This module also decides which headers cross the gateway, in each direction. Both lists are
+//! allow-lists: a header not named here stays where it was. Requests carry the client's
+//! end-to-end headers that describe the request (`Content-Type`, `Accept`, `X-Request-Id`, the
+//! mock's `x-mock-*` knobs) and never its credentials (`Authorization`, `X-API-Key`, cookies): those
+//! are keys to the *gateway*. The gateway adds its own upstream credential (`--upstream-api-key`).
+//! Responses carry what a client needs to read the body and to behave (`Content-Type`,
+//! `Retry-After`, rate-limit headers, the request id). Hop-by-hop headers (`Connection`,
+//! `Transfer-Encoding`, ...) never cross: each side of the gateway is its own HTTP connection.
 
 pub mod broken;
 pub mod fixed;
@@ -11,7 +21,7 @@ use std::io;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use futures_util::stream::BoxStream;
 use reqwest::Url;
 
@@ -19,10 +29,75 @@ use crate::config::{Config, Mode};
 use crate::error::{ApiError, StartError};
 use crate::pool::BlockingPool;
 
+/// Request headers copied from the client to the upstream, by exact name.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Response headers copied from the upstream to the client, by exact name.
+const RELAYED_RESPONSE_HEADERS: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::RETRY_AFTER,
+    HeaderName::from_static("retry-after-ms"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Header name prefixes relayed in either direction: the mock's knobs and reports, and the
+/// provider's rate-limit state (`x-ratelimit-remaining-requests`, ...).
+const RELAYED_PREFIXES: [&str; 2] = ["x-mock-", "x-ratelimit-"];
+
+/// One request to the upstream, built by a handler and sent by either client.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub url: Url,
+    /// Already filtered (see [`forwarded_request_headers`]); the client adds the upstream key.
+    pub headers: HeaderMap,
+    /// The validated client body, forwarded byte for byte (unknown fields included).
+    pub body: Option<Bytes>,
+}
+
+impl UpstreamRequest {
+    pub fn get(url: Url) -> Self {
+        Self {
+            method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+}
+
+/// The client's request headers that may go upstream (see the module docs).
+pub fn forwarded_request_headers(client: &HeaderMap) -> HeaderMap {
+    filter(client, &FORWARDED_REQUEST_HEADERS)
+}
+
+/// The upstream's response headers that may go back to the client.
+pub fn relayed_response_headers(upstream: &HeaderMap) -> HeaderMap {
+    filter(upstream, &RELAYED_RESPONSE_HEADERS)
+}
+
+fn filter(headers: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for (name, value) in headers {
+        let prefixed = RELAYED_PREFIXES
+            .iter()
+            .any(|prefix| name.as_str().starts_with(prefix));
+        if prefixed || names.contains(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
 /// An upstream response whose head has arrived and whose body is still streaming.
 pub struct UpstreamResponse {
     pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
+    /// Already filtered (see [`relayed_response_headers`]).
+    pub headers: HeaderMap,
     /// Chunks as the upstream sends them; an `Err` means the upstream broke off mid-stream.
     pub body: BoxStream<'static, io::Result<Bytes>>,
 }
@@ -44,17 +119,102 @@ pub enum Upstream {
 
 impl Upstream {
     pub fn new(config: &Config, pool: Arc<BlockingPool>) -> Result<Self, StartError> {
+        let credential = upstream_credential(config)?;
         Ok(match config.mode {
-            Mode::Broken => Upstream::Broken(broken::BlockingClient::new(config, pool)),
-            Mode::Fixed => Upstream::Fixed(fixed::AsyncClient::new(config)?),
+            Mode::Broken => Upstream::Broken(broken::BlockingClient::new(config, pool, credential)),
+            Mode::Fixed => Upstream::Fixed(fixed::AsyncClient::new(config, credential)?),
         })
     }
 
-    /// Sends `GET url` and returns once the upstream's status and headers are in.
-    pub async fn get(&self, url: Url) -> Result<UpstreamResponse, ApiError> {
+    /// Sends `request` and returns once the upstream's status and headers are in.
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
         match self {
-            Upstream::Broken(client) => client.get(url).await,
-            Upstream::Fixed(client) => client.get(url).await,
+            Upstream::Broken(client) => client.send(request).await,
+            Upstream::Fixed(client) => client.send(request).await,
         }
+    }
+}
+
+/// `Authorization: Bearer <--upstream-api-key>`, marked sensitive so that no HTTP library's
+/// debug output prints it.
+fn upstream_credential(config: &Config) -> Result<Option<HeaderValue>, StartError> {
+    config
+        .upstream_api_key
+        .as_ref()
+        .map(|key| {
+            let mut value =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                    StartError::ApiKeys("--upstream-api-key is not a valid header".into())
+                })?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
+        .transpose()
+}
+
+/// The headers of `request` plus the gateway's upstream credential, if any.
+fn outgoing_headers(request: &UpstreamRequest, credential: Option<&HeaderValue>) -> HeaderMap {
+    let mut headers = request.headers.clone();
+    if let Some(credential) = credential {
+        headers.insert(header::AUTHORIZATION, credential.clone());
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_by_hop_headers_stay_behind() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer client-key"),
+            ("x-api-key", "client-key"),
+            ("cookie", "session=1"),
+            ("connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("host", "gateway"),
+            ("content-length", "12"),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+            ("x-request-id", "abc"),
+            ("x-mock-tokens", "3"),
+        ] {
+            client.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = forwarded_request_headers(&client);
+        let mut names: Vec<_> = kept.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept", "content-type", "x-mock-tokens", "x-request-id"]
+        );
+    }
+
+    #[test]
+    fn retry_after_and_rate_limits_come_back() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("retry-after", "1"),
+            ("retry-after-ms", "1000"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("content-type", "application/json"),
+            ("content-length", "99"),
+            ("connection", "close"),
+            ("set-cookie", "a=b"),
+        ] {
+            upstream.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let kept = relayed_response_headers(&upstream);
+        assert_eq!(kept.len(), 4, "{kept:?}");
+        assert!(kept.contains_key("retry-after") && kept.contains_key("retry-after-ms"));
+        assert!(!kept.contains_key("content-length") && !kept.contains_key("set-cookie"));
     }
 }

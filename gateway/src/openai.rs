@@ -1,0 +1,238 @@
+//! `POST /v1/chat/completions` and `GET /v1/models`: OpenAI's API, relayed without buffering.
+//!
+//! The lesson here is what a relay must *not* do. It must not parse and re-serialise the stream:
+//! the upstream's SSE bytes are forwarded as they arrive, each event leaving the gateway as soon
+//! as it came in (see [`crate::relay::relay`]), in both modes, through the same
+//! [`crate::upstream::Upstream`] as `/chat/stream`. It must not swallow the upstream's errors: a
+//! 429 reaches the client with its status, body and `Retry-After`, so the client's own retry
+//! logic works. And it must not trust the client blindly: the request body is checked *before*
+//! any upstream call or pool thread is spent:
+//!
+//! - `Content-Type` must be `application/json` (415 otherwise);
+//! - the body must fit `--max-body-bytes` (413, code `request_too_large`);
+//! - it must parse as JSON (400 with serde's message: what, at which line and column), be an
+//!   object, and carry a string `model` and an array `messages` (400 naming the `param`).
+//!
+//! Everything else in the body (`temperature`, `tools`, `response_format`, fields that do not
+//! exist yet) is the upstream's business and goes through untouched: the gateway forwards the
+//! client's bytes, not a re-encoding of what it understood.
+//!
+//! Client disconnects cancel the upstream request by ownership, in every phase, in `fixed` mode;
+//! in `broken` mode only at the upstream's next event, or never (see [`crate::upstream::broken`]).
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::relay::{Route, Waiting, log_rejected, relay};
+use crate::upstream::{UpstreamRequest, forwarded_request_headers};
+
+const CHAT: Route = Route {
+    method: Method::POST,
+    path: "/v1/chat/completions",
+};
+const MODELS: Route = Route {
+    method: Method::GET,
+    path: "/v1/models",
+};
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let received = Instant::now();
+    let waiting = Waiting::new(state.mode, CHAT, received);
+    let result = async {
+        require_json(&headers)?;
+        let body = body.map_err(|rejection| body_error(&rejection, state.max_body_bytes))?;
+        validate(&body)?;
+        let request = UpstreamRequest {
+            method: Method::POST,
+            url: state.chat_url.clone(),
+            headers: forwarded_request_headers(&headers),
+            body: Some(body),
+        };
+        state.upstream.send(request).await
+    }
+    .await;
+    waiting.answered();
+    respond(&state, CHAT, received, result)
+}
+
+pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let received = Instant::now();
+    let waiting = Waiting::new(state.mode, MODELS, received);
+    let request = UpstreamRequest {
+        headers: forwarded_request_headers(&headers),
+        ..UpstreamRequest::get(state.models_url.clone())
+    };
+    let result = state.upstream.send(request).await;
+    waiting.answered();
+    respond(&state, MODELS, received, result)
+}
+
+/// The relayed response, or the gateway's own error; either way one log line.
+fn respond(
+    state: &AppState,
+    route: Route,
+    received: Instant,
+    result: Result<crate::upstream::UpstreamResponse, ApiError>,
+) -> Response {
+    match result {
+        Ok(upstream) => relay(upstream, state, route, received),
+        Err(error) => {
+            log_rejected(state.mode, &route.method, route.path, &error, received);
+            error.into_response()
+        }
+    }
+}
+
+/// Only JSON bodies: a form-encoded body (what `curl -d` sends without `-H`) would reach the
+/// upstream as nonsense, so it is refused here with the fix in the message.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::unsupported_media_type(
+            "missing Content-Type: send the body as JSON with `Content-Type: application/json`",
+        ));
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.split(';').next())
+        .map(str::trim);
+    match essence {
+        Some(essence) if essence.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::unsupported_media_type(format!(
+            "Content-Type must be application/json, got {value:?}"
+        ))),
+    }
+}
+
+fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(limit)
+    } else {
+        ApiError::bad_request(
+            None,
+            format!("cannot read the request body: {}", rejection.body_text()),
+        )
+    }
+}
+
+/// The gateway's own checks: enough to know the request is a chat completion. The upstream
+/// checks the rest (roles, ranges) and its 400 is relayed as it is.
+fn validate(body: &[u8]) -> Result<(), ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(None, format!("the request body is not valid JSON: {e}"))
+            .with_code("invalid_json")
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::bad_request(
+            None,
+            format!(
+                "the request body must be a JSON object with `model` and `messages`, got {}",
+                kind_of(&value)
+            ),
+        ));
+    };
+    match fields.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => {}
+        Some(Value::String(_)) => return Err(invalid("model", "`model` must not be empty")),
+        None | Some(Value::Null) => return Err(missing("model")),
+        Some(other) => return Err(wrong_type("model", "a string", other)),
+    }
+    match fields.get("messages") {
+        Some(Value::Array(_)) => {}
+        None | Some(Value::Null) => return Err(missing("messages")),
+        Some(other) => return Err(wrong_type("messages", "an array", other)),
+    }
+    Ok(())
+}
+
+fn missing(param: &'static str) -> ApiError {
+    ApiError::bad_request(
+        Some(param),
+        format!("missing required parameter: `{param}`"),
+    )
+    .with_code("missing_required_parameter")
+}
+
+fn wrong_type(param: &'static str, expected: &str, got: &Value) -> ApiError {
+    invalid(
+        param,
+        format!("`{param}` must be {expected}, got {}", kind_of(got)),
+    )
+    .with_code("invalid_type")
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(Some(param), message).with_code("invalid_value")
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(body: &str) -> ApiError {
+        validate(body.as_bytes()).expect_err(body)
+    }
+
+    #[test]
+    fn accepts_unknown_fields() {
+        let body =
+            r#"{"model":"m","messages":[],"temperature":0.2,"tools":[],"future_field":{"x":1}}"#;
+        assert!(validate(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn names_the_problem() {
+        let bad_json = error(r#"{"model":"m","#);
+        assert!(bad_json.message.contains("not valid JSON"), "{bad_json:?}");
+        assert!(bad_json.message.contains("line 1"), "{bad_json:?}");
+        assert_eq!(bad_json.code, Some("invalid_json"));
+        assert!(error("[1]").message.contains("got an array"));
+        assert_eq!(error(r#"{"model":"m"}"#).param.as_deref(), Some("messages"));
+        assert_eq!(
+            error(r#"{"model":"m","messages":"hi"}"#).code,
+            Some("invalid_type")
+        );
+        assert_eq!(error(r#"{"messages":[]}"#).param.as_deref(), Some("model"));
+        assert_eq!(
+            error(r#"{"model":"","messages":[]}"#).param.as_deref(),
+            Some("model")
+        );
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().expect("header"));
+            require_json(&headers)
+        };
+        assert!(with("application/json").is_ok());
+        assert!(with("Application/JSON; charset=utf-8").is_ok());
+        let form = with("application/x-www-form-urlencoded").expect_err("form");
+        assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(require_json(&HeaderMap::new()).is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! Helpers for the OpenAI-API and API-key tests: a `mock-llm` with chosen flags, gateways in
+//! either mode, SSE reading with arrival times, and the mock's `chat` counters.
+//!
+//! `tests/common` starts the mock with its default pacing only; chat tests need fast defaults
+//! (5 ms) and a fixed seed, with slow requests asked for per request through `x-mock-*`
+//! headers. Every server runs on `127.0.0.1:0` on its own thread and runtime (the gateway's pool
+//! size is a property of its runtime; the mock's pacing must not depend on the test's runtime).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use serde_json::{Value, json};
+
+pub const MODES: [&str; 2] = ["broken", "fixed"];
+
+/// A `mock-llm` on its own thread and current-thread runtime. Dropping it cuts its streams.
+#[derive(Debug)]
+pub struct Mock {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Mock {
+    /// Fast defaults: TTFT and ITL 5 ms, 4 tokens, seed 1. Slow cases set `x-mock-*` headers.
+    pub fn fast() -> Self {
+        Self::start(&[
+            "--ttft-ms",
+            "5",
+            "--itl-ms",
+            "5",
+            "--tokens",
+            "4",
+            "--seed",
+            "1",
+        ])
+    }
+
+    pub fn start(args: &[&str]) -> Self {
+        let mut argv = vec!["mock-llm"];
+        argv.extend_from_slice(args);
+        let config = mock_llm::Config::try_parse_from(argv).expect("mock flags");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mock-llm".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("mock runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind mock");
+                    bound_tx.send(listener.local_addr().expect("addr")).unwrap();
+                    let shutdown = async {
+                        let _ = stopped.await;
+                    };
+                    mock_llm::serve(listener, config, shutdown)
+                        .await
+                        .expect("mock serves");
+                });
+            })
+            .expect("spawn mock");
+        let addr = bound_rx.recv().expect("mock bound");
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The mock's `/stats` `chat` object.
+    pub async fn chat(&self) -> Value {
+        let body: Value = client()
+            .get(format!("{}/stats", self.url()))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats JSON");
+        body["chat"].clone()
+    }
+
+    /// Polls `/stats` until `chat.<field>` reaches `at_least`; returns when that was seen.
+    pub async fn wait_chat(&self, field: &str, at_least: u64, limit: Duration) -> Instant {
+        let what = format!("mock chat.{field} >= {at_least}");
+        wait_for(&what, limit, || async {
+            let chat = self.chat().await;
+            (chat[field].as_u64().unwrap_or(0) >= at_least).then(Instant::now)
+        })
+        .await
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A gateway in `mode` in front of `upstream`, on its own runtime with a pool of 4.
+pub fn gateway(mode: &str, upstream: &str, extra: &[&str]) -> gateway::embed::Running {
+    let mut args = vec![
+        "gateway",
+        "--mode",
+        mode,
+        "--blocking-threads",
+        "4",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-secs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let config = gateway::Config::try_parse_from(args).expect("valid gateway flags");
+    gateway::embed::start(config).expect("gateway starts")
+}
+
+/// No overall timeout (streams are long), a connect timeout so a dead server fails fast, and no
+/// connection reuse, so that dropping a response always closes its socket.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// A minimal valid chat request body.
+pub fn chat_body(stream: bool) -> Value {
+    json!({
+        "model": "gpt-4o",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Hello there"}],
+    })
+}
+
+/// `POST {base}/v1/chat/completions` with `body` and extra headers; bounded at 20 s.
+pub async fn post_chat(base: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    tokio::time::timeout(Duration::from_secs(20), request.send())
+        .await
+        .expect("an answer within 20 s")
+        .expect("request sent")
+}
+
+/// A response's status and body parsed as JSON (panics, showing the text, if it is not).
+pub async fn json_of(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    (status, value)
+}
+
+/// One SSE event's payload (`data: ...`) and when its last byte arrived.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub data: String,
+    pub at: Instant,
+}
+
+/// How a streamed body ended.
+#[derive(Debug)]
+pub struct Sse {
+    pub events: Vec<Event>,
+    /// `Some` when the body broke off with an error instead of ending cleanly.
+    pub error: Option<String>,
+}
+
+impl Sse {
+    /// The concatenated `delta.content` of every chunk.
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|e| e.data != "[DONE]")
+            .filter_map(|e| {
+                let chunk: Value = serde_json::from_str(&e.data).ok()?;
+                chunk["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// Reads a streamed body event by event (bounded at `limit`), stamping each event's arrival.
+pub async fn read_sse(mut response: reqwest::Response, limit: Duration) -> Sse {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let error = loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("stream still open after {limit:?}; got {events:?}"));
+        match chunk {
+            Ok(Some(bytes)) => {
+                buffer.push_str(&String::from_utf8_lossy(&bytes));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        if let Some(data) = line.strip_prefix("data: ") {
+                            events.push(Event {
+                                data: data.to_owned(),
+                                at: Instant::now(),
+                            });
+                        }
+                    }
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(format!("{e:?}")),
+        }
+    };
+    Sse { events, error }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, or panics after `limit` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asserts OpenAI's error shape and returns `error`.
+pub fn openai_error(body: &Value) -> &Value {
+    let error = &body["error"];
+    assert!(error["message"].is_string(), "no error.message: {body}");
+    assert!(error["type"].is_string(), "no error.type: {body}");
+    assert!(error.get("param").is_some(), "no error.param: {body}");
+    assert!(error.get("code").is_some(), "no error.code: {body}");
+    error
+}
+
+/// A port that was free a moment ago and that nobody listens on now.
+pub fn dead_upstream() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}", listener.local_addr().expect("addr"))
+}
