@@ -4,6 +4,15 @@
 //! query with a non-numeric `interval_ms`, an unreadable pid file) is reported the same way as an
 //! unknown flag: a message on stderr and exit code 2. The rest of the crate only ever sees values
 //! that make sense.
+//!
+//! The flags of `diag load` and `diag llm` live in the submodules [`load`] and [`llm`], with
+//! the parsers only they use; they share [`parse_duration`] and the URL checks with the rest.
+
+pub mod llm;
+pub mod load;
+
+pub use llm::{ApiKey, Arrivals, LlmArgs, StreamsUntil};
+pub use load::{Body, Header, LoadArgs, Until};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +33,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print health-probe latency and pool occupancy once per interval, until Ctrl-C.
     Watch(WatchArgs),
+    /// Send HTTP requests as fast as -c allows (or at -q per second) and report latency (like hey).
+    Load(LoadArgs),
+    /// Run streaming chat completions and report TTFT, inter-token latency, and if they sustained.
+    Llm(LlmArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +60,10 @@ pub struct DemoArgs {
     /// Write the report as JSON to this file.
     #[arg(long, env = "DIAG_JSON", value_name = "PATH")]
     pub json: Option<PathBuf>,
+
+    /// Draw the run as an SVG picture here: probe latency over time, pool occupancy, streams.
+    #[arg(long, env = "DIAG_PLOT", value_name = "PATH")]
+    pub plot: Option<PathBuf>,
 
     /// Exit with code 1 unless the verdict is this one.
     #[arg(long, env = "DIAG_EXPECT", value_enum)]

@@ -12,7 +12,11 @@
 //!    100 ms and print a live line every second;
 //! 6. drop the remaining streams *first* (in broken mode that frees the pool threads, so the
 //!    probes still waiting for one can answer), then stop the probes and samplers;
-//! 7. the table, the verdict, the JSON file, and the `--expect` check.
+//! 7. the table, the verdict, the JSON file, the picture (`--plot`, [`crate::plot`]), and the
+//!    `--expect` check.
+//!
+//! Along the way the probes, the pool sampler and the flowing count also record each point
+//! with its time in a [`Timeline`], which the picture is drawn from.
 
 use std::time::Duration;
 
@@ -23,10 +27,12 @@ use crate::Error;
 use crate::cli::{DemoArgs, Expect};
 use crate::live;
 use crate::load::Load;
+use crate::plot::{self, PlotInfo};
 use crate::pool::PoolWatch;
 use crate::probe::{self, Endpoint, Prober};
 use crate::process::ProcessWatch;
 use crate::report::{Measurements, Report, Verdict};
+use crate::timeline::{Series, Timeline};
 
 /// How often the flowing streams are counted: well under the chunk interval of any sensible
 /// query, so a stream's flowing period cannot fall between two samples.
@@ -43,11 +49,25 @@ pub fn run(args: &DemoArgs) -> Result<(), Error> {
         .enable_all()
         .build()
         .context("cannot build the tokio runtime")?;
-    let report = runtime.block_on(measure(args))?;
+    let (report, series) = runtime.block_on(measure(args))?;
     print!("\n{report}");
     if let Some(path) = &args.json {
         report.write_json(path)?;
         println!("report written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let info = PlotInfo {
+            mode: report.mode.clone(),
+            streams: args.streams,
+            duration: args.duration,
+            verdict: report.verdict,
+            reason: report.verdict_reason.clone(),
+            probe_interval: args.probe_interval,
+            probe_timeout: args.probe_timeout,
+            sync_budget: args.sync_budget,
+        };
+        plot::write(path, &series, &info)?;
+        println!("plot written to {}", path.display());
     }
     if let Some(expect) = args.expect {
         let expected = match expect {
@@ -65,7 +85,7 @@ pub fn run(args: &DemoArgs) -> Result<(), Error> {
     Ok(())
 }
 
-async fn measure(args: &DemoArgs) -> Result<Report, Error> {
+async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     let client = reqwest::Client::builder()
         .build()
         .context("cannot build the HTTP client")?;
@@ -89,11 +109,13 @@ async fn measure(args: &DemoArgs) -> Result<Report, Error> {
         probe::Outcome::Answered { .. } | probe::Outcome::Status(_) => {}
     }
 
-    let pool = PoolWatch::start(
+    let timeline = Timeline::new();
+    let pool = PoolWatch::start_with_timeline(
         client.clone(),
         gateway.clone(),
         POOL_EVERY,
         args.probe_timeout,
+        timeline.clone(),
     )
     .await;
     let process = match args.gateway_pid() {
@@ -106,7 +128,12 @@ async fn measure(args: &DemoArgs) -> Result<Report, Error> {
             }
         },
     };
-    let prober = Prober::start(gateway.clone(), args.probe_interval, args.probe_timeout)?;
+    let prober = Prober::start_with_timeline(
+        gateway.clone(),
+        args.probe_interval,
+        args.probe_timeout,
+        timeline.clone(),
+    )?;
 
     let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
     println!(
@@ -126,7 +153,10 @@ async fn measure(args: &DemoArgs) -> Result<Report, Error> {
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
-            _ = flowing_ticks.tick() => flowing = load.sample_flowing(),
+            _ = flowing_ticks.tick() => {
+                flowing = load.sample_flowing();
+                timeline.record_flowing(std::time::Instant::now(), flowing);
+            }
             _ = live_ticks.tick() => {
                 let [sync, async_, health] = prober.cells();
                 let pool_cell = live::pool_cell(pool.latest().as_ref());
@@ -147,7 +177,7 @@ async fn measure(args: &DemoArgs) -> Result<Report, Error> {
         Some(watch) => watch.finish().await,
         None => Default::default(),
     };
-    Ok(Report::new(Measurements {
+    let report = Report::new(Measurements {
         gateway,
         stream_query: args.stream_query.raw.clone(),
         duration: args.duration,
@@ -156,5 +186,7 @@ async fn measure(args: &DemoArgs) -> Result<Report, Error> {
         probes,
         pool,
         process,
-    }))
+    });
+    // After the probes have drained: every probe sent during the run is in the timeline.
+    Ok((report, timeline.series()))
 }

@@ -9,6 +9,10 @@
 //!   then a table and a verdict (`EXHAUSTED` or `HEALTHY`), and can write it all as JSON.
 //! - `diag watch` prints one line of probe latencies and pool occupancy per interval, for a
 //!   service that someone else is loading.
+//! - `diag load` is an HTTP load generator in the manner of hey and oha (`-n`/`-z`, `-c`, `-q`
+//!   with latency measured from the intended start), with hey's report and a JSON one.
+//! - `diag llm` runs streaming chat completions at a concurrency or a rate, reports TTFT,
+//!   inter-token latency and tokens/s, and says whether the server `SUSTAINED` the load.
 //!
 //! # Layout
 //!
@@ -19,19 +23,33 @@
 //! - [`pool`]: samples the gateway's `/debug/pool` counters.
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
 //! - [`report`]: the demo's result: the JSON shape, the table, and the verdict rules.
+//! - [`timeline`]: the demo's time series (each probe, pool sample and flowing count, with when).
+//! - [`plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
 //! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
 //! - [`watch`]: `diag watch`.
+//! - [`http_load`]: `diag load`: workers, tickets, intended start times, the report.
+//! - [`llm`]: `diag llm`: the streams, SSE parsing, TTFT/ITL, the sustained rule, the report.
+//! - [`histogram`]: latency histograms shared by load and llm (HDR, percentiles, hey's bars).
+//! - [`poll`]: one endpoint probed open loop from its own thread (`diag llm --health`).
+//! - [`progress`]: the live progress line of load and llm (stderr, terminals only).
 //!
 //! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
 
 pub mod cli;
 pub mod demo;
+pub mod histogram;
+pub mod http_load;
 pub mod live;
+pub mod llm;
 pub mod load;
+pub mod plot;
+pub mod poll;
 pub mod pool;
 pub mod probe;
 pub mod process;
+pub mod progress;
 pub mod report;
+pub mod timeline;
 pub mod watch;
 
 use cli::{Cli, Command};
@@ -48,6 +66,13 @@ pub enum Error {
          or point --gateway at where it runs."
     )]
     Unreachable { url: String, reason: String },
+
+    /// `diag load`'s URL or `diag llm`'s base URL accepted no connection: nothing was measured.
+    #[error(
+        "cannot reach {url} ({reason}): nothing was measured.\n\
+         Start the service first, or check the URL and port."
+    )]
+    TargetUnreachable { url: String, reason: String },
 
     /// `--expect` named a verdict and the measurement gave the other one.
     #[error("expected the verdict `{expected}`, but the gateway is {got}: {reason}")]
@@ -66,7 +91,7 @@ impl Error {
     /// 3 for an unreachable gateway, 1 for the rest. (2, bad flags, is clap's.)
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Unreachable { .. } => 3,
+            Error::Unreachable { .. } | Error::TargetUnreachable { .. } => 3,
             Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
         }
     }
@@ -77,6 +102,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Watch(args) => watch::run(&args),
+        Command::Load(args) => http_load::run(&args),
+        Command::Llm(args) => llm::run(&args),
     }
 }
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::timeline::Timeline;
 use crate::{lock, root_cause};
 
 /// The fields of `/debug/pool` diag uses (the gateway sends more).
@@ -112,6 +113,27 @@ impl PoolWatch {
         every: Duration,
         timeout: Duration,
     ) -> Self {
+        Self::launch(client, gateway, every, timeout, None).await
+    }
+
+    /// Like [`PoolWatch::start`], and also records every sample in `timeline`.
+    pub async fn start_with_timeline(
+        client: reqwest::Client,
+        gateway: String,
+        every: Duration,
+        timeout: Duration,
+        timeline: Timeline,
+    ) -> Self {
+        Self::launch(client, gateway, every, timeout, Some(timeline)).await
+    }
+
+    async fn launch(
+        client: reqwest::Client,
+        gateway: String,
+        every: Duration,
+        timeout: Duration,
+        timeline: Option<Timeline>,
+    ) -> Self {
         let baseline = fetch(&client, &gateway, timeout).await.ok();
         let tally = Arc::new(Mutex::new(Tally::default()));
         let task = tokio::spawn(sample(
@@ -120,6 +142,7 @@ impl PoolWatch {
             every,
             timeout,
             Arc::clone(&tally),
+            timeline,
         ));
         Self {
             tally,
@@ -165,12 +188,16 @@ async fn sample(
     every: Duration,
     timeout: Duration,
     tally: Arc<Mutex<Tally>>,
+    timeline: Option<Timeline>,
 ) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         if let Ok(snapshot) = fetch(&client, &gateway, timeout).await {
+            if let Some(timeline) = &timeline {
+                timeline.record_pool(std::time::Instant::now(), &snapshot);
+            }
             lock(&tally).record(snapshot);
         }
     }

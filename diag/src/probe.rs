@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use crate::timeline::Timeline;
 use crate::{live, lock, root_cause};
 
 /// The gateway's health endpoints, each answering a different question (see the gateway's
@@ -54,7 +55,7 @@ impl Endpoint {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Endpoint::HealthSync => 0,
             Endpoint::HealthAsync => 1,
@@ -264,6 +265,25 @@ pub struct Prober {
 impl Prober {
     /// Starts the probe thread; the first probes fire at once.
     pub fn start(gateway: String, every: Duration, timeout: Duration) -> anyhow::Result<Self> {
+        Self::launch(gateway, every, timeout, None)
+    }
+
+    /// Like [`Prober::start`], and also records every probe (send time, latency) in `timeline`.
+    pub fn start_with_timeline(
+        gateway: String,
+        every: Duration,
+        timeout: Duration,
+        timeline: Timeline,
+    ) -> anyhow::Result<Self> {
+        Self::launch(gateway, every, timeout, Some(timeline))
+    }
+
+    fn launch(
+        gateway: String,
+        every: Duration,
+        timeout: Duration,
+        timeline: Option<Timeline>,
+    ) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
             tallies: [Tally::new()?, Tally::new()?, Tally::new()?],
             mode: None,
@@ -290,6 +310,7 @@ impl Prober {
                     timeout,
                     thread_shared,
                     stopped,
+                    timeline,
                 ));
             })
             .context("cannot start the probe thread")?;
@@ -346,6 +367,7 @@ async fn schedule(
     timeout: Duration,
     shared: Arc<Mutex<Shared>>,
     mut stopped: oneshot::Receiver<()>,
+    timeline: Option<Timeline>,
 ) {
     let gateway: Arc<str> = gateway.into();
     let mut ticks = tokio::time::interval(every);
@@ -358,17 +380,21 @@ async fn schedule(
             _ = &mut stopped => break,
             _ = ticks.tick() => {
                 for endpoint in Endpoint::ALL {
+                    let sent = Instant::now();
                     let id = {
                         let mut shared = lock(&shared);
                         shared.next_id += 1;
                         let id = shared.next_id;
-                        shared.tallies[endpoint.index()].in_flight.insert(id, Instant::now());
+                        shared.tallies[endpoint.index()].in_flight.insert(id, sent);
                         id
                     };
-                    let (client, gateway, shared) =
-                        (client.clone(), Arc::clone(&gateway), Arc::clone(&shared));
+                    let (client, gateway, shared, timeline) =
+                        (client.clone(), Arc::clone(&gateway), Arc::clone(&shared), timeline.clone());
                     in_flight.spawn(async move {
                         let outcome = probe(&client, &gateway, endpoint, timeout).await;
+                        if let Some(timeline) = &timeline {
+                            timeline.record_probe(endpoint, sent, &outcome, timeout);
+                        }
                         let mut shared = lock(&shared);
                         if let Outcome::Answered { mode: Some(mode), .. } = &outcome {
                             shared.mode = Some(mode.clone());

@@ -99,13 +99,7 @@ impl Report {
 
     /// Writes the report as pretty JSON, creating the file's directory if needed.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let mut json = serde_json::to_string_pretty(self).context("cannot encode the report")?;
-        json.push('\n');
-        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+        write_json(path, self)
     }
 
     /// The verdict line: `EXHAUSTED: <reason>` or `HEALTHY: <reason>`.
@@ -116,6 +110,16 @@ impl Report {
         };
         format!("{word}: {}", self.verdict_reason)
     }
+}
+
+/// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
+pub(crate) fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    json.push('\n');
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Applies the three rules of the module docs. Returns the verdict and its reason.

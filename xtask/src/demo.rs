@@ -58,6 +58,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let (mock, gateway) = start_both(&bin_dir, service_args)?;
 
     let report = services::demo_dir().join(format!("report-{}.json", mode.as_str()));
+    let plot = services::demo_dir().join(format!("{}.svg", mode.as_str()));
     println!(
         "xtask: {} streams of {} chunks x {} ms through the {} gateway (blocking pool {}), for {}\n",
         args.streams,
@@ -82,7 +83,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         ))
         .args(["--pid", &gateway.pid().to_string()])
         .arg("--json")
-        .arg(&report);
+        .arg(&report)
+        .arg("--plot")
+        .arg(&plot);
     if args.check {
         diag.args(["--expect", mode.expected_verdict()]);
     }
@@ -105,8 +108,9 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         _ => bail!("diag failed: {status}"),
     }
     println!(
-        "xtask: JSON report in {}, service logs in {}",
+        "xtask: JSON report in {}, picture in {}, service logs in {}",
         report.display(),
+        plot.display(),
         services::demo_dir().display()
     );
     Ok(())

@@ -26,6 +26,11 @@ pub struct Mock {
 
 impl Mock {
     pub fn start() -> Self {
+        Self::with_flags(&[])
+    }
+
+    /// A mock started as `mock-llm <flags>` (e.g. `["--ttft-ms", "50"]`).
+    pub fn with_flags(flags: &[&str]) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -35,7 +40,10 @@ impl Mock {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind the mock");
         let addr = listener.local_addr().expect("mock address");
-        let config = mock_llm::Config::try_parse_from(["mock-llm"]).expect("mock defaults");
+        let config = mock_llm::Config::try_parse_from(
+            std::iter::once("mock-llm").chain(flags.iter().copied()),
+        )
+        .expect("mock flags");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let shutdown = async {

@@ -1,0 +1,210 @@
+//! `diag llm` end to end: the real binary against a real mock-llm on `127.0.0.1:0`, paced with
+//! `--ttft-ms 100 --itl-ms 20 --tokens 10` so a stream takes about 300 ms.
+//!
+//! Counts are asserted exactly (20 streams of 10 tokens are 200 tokens); times against wide
+//! bounds (TTFT at least 90 ms for a 100 ms TTFT; ITL between 15 and 200 ms for a 20 ms pace).
+
+mod common;
+
+use common::{Mock, dead_port_url, diag, json_path, read_json};
+
+const PACED: [&str; 6] = ["--ttft-ms", "100", "--itl-ms", "20", "--tokens", "10"];
+
+fn number(report: &serde_json::Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {report:#}"))
+}
+
+#[test]
+fn paced_streams_are_measured_and_sustained() {
+    let mock = Mock::with_flags(&PACED);
+    let json = json_path("llm-paced");
+    let base = mock.url();
+    let run = diag(&[
+        "llm",
+        "--base-url",
+        &base,
+        "-n",
+        "20",
+        "-c",
+        "5",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["kind"], "llm");
+    assert_eq!(report["model"], "mock-1");
+    assert_eq!(report["concurrency"], 5);
+    assert!(report["rate"].is_null());
+    assert_eq!(report["streams"]["started"], 20, "{report:#}");
+    assert_eq!(report["streams"]["completed"], 20, "{report:#}");
+    assert_eq!(report["streams"]["failed"], 0);
+    assert_eq!(report["streams"]["cancelled"], 0);
+    assert_eq!(report["output_tokens"]["total"], 200, "{report:#}");
+    assert!(number(&report, "/ttft_ms/p50") >= 90.0, "{report:#}");
+    let itl = number(&report, "/itl_ms/p50");
+    assert!((15.0..=200.0).contains(&itl), "{report:#}");
+    // 100 ms + 9 × 20 ms.
+    assert!(number(&report, "/e2e_ms/p50") >= 250.0, "{report:#}");
+    assert!(number(&report, "/max_gap_ms") >= itl);
+    assert!(number(&report, "/output_tokens/per_s") > 0.0);
+    // 10 tokens in at least 280 ms: at most ~36 tokens/s per stream.
+    let per_stream = number(&report, "/output_tokens/per_stream_p50_per_s");
+    assert!((5.0..=40.0).contains(&per_stream), "{report:#}");
+    assert!(report["health"].is_null());
+    assert_eq!(report["sustained"], true, "{report:#}");
+    assert!(
+        run.stdout.contains("SUSTAINED: largest gap"),
+        "{}",
+        run.stdout
+    );
+    for row in ["TTFT", "ITL", "E2E", "tokens    200 output"] {
+        assert!(run.stdout.contains(row), "no {row:?} in\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn failing_streams_are_counted_by_status_and_not_sustained() {
+    let mock = Mock::with_flags(&["--fault", "500", "--fault-rate", "1"]);
+    let json = json_path("llm-500");
+    let base = mock.url();
+    let run = diag(&[
+        "llm",
+        "--base-url",
+        &base,
+        "-n",
+        "6",
+        "-c",
+        "3",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["streams"]["started"], 6, "{report:#}");
+    assert_eq!(report["streams"]["failed"], 6, "{report:#}");
+    assert_eq!(report["streams"]["errors"]["http_500"], 6, "{report:#}");
+    assert_eq!(report["sustained"], false);
+    let reason = report["sustained_reason"].as_str().expect("reason");
+    assert!(reason.contains("6 of 6 streams failed"), "{reason}");
+    assert!(run.stdout.contains("NOT SUSTAINED:"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("6 x http_500: HTTP 500"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_cut_stream_is_a_failure_of_its_own_kind() {
+    let mock = Mock::with_flags(&["--ttft-ms", "10", "--itl-ms", "10", "--tokens", "10"]);
+    let json = json_path("llm-reset");
+    let base = mock.url();
+    let run = diag(&[
+        "llm",
+        "--base-url",
+        &base,
+        "-n",
+        "3",
+        "-c",
+        "3",
+        "-H",
+        "x-mock-fault: reset",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["streams"]["errors"]["cut"], 3, "{report:#}");
+    // The 3 tokens before the cut still count.
+    assert_eq!(report["output_tokens"]["total"], 9, "{report:#}");
+    assert_eq!(report["sustained"], false);
+}
+
+#[test]
+fn health_is_polled_on_the_side() {
+    let mock = Mock::with_flags(&PACED);
+    let json = json_path("llm-health");
+    let base = mock.url();
+    let run = diag(&[
+        "llm",
+        "--base-url",
+        &base,
+        "-z",
+        "1s",
+        "-q",
+        "10",
+        "--health",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert!(report["concurrency"].is_null());
+    assert_eq!(report["rate"], 10.0);
+    assert!(number(&report, "/health/samples") > 0.0, "{report:#}");
+    assert!(number(&report, "/health/p50_ms") >= 0.0);
+    assert_eq!(report["health"]["timeouts"], 0);
+    // Streams last ~300 ms and stop starting at 1 s: the last ones are cancelled at the end.
+    let started = number(&report, "/streams/started");
+    assert!((5.0..=15.0).contains(&started), "{report:#}");
+    assert_eq!(
+        number(&report, "/streams/completed") + number(&report, "/streams/cancelled"),
+        started,
+        "{report:#}"
+    );
+    assert!(run.stdout.contains("/health: "), "{}", run.stdout);
+}
+
+#[test]
+fn a_dead_base_url_is_unreachable_with_exit_code_3() {
+    let base = dead_port_url();
+    let run = diag(&["llm", "--base-url", &base, "-n", "1"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let base = "http://127.0.0.1:9";
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["llm", "--base-url", base, "-n", "0"],
+            "must be a whole number, at least 1",
+        ),
+        (
+            &["llm", "--base-url", base, "-c", "0"],
+            "must be a whole number from 1",
+        ),
+        (
+            &["llm", "--base-url", base, "-n", "5", "-z", "1s"],
+            "cannot be used with",
+        ),
+        (
+            &["llm", "--base-url", base, "-c", "5", "-q", "2"],
+            "cannot be used with",
+        ),
+        (&["llm", "--base-url", base, "-q", "-1"], "not a rate"),
+        (
+            &["llm", "--base-url", base, "-H", "x-mock-itl-ms 20"],
+            "Name: value",
+        ),
+        (&["llm", "--base-url", "127.0.0.1:8000"], "not a URL"),
+        (
+            &["llm", "--base-url", base, "--pacing-ms", "0"],
+            "not a pace",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = diag(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(message),
+            "{args:?}: no {message:?} in {}",
+            run.stderr
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! `diag load` end to end: the real binary against a real mock on `127.0.0.1:0`.
+//!
+//! Counts are asserted exactly (`-n 200` means 200 requests, all answered 200); times only
+//! against wide bounds (a 200 ms body is at least 180 ms; 1 s at 50/s is 25 to 75 requests).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Mock, dead_port_url, diag, json_path, read_json};
+
+fn ms(report: &serde_json::Value, field: &str) -> f64 {
+    report["latency_ms"][field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("latency_ms.{field} in {report:#}"))
+}
+
+#[test]
+fn n_requests_are_exactly_n_with_ordered_percentiles() {
+    let mock = Mock::start();
+    let json = json_path("load-n");
+    let url = format!("{}/health", mock.url());
+    let run = diag(&[
+        "load",
+        "-n",
+        "200",
+        "-c",
+        "10",
+        &url,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["kind"], "load");
+    assert_eq!(report["method"], "GET");
+    assert_eq!(report["concurrency"], 10);
+    assert!(report["rate"].is_null());
+    assert_eq!(report["requests"]["total"], 200, "{report:#}");
+    assert_eq!(report["requests"]["ok"], 200);
+    assert_eq!(report["requests"]["errors"], 0);
+    assert_eq!(report["status_codes"]["200"], 200);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    // `{"status":"ok"}` is 15 bytes.
+    assert_eq!(report["bytes"]["total"], 200 * 15);
+    assert!(report["rps"].as_f64().expect("rps") > 0.0);
+
+    let order = [
+        "fastest", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99_9", "slowest",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            ms(&report, pair[0]) <= ms(&report, pair[1]),
+            "{} > {} in {report:#}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(ms(&report, "fastest") > 0.0);
+    // A local health check: well under a second even on a busy machine.
+    assert!(ms(&report, "p50") < 1000.0, "{report:#}");
+    let average = ms(&report, "average");
+    assert!(ms(&report, "fastest") <= average && average <= ms(&report, "slowest"));
+
+    // The human report: hey's sections.
+    for section in [
+        "Summary:",
+        "Requests/sec:",
+        "Response time histogram:",
+        "Latency distribution:",
+        "  99.9% in ",
+        "Status code distribution:",
+        "  [200]\t200 responses",
+    ] {
+        assert!(
+            run.stdout.contains(section),
+            "no {section:?} in\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn a_rate_sends_about_rate_times_duration_requests() {
+    let mock = Mock::start();
+    let json = json_path("load-q");
+    let url = format!("{}/health", mock.url());
+    let run = diag(&[
+        "load",
+        "-z",
+        "1s",
+        "-q",
+        "50",
+        "-c",
+        "5",
+        &url,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    let total = report["requests"]["total"].as_u64().expect("total");
+    assert!((25..=75).contains(&total), "{total} requests in {report:#}");
+    assert_eq!(report["rate"], 50.0);
+    let duration = report["duration_s"].as_f64().expect("duration_s");
+    assert!((0.9..3.0).contains(&duration), "{report:#}");
+    assert!(
+        run.stdout
+            .contains("Latency distribution (a late request counts from its intended start):"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn under_a_rate_a_late_request_counts_from_when_it_was_due() {
+    // One worker, ~200 ms a request, 20 requests due per second: the worker falls further
+    // behind with every request. Counted from the send, every latency would be ~200 ms; counted
+    // from when each was due, the last ones waited over a second.
+    let mock = Mock::start();
+    let json = json_path("load-co");
+    let url = format!("{}/slow_stream?chunks=2&interval_ms=100", mock.url());
+    let run = diag(&[
+        "load",
+        "-z",
+        "2s",
+        "-q",
+        "20",
+        "-c",
+        "1",
+        &url,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    let total = report["requests"]["total"].as_u64().expect("total");
+    assert!((5..=12).contains(&total), "{report:#}");
+    assert!(ms(&report, "slowest") >= 600.0, "{report:#}");
+    // 40 were due; the ones never sent are named, not hidden.
+    let unsent = report["requests"]["unsent"].as_u64().expect("unsent");
+    let aborted = report["requests"]["aborted"].as_u64().expect("aborted");
+    assert_eq!(total + aborted + unsent, 40, "{report:#}");
+    assert!(run.stdout.contains("never sent"), "{}", run.stdout);
+}
+
+#[test]
+fn latency_runs_to_the_end_of_the_body() {
+    let mock = Mock::start();
+    let json = json_path("load-slow");
+    let url = format!("{}/slow_stream?chunks=2&interval_ms=100", mock.url());
+    let run = diag(&[
+        "load",
+        "-n",
+        "10",
+        "-c",
+        "5",
+        &url,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["requests"]["ok"], 10, "{report:#}");
+    assert!(ms(&report, "p50") >= 180.0, "{report:#}");
+    assert!(ms(&report, "fastest") >= 180.0, "{report:#}");
+}
+
+#[test]
+fn a_post_with_headers_and_a_body_reaches_the_server() {
+    let mock = Mock::with_flags(&["--ttft-ms", "0", "--itl-ms", "0", "--tokens", "2"]);
+    let json = json_path("load-post");
+    let url = format!("{}/v1/chat/completions", mock.url());
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#;
+    let run = diag(&[
+        "load",
+        "-n",
+        "20",
+        "-c",
+        "4",
+        "-m",
+        "post",
+        "-T",
+        "application/json",
+        "-H",
+        "x-mock-fault: 503",
+        "-d",
+        body,
+        &url,
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["method"], "POST");
+    // The header reached the mock: every answer is the forced 503, counted as a response.
+    assert_eq!(report["status_codes"]["503"], 20, "{report:#}");
+    assert_eq!(report["requests"]["ok"], 20);
+}
+
+#[test]
+fn a_dead_port_is_unreachable_with_exit_code_3() {
+    let url = format!("{}/health", dead_port_url());
+    let run = diag(&["load", "-n", "10", &url]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing was measured"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_server_that_dies_mid_run_gives_connect_errors_and_the_run_completes() {
+    let mock = Mock::start();
+    let json = json_path("load-dies");
+    let url = format!("{}/health", mock.url());
+    let json_arg = json.to_str().expect("utf-8 path").to_owned();
+    let runner = std::thread::spawn(move || {
+        diag(&[
+            "load",
+            "-z",
+            "2s",
+            "-q",
+            "100",
+            "-c",
+            "2",
+            "--disable-keepalive",
+            &url,
+            "--json",
+            &json_arg,
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    drop(mock);
+    let run = runner.join().expect("the runner thread");
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    let ok = report["requests"]["ok"].as_u64().expect("ok");
+    assert!(ok > 0, "{report:#}");
+    let connect = &report["errors"]["connect"];
+    assert!(
+        connect["count"].as_u64().expect("connect count") > 0,
+        "{report:#}"
+    );
+    assert!(
+        connect["example"]
+            .as_str()
+            .expect("example")
+            .contains("refused"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["requests"]["errors"].as_u64(),
+        report["errors"]
+            .as_object()
+            .map(|kinds| kinds.values().filter_map(|e| e["count"].as_u64()).sum()),
+    );
+    assert!(run.stdout.contains("Error distribution:"), "{}", run.stdout);
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let url = "http://127.0.0.1:9/health";
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["load", "-n", "0", url],
+            "must be a whole number, at least 1",
+        ),
+        (&["load", "-c", "0", url], "must be a whole number from 1"),
+        (&["load", "-n", "5", "-z", "1s", url], "cannot be used with"),
+        (&["load", "-q", "-5", url], "not a rate"),
+        (&["load", "-q", "0", url], "not a rate"),
+        (&["load", "-H", "novalue", url], "Name: value"),
+        (&["load", "ftp://127.0.0.1/x"], "http:// or https://"),
+        (&["load", "-z", "10", url], "no unit"),
+        (
+            &["load", "-D", "/nonexistent/body.json", url],
+            "cannot read",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = diag(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(message),
+            "{args:?}: no {message:?} in {}",
+            run.stderr
+        );
+    }
+}
