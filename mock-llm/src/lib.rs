@@ -26,11 +26,13 @@
 //! - [`faults`]: the injectable faults and the per-request seeded PRNG that decides them.
 //! - [`stats`]: the counters behind `GET /stats` and the drop guards that classify each stream.
 //! - [`error`]: the JSON error body every rejection uses.
+//! - [`embed`]: the mock on its own thread and runtime, for tests and tools.
 //!
 //! [`app`] builds the router (tests can call it directly); [`serve`] runs it on a listener.
 
 pub mod chat;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod faults;
 pub mod knobs;

@@ -7,8 +7,6 @@
 //! a wide margin, never a tight threshold.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -23,49 +21,20 @@ use tokio::io::AsyncWriteExt as _;
 /// A `mock-llm` with the given flags, serving on its own thread and current-thread runtime.
 #[derive(Debug)]
 struct Mock {
-    addr: SocketAddr,
+    running: mock_llm::embed::Running,
     client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Mock {
     fn start(flags: &[&str]) -> Self {
-        let config = mock_llm::Config::try_parse_from(
+        let mut config = mock_llm::Config::try_parse_from(
             std::iter::once("mock-llm").chain(flags.iter().copied()),
         )
         .expect("flags parse");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("mock-llm".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("mock runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("bind mock");
-                    bound_tx
-                        .send(listener.local_addr().expect("mock addr"))
-                        .expect("test waits for the address");
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    mock_llm::serve(listener, config, shutdown)
-                        .await
-                        .expect("mock serves");
-                });
-            })
-            .expect("spawn mock thread");
-        let addr = bound_rx.recv().expect("mock bound");
+        config.listen = ([127, 0, 0, 1], 0).into();
         Self {
-            addr,
+            running: mock_llm::embed::start(config).expect("start the mock"),
             client: reqwest::Client::new(),
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
@@ -77,7 +46,7 @@ impl Mock {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.running.addr())
     }
 
     /// `POST /v1/chat/completions` with `body` and `x-mock-*` headers.
@@ -125,17 +94,6 @@ impl Mock {
                 "chat.{field} never reached {at_least}: {stats}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
@@ -978,12 +936,12 @@ async fn non_streaming_disconnect_counts_as_cancelled() {
     // The answer is due in 5 s; the client hangs up after 100 ms, before any response byte.
     let mock = Mock::start(&["--ttft-ms", "5000", "--tokens", "1"]);
     let body = serde_json::to_vec(&request(false)).expect("json");
-    let mut socket = tokio::net::TcpStream::connect(mock.addr)
+    let mut socket = tokio::net::TcpStream::connect(mock.running.addr())
         .await
         .expect("connect");
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        mock.addr,
+        mock.running.addr(),
         body.len()
     );
     socket.write_all(head.as_bytes()).await.expect("write head");

@@ -7,9 +7,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -19,9 +17,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// The mock upstream on its own thread. Dropping it stops it.
 pub struct Mock {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    running: mock_llm::embed::Running,
 }
 
 impl Mock {
@@ -31,48 +27,18 @@ impl Mock {
 
     /// A mock started as `mock-llm <flags>` (e.g. `["--ttft-ms", "50"]`).
     pub fn with_flags(flags: &[&str]) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("mock runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the mock");
-        let addr = listener.local_addr().expect("mock address");
-        let config = mock_llm::Config::try_parse_from(
+        let mut config = mock_llm::Config::try_parse_from(
             std::iter::once("mock-llm").chain(flags.iter().copied()),
         )
         .expect("mock flags");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            runtime
-                .block_on(mock_llm::serve(listener, config, shutdown))
-                .expect("mock serves");
-        });
+        config.listen = ([127, 0, 0, 1], 0).into();
         Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
+            running: mock_llm::embed::start(config).expect("start the mock"),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        format!("http://{}", self.running.addr())
     }
 }
 

@@ -13,10 +13,8 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -26,51 +24,21 @@ use serde_json::Value;
 /// A `mock-llm` serving on its own thread and current-thread runtime.
 #[derive(Debug)]
 pub struct Mock {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    running: mock_llm::embed::Running,
 }
 
 impl Mock {
     pub fn start() -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("mock-llm".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("mock runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("bind mock");
-                    bound_tx
-                        .send(listener.local_addr().expect("mock addr"))
-                        .expect("test waits for the address");
-                    let config = mock_llm::Config::try_parse_from(["mock-llm"]).expect("config");
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    mock_llm::serve(listener, config, shutdown)
-                        .await
-                        .expect("mock serves");
-                });
-                // Dropping the runtime here cancels the connection tasks: open streams are cut.
-            })
-            .expect("spawn mock thread");
-        let addr = bound_rx.recv().expect("mock bound");
+        let mut config = mock_llm::Config::try_parse_from(["mock-llm"]).expect("config");
+        config.listen = ([127, 0, 0, 1], 0).into();
         Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
+            running: mock_llm::embed::start(config).expect("start the mock"),
         }
     }
 
     /// `http://ADDR`, an IP literal, as the gateway's `--upstream`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.running.addr())
     }
 
     /// The mock's `GET /stats`: what happened to every stream, seen from the upstream side.
@@ -87,17 +55,6 @@ impl Mock {
             started: field("started"),
             completed: field("completed"),
             cancelled: field("cancelled"),
-        }
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }

@@ -8,8 +8,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -20,9 +18,7 @@ pub const MODES: [&str; 2] = ["broken", "fixed"];
 /// A `mock-llm` on its own thread and current-thread runtime. Dropping it cuts its streams.
 #[derive(Debug)]
 pub struct Mock {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    running: mock_llm::embed::Running,
 }
 
 impl Mock {
@@ -43,40 +39,15 @@ impl Mock {
     pub fn start(args: &[&str]) -> Self {
         let mut argv = vec!["mock-llm"];
         argv.extend_from_slice(args);
-        let config = mock_llm::Config::try_parse_from(argv).expect("mock flags");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("mock-llm".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("mock runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("bind mock");
-                    bound_tx.send(listener.local_addr().expect("addr")).unwrap();
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    mock_llm::serve(listener, config, shutdown)
-                        .await
-                        .expect("mock serves");
-                });
-            })
-            .expect("spawn mock");
-        let addr = bound_rx.recv().expect("mock bound");
+        let mut config = mock_llm::Config::try_parse_from(argv).expect("mock flags");
+        config.listen = ([127, 0, 0, 1], 0).into();
         Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
+            running: mock_llm::embed::start(config).expect("start the mock"),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.running.addr())
     }
 
     /// The mock's `/stats` `chat` object.
@@ -100,17 +71,6 @@ impl Mock {
             (chat[field].as_u64().unwrap_or(0) >= at_least).then(Instant::now)
         })
         .await
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
