@@ -32,6 +32,8 @@ struct StreamRecord {
     completed: bool,
     /// Why the stream failed: no response, a non-2xx status, or a body cut short.
     error: Option<String>,
+    /// The gateway's `X-Stream-Method` (`async`, `blocking`, `inline`), when it sent one.
+    method: Option<String>,
 }
 
 impl StreamRecord {
@@ -59,6 +61,9 @@ pub struct StreamStats {
     pub no_first_byte: usize,
     /// Failure reasons and how many streams hit each.
     pub errors: BTreeMap<String, usize>,
+    /// The gateway's `X-Stream-Method` header, counted per value over the streams that got
+    /// headers: the split of `--async-rollout-percent` (e.g. `{"async": 4, "blocking": 4}`).
+    pub methods: BTreeMap<String, usize>,
 }
 
 /// Time to first byte over the streams that received one; null when none did.
@@ -134,6 +139,10 @@ impl Load {
         for error in records.iter().filter_map(|r| r.error.as_ref()) {
             *errors.entry(error.clone()).or_insert(0) += 1;
         }
+        let mut methods = BTreeMap::new();
+        for method in records.iter().filter_map(|r| r.method.as_ref()) {
+            *methods.entry(method.clone()).or_insert(0) += 1;
+        }
         let completed = records.iter().filter(|r| r.completed).count();
         let failed = records.iter().filter(|r| r.error.is_some()).count();
         StreamStats {
@@ -148,6 +157,7 @@ impl Load {
             },
             no_first_byte: records.len() - first_bytes.len(),
             errors,
+            methods,
         }
     }
 }
@@ -175,6 +185,14 @@ async fn stream(
         Ok(response) => response,
         Err(error) => return update(&|r| r.error = Some(root_cause(&error))),
     };
+    if let Some(method) = response
+        .headers()
+        .get("x-stream-method")
+        .and_then(|v| v.to_str().ok())
+    {
+        let method = method.to_owned();
+        update(&|r| r.method = Some(method.clone()));
+    }
     let status = response.status();
     if !status.is_success() {
         // The gateway explains a refusal (a bad query, say) in the body: keep the start of it.

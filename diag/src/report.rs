@@ -80,8 +80,15 @@ pub struct Measurements {
 
 impl Report {
     pub fn new(m: Measurements) -> Self {
-        let (verdict, verdict_reason) =
+        let (mut verdict, mut verdict_reason) =
             judge(&m.streams, &m.probes.health_sync, &m.pool, m.sync_budget);
+        if let Some(stalled) = async_stalled(&m.probes.health_async, m.sync_budget) {
+            verdict_reason = match verdict {
+                Verdict::Exhausted => format!("{verdict_reason}; {stalled}"),
+                Verdict::Healthy => stalled,
+            };
+            verdict = Verdict::Exhausted;
+        }
         Self {
             mode: m.probes.mode.clone().unwrap_or_else(|| "unknown".into()),
             gateway: m.gateway,
@@ -200,6 +207,28 @@ pub fn judge(
     }
 }
 
+/// A fourth sign, beside the three rules: `/debug/health-async` itself slow (p99 above the same
+/// budget) or timing out. It needs no pool thread, so when it stalls the async workers are
+/// blocked (a blocking call on a worker, `--mode inline`): the whole runtime stopped, not just
+/// the pool. `None` when the async probe was fine or not measured.
+pub fn async_stalled(probe: &ProbeStats, budget: Duration) -> Option<String> {
+    let budget_ms = budget.as_secs_f64() * 1e3;
+    let p99 = probe.p99_ms;
+    if probe.timeouts == 0 && p99.is_none_or(|p99| p99 <= budget_ms) {
+        return None;
+    }
+    let timeouts = match probe.timeouts {
+        0 => String::new(),
+        1 => ", 1 probe timed out".to_owned(),
+        n => format!(", {n} probes timed out"),
+    };
+    Some(format!(
+        "even /debug/health-async stalled (p99 {}{timeouts}): the async workers themselves were \
+         blocked, not just the pool",
+        p99.map_or_else(|| "-".to_owned(), short)
+    ))
+}
+
 /// A duration in milliseconds, the way a person says it: `3ms`, `0.4ms`, `2.0s`.
 fn short(ms: f64) -> String {
     if ms >= 1000.0 {
@@ -270,6 +299,14 @@ impl fmt::Display for Report {
         for (error, count) in &s.errors {
             writeln!(f, "          {count} x {error}")?;
         }
+        if !s.methods.is_empty() {
+            let methods: Vec<String> = s
+                .methods
+                .iter()
+                .map(|(method, count)| format!("{method} {count}"))
+                .collect();
+            writeln!(f, "          X-Stream-Method: {}", methods.join(", "))?;
+        }
 
         let p = &self.pool;
         match p.max_threads {
@@ -337,7 +374,19 @@ mod tests {
             },
             no_first_byte: 0,
             errors: BTreeMap::new(),
+            methods: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_stalled_async_probe_is_named() {
+        assert_eq!(async_stalled(&sync(2.0, 0), BUDGET), None);
+        let reason = async_stalled(&sync(4200.0, 3), BUDGET).expect("stalled");
+        assert!(
+            reason.contains("/debug/health-async stalled (p99 4.2s, 3 probes timed out)"),
+            "{reason}"
+        );
+        assert!(reason.contains("async workers"), "{reason}");
     }
 
     fn sync(p99_ms: f64, timeouts: u64) -> ProbeStats {

@@ -11,6 +11,8 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
 
+use crate::cpu::CpuMode;
+
 /// How the gateway talks to its upstream. This is the whole experiment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -18,6 +20,9 @@ pub enum Mode {
     Broken,
     /// Async client (reqwest) streaming the body: no pool thread at all.
     Fixed,
+    /// Blocking client (ureq) called right inside the async handler, no `spawn_blocking`: each
+    /// stream blocks one of the runtime's *worker* threads, so everything else stalls too.
+    Inline,
 }
 
 impl fmt::Display for Mode {
@@ -25,6 +30,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Broken => "broken",
             Mode::Fixed => "fixed",
+            Mode::Inline => "inline",
         })
     }
 }
@@ -41,6 +47,37 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_BLOCKING_THREADS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     pub blocking_threads: usize,
+
+    /// Async worker threads of the runtime (tokio `worker_threads`); default: tokio's, one per
+    /// core. With `--mode inline` every open stream blocks one of them: at N streams, nothing
+    /// else runs, not even `/debug/health-async`.
+    #[arg(long, env = "GATEWAY_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub worker_threads: Option<usize>,
+
+    /// Rollout of the async client in `--mode broken`: this percentage of streams goes through
+    /// the async client, the rest through the blocking one (every response says which, in
+    /// `X-Stream-Method`). The split is deterministic: request n goes async when
+    /// `floor((n+1)*P/100) > floor(n*P/100)`. In `--mode fixed` only 100 is accepted (every
+    /// stream is async by definition); `--mode inline` takes no rollout.
+    #[arg(long, env = "GATEWAY_ASYNC_ROLLOUT_PERCENT",
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub async_rollout_percent: Option<u8>,
+
+    /// Where `POST /v1/solve` runs its CPU work: on the async worker (`inline`), on the blocking
+    /// pool (`blocking`), or on the pool behind a semaphore with a bounded queue (`bounded`).
+    #[arg(long, env = "GATEWAY_CPU_MODE", value_enum, default_value_t = CpuMode::Bounded)]
+    pub cpu_mode: CpuMode,
+
+    /// `--cpu-mode bounded`: computations running at once; default: one per core.
+    #[arg(long, env = "GATEWAY_CPU_WORKERS",
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub cpu_workers: Option<usize>,
+
+    /// `--cpu-mode bounded`: requests that may wait for a worker; past it, 503 + `Retry-After`.
+    #[arg(long, env = "GATEWAY_CPU_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=100_000).map(|n| n as usize))]
+    pub cpu_queue: usize,
 
     /// Base URL of the upstream. Use an IP literal: a host name is resolved on the blocking pool.
     #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://127.0.0.1:8001",
@@ -145,6 +182,21 @@ impl FromStr for Secret {
 }
 
 impl Config {
+    /// Combinations clap cannot express: the rollout percentage only means something in broken
+    /// mode. The binary turns an `Err` into a usage error (exit 2).
+    pub fn check(&self) -> Result<(), String> {
+        match (self.mode, self.async_rollout_percent) {
+            (_, None) | (Mode::Broken, Some(_)) | (Mode::Fixed, Some(100)) => Ok(()),
+            (Mode::Fixed, Some(p)) => Err(format!(
+                "--async-rollout-percent {p} needs --mode broken: in fixed mode every stream is \
+                 async, i.e. 100"
+            )),
+            (Mode::Inline, Some(p)) => Err(format!(
+                "--async-rollout-percent {p} needs --mode broken: inline mode has no async client"
+            )),
+        }
+    }
+
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
     }
@@ -162,6 +214,8 @@ impl Config {
         tracing::info!(
             mode = %self.mode,
             blocking_threads = self.blocking_threads,
+            worker_threads = ?self.worker_threads,
+            async_rollout_percent = ?self.async_rollout_percent,
             upstream = %self.upstream,
             health_threshold_ms = self.health_threshold_ms,
             health_timeout_ms = self.health_timeout_ms,
@@ -169,10 +223,31 @@ impl Config {
             upstream_connect_timeout_secs = self.upstream_connect_timeout_secs,
             upstream_read_timeout_secs = self.upstream_read_timeout_secs,
             max_body_bytes = self.max_body_bytes,
+            cpu_mode = self.cpu_mode.as_str(),
+            cpu_workers = ?self.cpu_workers,
+            cpu_queue = self.cpu_queue,
             upstream_api_key = self.upstream_api_key.is_some(),
             "gateway listening on {bound}"
         );
-        if self.mode == Mode::Broken {
+        if self.mode == Mode::Inline {
+            tracing::warn!(
+                "mode=inline: each stream blocks one async worker thread ({}) for its whole life; \
+                 once every worker holds a stream, nothing else runs: not /health, not \
+                 /debug/health-async, not even the accept loop",
+                self.worker_threads.map_or_else(
+                    || "tokio's default: one per core".to_owned(),
+                    |n| n.to_string()
+                )
+            );
+        }
+        if self.mode == Mode::Broken && self.async_rollout_percent.is_some_and(|p| p > 0) {
+            tracing::warn!(
+                "mode=broken with --async-rollout-percent {}: that share of streams uses the \
+                 async client, the rest each hold one of {} blocking threads",
+                self.async_rollout_percent.unwrap_or(0),
+                self.blocking_threads
+            );
+        } else if self.mode == Mode::Broken {
             tracing::warn!(
                 "mode=broken: each stream holds one of {} blocking threads until it ends; \
                  stream {} onwards, and every sync health check, will queue",

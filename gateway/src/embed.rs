@@ -45,7 +45,12 @@ impl Drop for Running {
 
 /// Binds `config.listen` and serves on a new thread with the runtime from [`crate::runtime`].
 /// Returns once the socket is bound, so the gateway accepts connections from then on.
+///
+/// A flag combination [`Config::check`] refuses is an `InvalidInput` error, before anything starts.
 pub fn start(config: Config) -> std::io::Result<Running> {
+    config
+        .check()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let runtime = crate::runtime(&config)?;
     let listener = {
         // `enter`, not `block_on`: callers are often async tests, and blocking on a runtime from

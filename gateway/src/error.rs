@@ -145,8 +145,8 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         ..ApiError::bad_request(
             None,
             format!(
-                "no route for {}; try POST /v1/chat/completions, GET /v1/models, /chat/stream, \
-                 /health, /debug/pool, /debug/health-sync or /debug/health-async",
+                "no route for {}; try POST /v1/chat/completions, GET /v1/models, POST /v1/solve, \
+                 /chat/stream, /health, /debug/pool, /debug/health-sync or /debug/health-async",
                 uri.path()
             ),
         )
@@ -161,7 +161,8 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
         ..ApiError::bad_request(
             None,
             format!(
-                "{method} is not allowed on {}; /v1/chat/completions takes POST, the others GET",
+                "{method} is not allowed on {}; /v1/chat/completions and /v1/solve take POST, \
+                 the others GET",
                 uri.path()
             ),
         )
@@ -177,4 +178,6 @@ pub enum StartError {
     Url(String),
     #[error("API keys: {0}")]
     ApiKeys(String),
+    #[error("{0}")]
+    Config(String),
 }

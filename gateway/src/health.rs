@@ -14,6 +14,11 @@
 //!   sending new work to an instance whose pool is saturated; the JSON says why.
 //!
 //! `GET /debug/pool` serves the counters of [`crate::pool`] on the async worker.
+//!
+//! In `inline` mode none of the three can be trusted to answer: they all need an async worker,
+//! and the workers are blocked in upstream reads ([`crate::upstream::inline`]). Even `/health`'s
+//! bound is a tokio timer, which only a running worker can fire. A stalled runtime can only be
+//! seen from outside it: a load balancer's own timeout, or `diag`.
 
 use std::time::Instant;
 

@@ -9,23 +9,35 @@
 //!   as the sync health check. Nothing crashes; the service just stops answering in time.
 //! - `fixed`: an async client (reqwest) whose response body is forwarded as a stream. A stream is
 //!   a few kilobytes of state on the async workers; the blocking pool stays idle.
+//! - `inline`: the blocking client called straight from the async handler, no `spawn_blocking`.
+//!   Each stream blocks an async *worker*; once every worker holds one, nothing runs at all, not
+//!   even the async health probe. The reason `spawn_blocking` exists.
+//!
+//! In `broken` mode, `--async-rollout-percent P` sends P % of streams through the async client
+//! (a deterministic counter decides), to watch a migration step by step; every relayed response
+//! names its client in `X-Stream-Method`.
 //!
 //! The same endpoints run in both modes, so the difference is visible from outside (see the
 //! `diag` crate, which measures it).
 //!
 //! # Layout
 //!
-//! - [`config`]: flags, env overrides, the two modes.
+//! - [`config`]: flags, env overrides, the three modes, the rollout percentage.
 //! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
-//! - [`upstream`]: the request type both clients send, and which headers cross the gateway.
+//! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
+//!   stalls, which is why `spawn_blocking` exists.
+//! - [`upstream`]: the request type every client sends, the rollout split, and which headers
+//!   cross the gateway.
 //! - [`relay`]: `GET /chat/stream`, one relayed stream, logged with its bytes and duration; the
 //!   relay machinery every route shares.
 //! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request, forward
 //!   the bytes, never buffer the SSE stream, pass upstream errors through, cancel on disconnect.
 //! - [`auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time, never logged;
 //!   why `/health` and `/debug/*` stay open.
+//! - [`cpu`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or bounded with a
+//!   503 past a queue limit; which to choose when.
 //! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
 //! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
@@ -42,9 +54,19 @@ pub struct PitfallsDoc;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/find-it-in-your-app.md")]
 pub struct FindItDoc;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/reading-the-report.md")]
+pub struct ReadingTheReportDoc;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/migration.md")]
+pub struct MigrationDoc;
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/the-problem.md")]
+pub struct TheProblemDoc;
 
 pub mod auth;
 pub mod config;
+pub mod cpu;
 pub mod embed;
 pub mod error;
 pub mod health;
@@ -91,10 +113,13 @@ pub struct AppState {
     pub health_timeout: Duration,
     /// Streams currently being relayed; shown by `/health` and the shutdown log.
     pub live_streams: Arc<AtomicUsize>,
+    /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
+    pub cpu: Arc<cpu::Cpu>,
 }
 
 impl AppState {
     pub fn new(config: &Config) -> Result<Self, error::StartError> {
+        config.check().map_err(error::StartError::Config)?;
         let pool = Arc::new(BlockingPool::new(config.blocking_threads));
         let upstream = Upstream::new(config, Arc::clone(&pool))?;
         let upstream_url = |path: &str| {
@@ -115,6 +140,11 @@ impl AppState {
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
             live_streams: Arc::default(),
+            cpu: Arc::new(cpu::Cpu::new(
+                config.cpu_mode,
+                config.cpu_workers,
+                config.cpu_queue,
+            )),
         })
     }
 }
@@ -132,6 +162,7 @@ pub fn app(state: AppState) -> Router {
             post(openai::chat_completions).layer(DefaultBodyLimit::max(state.max_body_bytes)),
         )
         .route("/v1/models", get(openai::models))
+        .route("/v1/solve", post(cpu::solve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -153,11 +184,19 @@ pub fn app(state: AppState) -> Router {
 /// `max_blocking_threads` is the size of the pool that `spawn_blocking` draws from. Tokio's
 /// default is 512, which only moves the cliff further out; the demo makes it small so the cliff
 /// is reached with a handful of streams.
+///
+/// `worker_threads` (`--worker-threads`, default: tokio's, one per core) is the other half of the
+/// lesson: in `inline` mode each stream blocks one worker, and with all of them blocked nothing
+/// runs at all (see [`upstream::inline`]).
 pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .max_blocking_threads(config.blocking_threads)
-        .build()
+        .max_blocking_threads(config.blocking_threads);
+    if let Some(workers) = config.worker_threads {
+        builder.worker_threads(workers);
+    }
+    builder.build()
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`shutdown`]).

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -11,6 +11,12 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let config = gateway::Config::parse();
+    if let Err(message) = config.check() {
+        // A usage error, like clap's own: exit 2.
+        gateway::Config::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     let runtime = match gateway::runtime(&config) {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
@@ -77,6 +77,10 @@ impl Route {
     };
 }
 
+/// Which upstream client carried a relayed response: `async`, `blocking` or `inline` (see
+/// [`crate::upstream::StreamMethod`]). Lets a client, or `diag`, count a rollout's split.
+pub const STREAM_METHOD: HeaderName = HeaderName::from_static("x-stream-method");
+
 /// The upstream's response as the client's: its status, its relayed headers, and its body as a
 /// [`LoggedStream`], forwarded chunk by chunk as it arrives. Upstream errors (429, 5xx) take this
 /// same path, so they reach the client exactly as the upstream sent them.
@@ -91,6 +95,10 @@ pub fn relay(
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = upstream.headers;
+    response.headers_mut().insert(
+        STREAM_METHOD,
+        HeaderValue::from_static(upstream.method.as_str()),
+    );
     response
 }
 

@@ -60,3 +60,27 @@ fn help_lists_the_flags_and_exits_zero() {
         assert!(stdout.contains(flag), "--help lacks {flag}:\n{stdout}");
     }
 }
+
+#[test]
+fn rollout_outside_broken_mode_is_a_usage_error() {
+    assert_usage_error(
+        &["--mode", "fixed", "--async-rollout-percent", "50"],
+        &["--async-rollout-percent", "broken"],
+    );
+    assert_usage_error(
+        &["--mode", "inline", "--async-rollout-percent", "100"],
+        &["--async-rollout-percent", "broken"],
+    );
+    assert_usage_error(
+        &["--mode", "broken", "--async-rollout-percent", "101"],
+        &["--async-rollout-percent", "101"],
+    );
+}
+
+#[test]
+fn unknown_cpu_mode_is_a_usage_error_listing_the_valid_ones() {
+    assert_usage_error(
+        &["--cpu-mode", "turbo"],
+        &["--cpu-mode", "inline", "blocking", "bounded"],
+    );
+}

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{UpstreamRequest, UpstreamResponse};
+use super::{StreamMethod, UpstreamRequest, UpstreamResponse};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::pool::BlockingPool;
@@ -46,7 +46,7 @@ use crate::pool::BlockingPool;
 /// Chunks buffered between the pool thread and the async response. Small on purpose: when the
 /// client reads slowly, the thread blocks in `blocking_send` instead of buffering the stream.
 const CHANNEL_CHUNKS: usize = 4;
-const READ_BUFFER_BYTES: usize = 16 * 1024;
+pub(super) const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The ureq agent plus the pool it must run on.
 #[derive(Debug)]
@@ -62,14 +62,7 @@ type Head = Result<(StatusCode, HeaderMap), ApiError>;
 
 impl BlockingClient {
     pub fn new(config: &Config, pool: Arc<BlockingPool>, credential: Option<HeaderValue>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            // Relay upstream 4xx/5xx bodies as they are instead of turning them into errors.
-            .http_status_as_error(false)
-            .timeout_connect(Some(config.upstream_connect_timeout()))
-            // ureq has no overall stream deadline we want; a silent upstream is the failure.
-            .timeout_per_read(Some(config.upstream_read_timeout()))
-            .build()
-            .new_agent();
+        let agent = agent(config);
         Self {
             agent,
             pool,
@@ -98,8 +91,21 @@ impl BlockingClient {
             status,
             headers,
             body: Box::pin(body),
+            method: StreamMethod::Blocking,
         })
     }
+}
+
+/// The ureq agent both blocking strategies use (this one and [`super::inline`]).
+pub(super) fn agent(config: &Config) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        // Relay upstream 4xx/5xx bodies as they are instead of turning them into errors.
+        .http_status_as_error(false)
+        .timeout_connect(Some(config.upstream_connect_timeout()))
+        // ureq has no overall stream deadline we want; a silent upstream is the failure.
+        .timeout_per_read(Some(config.upstream_read_timeout()))
+        .build()
+        .new_agent()
 }
 
 /// Runs on a pool thread for the whole life of the stream.
@@ -148,7 +154,7 @@ fn relay(
 
 /// `request` as an `http::Request` for ureq: the body, if any, as a byte slice; no body at all
 /// for a GET (ureq would otherwise send `Content-Length: 0`).
-fn call(
+pub(super) fn call(
     agent: &ureq::Agent,
     request: UpstreamRequest,
     headers: HeaderMap,
@@ -165,7 +171,7 @@ fn call(
     }
 }
 
-fn map_error(url: &Url, error: ureq::Error) -> ApiError {
+pub(super) fn map_error(url: &Url, error: ureq::Error) -> ApiError {
     match error {
         ureq::Error::Timeout(what) => {
             ApiError::gateway_timeout(format!("upstream {url} timed out ({what})"))

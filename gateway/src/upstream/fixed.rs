@@ -21,7 +21,7 @@ use axum::http::HeaderValue;
 use futures_util::TryStreamExt;
 use reqwest::Url;
 
-use super::{UpstreamRequest, UpstreamResponse};
+use super::{StreamMethod, UpstreamRequest, UpstreamResponse};
 use crate::config::Config;
 use crate::error::{ApiError, StartError};
 
@@ -74,6 +74,7 @@ impl AsyncClient {
             status,
             headers,
             body: Box::pin(body),
+            method: StreamMethod::Async,
         })
     }
 

@@ -16,9 +16,11 @@
 
 pub mod broken;
 pub mod fixed;
+pub mod inline;
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -100,6 +102,57 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     /// Chunks as the upstream sends them; an `Err` means the upstream broke off mid-stream.
     pub body: BoxStream<'static, io::Result<Bytes>>,
+    /// Which client carried it, sent to the client as `X-Stream-Method` (see [`StreamMethod`]).
+    pub method: StreamMethod,
+}
+
+/// The client strategy that carried one response: `X-Stream-Method: async|blocking|inline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMethod {
+    /// The async client ([`fixed`]).
+    Async,
+    /// The blocking client on the blocking pool ([`broken`]).
+    Blocking,
+    /// The blocking client on an async worker ([`inline`]).
+    Inline,
+}
+
+impl StreamMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMethod::Async => "async",
+            StreamMethod::Blocking => "blocking",
+            StreamMethod::Inline => "inline",
+        }
+    }
+}
+
+/// `--async-rollout-percent` in broken mode: both clients, and a counter that sends exactly
+/// `percent` of every 100 consecutive requests to the async one, evenly spread.
+#[derive(Debug)]
+pub struct Rollout {
+    percent: u64,
+    next: AtomicU64,
+    blocking: broken::BlockingClient,
+    async_client: fixed::AsyncClient,
+}
+
+impl Rollout {
+    /// Request number `n` (0, 1, 2, ...) goes async when `floor((n+1)P/100) > floor(nP/100)`:
+    /// no randomness, so P = 0 is never, P = 100 always, and P = 50 every other request.
+    pub fn goes_async(percent: u64, n: u64) -> bool {
+        let n = n % 100;
+        (n + 1) * percent / 100 > n * percent / 100
+    }
+
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if Self::goes_async(self.percent, n) {
+            self.async_client.send(request).await
+        } else {
+            self.blocking.send(request).await
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamResponse {
@@ -110,19 +163,31 @@ impl std::fmt::Debug for UpstreamResponse {
     }
 }
 
-/// The configured client. An enum rather than a trait object: two known strategies, no boxing.
+/// The configured client. An enum rather than a trait object: known strategies, no boxing.
 #[derive(Debug)]
 pub enum Upstream {
     Broken(broken::BlockingClient),
     Fixed(fixed::AsyncClient),
+    Inline(inline::InlineClient),
+    /// Broken mode with `--async-rollout-percent`: both clients, split by a counter.
+    Rollout(Box<Rollout>),
 }
 
 impl Upstream {
     pub fn new(config: &Config, pool: Arc<BlockingPool>) -> Result<Self, StartError> {
         let credential = upstream_credential(config)?;
-        Ok(match config.mode {
-            Mode::Broken => Upstream::Broken(broken::BlockingClient::new(config, pool, credential)),
-            Mode::Fixed => Upstream::Fixed(fixed::AsyncClient::new(config, credential)?),
+        Ok(match (config.mode, config.async_rollout_percent) {
+            (Mode::Broken, Some(percent)) => Upstream::Rollout(Box::new(Rollout {
+                percent: u64::from(percent),
+                next: AtomicU64::new(0),
+                async_client: fixed::AsyncClient::new(config, credential.clone())?,
+                blocking: broken::BlockingClient::new(config, pool, credential),
+            })),
+            (Mode::Broken, None) => {
+                Upstream::Broken(broken::BlockingClient::new(config, pool, credential))
+            }
+            (Mode::Fixed, _) => Upstream::Fixed(fixed::AsyncClient::new(config, credential)?),
+            (Mode::Inline, _) => Upstream::Inline(inline::InlineClient::new(config, credential)),
         })
     }
 
@@ -131,6 +196,8 @@ impl Upstream {
         match self {
             Upstream::Broken(client) => client.send(request).await,
             Upstream::Fixed(client) => client.send(request).await,
+            Upstream::Inline(client) => client.send(request).await,
+            Upstream::Rollout(rollout) => rollout.send(request).await,
         }
     }
 }
@@ -164,6 +231,17 @@ fn outgoing_headers(request: &UpstreamRequest, credential: Option<&HeaderValue>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollout_split_is_exact() {
+        let count = |p| (0..100).filter(|&n| Rollout::goes_async(p, n)).count();
+        assert_eq!(count(0), 0);
+        assert_eq!(count(100), 100);
+        assert_eq!(count(50), 50);
+        assert_eq!(count(7), 7);
+        let first: Vec<_> = (0..4).map(|n| Rollout::goes_async(50, n)).collect();
+        assert_eq!(first, [false, true, false, true]);
+    }
 
     #[test]
     fn credentials_and_hop_by_hop_headers_stay_behind() {
