@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: demo-broken demo-fixed stop test test-compat fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -13,6 +13,14 @@ demo-broken:
 ## The same load against the async client: all 8 flow, health answers in milliseconds.
 demo-fixed:
 	$(CARGO) xtask demo fixed $(ARGS)
+
+## The blocking client called on the async workers (2 of them): even the async probe stalls.
+demo-inline:
+	$(CARGO) xtask demo inline --worker-threads 2 $(ARGS)
+
+## Broken mode with 0, 50 and 100 % of streams on the async client, 12 s each; three verdicts.
+demo-rollout:
+	$(CARGO) xtask rollout $(ARGS)
 
 ## Stop whatever a demo or `cargo xtask up` left running (by pid file, nothing else).
 stop:
@@ -26,6 +34,15 @@ test:
 ## OpenAI's Python client (pinned, in a venv under target/) against the gateway in both modes.
 test-compat:
 	$(CARGO) xtask compat
+
+## Benchmarks, release build: stream capacity per mode, overhead, memory (about 2 minutes once built).
+## Results: bench/results/<date>-bench.{json,md}.
+bench:
+	$(CARGO) xtask bench $(ARGS)
+
+## The same, short (under 2 minutes with a warm build); CI runs it and checks structure, not speed.
+bench-quick:
+	$(CARGO) xtask bench --quick $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -26,6 +26,10 @@ pub enum Command {
     E2e,
     /// OpenAI's Python client (pinned, in target/compat-venv) against the gateway in both modes.
     Compat,
+    /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
+    Rollout(RolloutArgs),
+    /// Benchmarks (release build): stream capacity per mode, overhead, memory; results under bench/results/.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The gateway's upstream client.
@@ -33,6 +37,8 @@ pub enum Command {
 pub enum Mode {
     Broken,
     Fixed,
+    /// The blocking client on the async workers: the whole runtime stalls.
+    Inline,
 }
 
 impl Mode {
@@ -40,13 +46,14 @@ impl Mode {
         match self {
             Mode::Broken => "broken",
             Mode::Fixed => "fixed",
+            Mode::Inline => "inline",
         }
     }
 
     /// The verdict `diag` must reach for the demo to be telling the truth.
     pub fn expected_verdict(self) -> &'static str {
         match self {
-            Mode::Broken => "exhausted",
+            Mode::Broken | Mode::Inline => "exhausted",
             Mode::Fixed => "healthy",
         }
     }
@@ -74,6 +81,15 @@ pub struct ServiceArgs {
     /// Use debug builds (faster to build, slower to run) instead of release builds.
     #[arg(long)]
     pub debug: bool,
+
+    /// The gateway's async worker threads (`--worker-threads`); default: one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
+    /// Broken mode only: percentage of streams sent through the async client
+    /// (the gateway's `--async-rollout-percent`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub rollout: Option<u8>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -100,4 +116,16 @@ pub struct DemoArgs {
     /// Fail unless diag's verdict is the one this mode should produce (exhausted / healthy).
     #[arg(long)]
     pub check: bool,
+}
+
+/// `cargo xtask rollout`: the migration in three steps.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    /// How long each of the three demos runs.
+    #[arg(long, default_value = "12s")]
+    pub duration: String,
+
+    /// Use debug builds instead of release builds.
+    #[arg(long)]
+    pub debug: bool,
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask demo broken|fixed` and `cargo xtask up`.
+//! `cargo xtask demo broken|fixed|inline`, `cargo xtask rollout` and `cargo xtask up`.
 //!
 //! The demo is the project's one-minute argument: the same gateway, the same load, the same
 //! probe, and only the upstream client differs. xtask builds (release by default: the numbers
@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Result, bail};
 
-use crate::cli::{DemoArgs, ServiceArgs};
+use crate::cli::{DemoArgs, Mode, RolloutArgs, ServiceArgs};
 use crate::services::{self, INTERRUPTED, Service};
 
 /// Starts the mock, then the gateway in front of it.
@@ -26,6 +26,13 @@ fn start_both(bin_dir: &Path, args: &ServiceArgs) -> Result<(Service, Service)> 
         &format!("http://{mock_listen}/health"),
     )?;
     let listen = args.gateway_listen;
+    let mut extra = Vec::new();
+    if let Some(workers) = args.worker_threads {
+        extra.extend(["--worker-threads".to_owned(), workers.to_string()]);
+    }
+    if let Some(percent) = args.rollout {
+        extra.extend(["--async-rollout-percent".to_owned(), percent.to_string()]);
+    }
     let gateway = services::start(
         bin_dir,
         "gateway",
@@ -42,7 +49,10 @@ fn start_both(bin_dir: &Path, args: &ServiceArgs) -> Result<(Service, Service)> 
             // diag has closed its streams by the time we stop the gateway: nothing to wait for.
             "--drain-secs".into(),
             "2".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect::<Vec<String>>(),
         // The async health probe: it answers even when the pool is starved, so "up" means up.
         &format!("http://{listen}/debug/health-async"),
     )?;
@@ -57,14 +67,18 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
     let bin_dir = services::build(service_args.debug)?;
     let (mock, gateway) = start_both(&bin_dir, service_args)?;
 
-    let report = services::demo_dir().join(format!("report-{}.json", mode.as_str()));
-    let plot = services::demo_dir().join(format!("{}.svg", mode.as_str()));
+    let name = match service_args.rollout {
+        Some(percent) => format!("{}-rollout{percent}", mode.as_str()),
+        None => mode.as_str().to_owned(),
+    };
+    let report = services::demo_dir().join(format!("report-{name}.json"));
+    let plot = services::demo_dir().join(format!("{name}.svg"));
     println!(
         "xtask: {} streams of {} chunks x {} ms through the {} gateway (blocking pool {}), for {}\n",
         args.streams,
         args.chunks,
         args.interval_ms,
-        mode.as_str(),
+        name,
         service_args.blocking_threads,
         args.duration
     );
@@ -113,6 +127,45 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         plot.display(),
         services::demo_dir().display()
     );
+    Ok(())
+}
+
+/// `cargo xtask rollout`: `demo broken --rollout P` for P = 0, 50, 100, then the three verdict
+/// lines and `X-Stream-Method` splits together, read back from the JSON reports.
+pub fn rollout(args: &RolloutArgs) -> Result<()> {
+    let mut lines = Vec::new();
+    for percent in [0u8, 50, 100] {
+        let demo_args = DemoArgs {
+            services: ServiceArgs {
+                mode: Mode::Broken,
+                blocking_threads: 4,
+                gateway_listen: "127.0.0.1:8000".parse()?,
+                mock_listen: "127.0.0.1:8001".parse()?,
+                debug: args.debug,
+                worker_threads: None,
+                rollout: Some(percent),
+            },
+            streams: 8,
+            duration: args.duration.clone(),
+            chunks: 20,
+            interval_ms: 500,
+            check: false,
+        };
+        demo(&demo_args)?;
+        let path = services::demo_dir().join(format!("report-broken-rollout{percent}.json"));
+        let text = std::fs::read_to_string(&path)?;
+        let report: serde_json::Value = serde_json::from_str(&text)?;
+        let verdict = report["verdict"].as_str().unwrap_or("?").to_uppercase();
+        lines.push(format!(
+            "rollout {percent:>3}%: X-Stream-Method {} | {verdict}: {}",
+            report["streams"]["methods"],
+            report["verdict_reason"].as_str().unwrap_or("?")
+        ));
+    }
+    println!("\nxtask: the async client rolled out in three steps");
+    for line in lines {
+        println!("  {line}");
+    }
     Ok(())
 }
 

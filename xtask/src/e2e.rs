@@ -20,6 +20,8 @@ fn service_args(mode: Mode) -> Result<ServiceArgs> {
         mock_listen: services::free_addr()?,
         // `cargo test` has just built these; a release build would double CI time.
         debug: true,
+        worker_threads: None,
+        rollout: None,
     })
 }
 

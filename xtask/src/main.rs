@@ -9,10 +9,14 @@
 //! - [`cli`]: the subcommands and their flags.
 //! - [`services`]: start mock-llm and the gateway in the background (pid files, logs, readiness
 //!   polling) and stop them again; the only place that sends signals.
-//! - [`demo`]: `demo broken|fixed` and `up`: build, start, run `diag demo`, stop.
+//! - [`demo`]: `demo broken|fixed|inline`, `rollout` and `up`: build, start, run `diag demo`,
+//!   stop.
 //! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
 //! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
+//! - [`bench`]: `bench [--quick]`: stream capacity, overhead and memory, written to
+//!   `bench/results/` (`make bench`, `make bench-quick`).
 
+mod bench;
 mod cli;
 mod compat;
 mod demo;
@@ -29,9 +33,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Demo(args) => demo::demo(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Up(args) => demo::up(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Rollout(args) => demo::rollout(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Stop => services::stop_all().map(|()| ExitCode::SUCCESS),
         cli::Command::E2e => e2e::run(),
         cli::Command::Compat => compat::run(),
+        cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: {e:#}");

@@ -64,10 +64,6 @@ fn pid_file(program: &str) -> PathBuf {
     demo_dir().join(format!("{program}.pid"))
 }
 
-fn log_file(program: &str) -> PathBuf {
-    demo_dir().join(format!("{program}.log"))
-}
-
 /// Builds the three binaries and returns the directory they are in.
 pub fn build(debug: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -99,6 +95,7 @@ pub fn run(command: &mut Command) -> Result<()> {
 pub struct Service {
     pub program: &'static str,
     child: Child,
+    pid_file: PathBuf,
     /// False once [`Service::detach`] hands the process over to a later `xtask stop`.
     owned: bool,
 }
@@ -124,7 +121,7 @@ impl Drop for Service {
         // Reaps the child so no zombie is left behind, whichever signal ended it.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(pid_file(self.program));
+        let _ = std::fs::remove_file(&self.pid_file);
     }
 }
 
@@ -137,6 +134,19 @@ pub fn start(
     ready_url: &str,
 ) -> Result<Service> {
     refuse_if_running(program)?;
+    start_in(&demo_dir(), bin_dir, program, listen, args, ready_url)
+}
+
+/// [`start`], with the pid file and log in `dir` instead of `target/demo/` (the benchmark keeps
+/// its own, so it runs beside a demo; `stop` does not see these: they stop when dropped).
+pub fn start_in(
+    dir: &Path,
+    bin_dir: &Path,
+    program: &'static str,
+    listen: SocketAddr,
+    args: &[String],
+    ready_url: &str,
+) -> Result<Service> {
     // Fail with a sentence rather than a bind error buried in a log file.
     if let Err(e) = TcpListener::bind(listen) {
         bail!(
@@ -144,8 +154,9 @@ pub fn start(
              or another program uses the port"
         );
     }
-    std::fs::create_dir_all(demo_dir())?;
-    let log_path = log_file(program);
+    std::fs::create_dir_all(dir)?;
+    let log_path = dir.join(format!("{program}.log"));
+    let pid_path = dir.join(format!("{program}.pid"));
     let log = File::create(&log_path).with_context(|| format!("cannot create {log_path:?}"))?;
     let binary = bin_dir.join(program);
     let child = Command::new(&binary)
@@ -159,9 +170,10 @@ pub fn start(
     let mut service = Service {
         program,
         child,
+        pid_file: pid_path,
         owned: true,
     };
-    std::fs::write(pid_file(program), format!("{}\n", service.pid()))?;
+    std::fs::write(&service.pid_file, format!("{}\n", service.pid()))?;
     wait_ready(&mut service, ready_url, &log_path)?;
     println!(
         "xtask: {program} is up (pid {}, log {})",
