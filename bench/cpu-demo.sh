@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # CPU demo per --cpu-mode: 100 concurrent POST /v1/solve (work 20000, 400 requests) while
-# /health is probed 4x/s (open loop, latency from intended start).
-B=/work/target-ci/release
+# /health is probed 4x/s (open loop, latency from intended start). Results: bench/results/*-modes.md.
+# Run from the repository root: bash bench/cpu-demo.sh
+set -u
+cargo build --release --locked -q -p gateway -p diag
+B=${CARGO_TARGET_DIR:-target}/release
 for mode in inline blocking bounded; do
   $B/gateway --mode fixed --cpu-mode $mode --listen 127.0.0.1:18300 --upstream http://127.0.0.1:18301 > /tmp/gw-cpu-$mode.log 2>&1 &
   GP=$!
