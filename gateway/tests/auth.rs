@@ -7,6 +7,7 @@
 //! upstream; the gateway's own `--upstream-api-key` is.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod support;
 
 use std::io::{BufRead, BufReader};

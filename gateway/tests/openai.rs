@@ -8,6 +8,7 @@
 //! naming the problem, before the upstream sees anything.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod support;
 
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //!   whole answer arrives, so the upstream completes the generation for nobody.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 mod support;
 
 use std::time::{Duration, Instant};

@@ -119,7 +119,7 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value
     (status, json)
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit` naming `what`.
+/// Polls `check` every 10 ms until it returns `Some`, or panics after `limit` naming `what`.
 /// The deadline is generous on purpose: it bounds a broken test, it does not measure speed.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
@@ -135,7 +135,7 @@ where
             Instant::now() < deadline,
             "timed out after {limit:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

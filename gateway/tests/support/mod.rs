@@ -7,7 +7,6 @@
 //! size is a property of its runtime; the mock's pacing must not depend on the test's runtime).
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -197,24 +196,8 @@ pub async fn read_sse(mut response: reqwest::Response, limit: Duration) -> Sse {
     Sse { events, error }
 }
 
-/// Polls `check` every 10 ms until it returns `Some`, or panics after `limit` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// The one polling helper of the gateway's tests, shared with `tests/common`.
+pub use crate::common::wait_for;
 
 /// Asserts OpenAI's error shape and returns `error`.
 pub fn openai_error(body: &Value) -> &Value {
