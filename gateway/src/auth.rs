@@ -39,6 +39,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::AppState;
 use crate::config::{Config, Secret};
 use crate::error::{ApiError, StartError};
+use crate::limits::ClientId;
 
 /// The header a client may use instead of `Authorization: Bearer`.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -151,7 +152,11 @@ pub async fn require_api_key(
     }
     let received = Instant::now();
     match check(&state.api_keys, request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(client) => {
+            let mut request = request;
+            request.extensions_mut().insert(client);
+            next.run(request).await
+        }
         Err(error) => {
             // The route as written in the router, not the raw URI.
             let path = request
@@ -168,7 +173,8 @@ pub async fn require_api_key(
     }
 }
 
-fn check(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The key's identity for rate limits (its digest), or the 401.
+fn check(keys: &ApiKeys, headers: &HeaderMap) -> Result<ClientId, ApiError> {
     let presented = match presented_key(headers) {
         Presented::Key(key) => key,
         Presented::Missing => {
@@ -180,7 +186,7 @@ fn check(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
         Presented::Malformed(why) => return Err(ApiError::unauthorized("invalid_api_key", why)),
     };
     if keys.accepts(presented) {
-        Ok(())
+        Ok(ClientId::Key(digest(presented)))
     } else {
         // Never echo the key, not even a part of it: logs and terminals keep what they show.
         Err(ApiError::unauthorized(

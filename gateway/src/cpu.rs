@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clap::ValueEnum;
 use serde::Deserialize;
@@ -216,24 +216,16 @@ async fn run(
 
 /// 503 in OpenAI's error shape, with `Retry-After`: the bounded queue is full, try again soon.
 fn queue_full(cpu: &Cpu) -> Response {
-    let error = ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        kind: "server_error",
-        code: Some("cpu_queue_full"),
-        ..ApiError::bad_request(
-            None,
-            format!(
-                "the gateway is busy: {} computations running and {} waiting (--cpu-workers, \
-                 --cpu-queue); retry after a second",
-                cpu.workers, cpu.queue_limit
-            ),
-        )
-    };
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    ApiError::overloaded(
+        "cpu_queue_full",
+        format!(
+            "the gateway is busy: {} computations running and {} waiting (--cpu-workers, \
+             --cpu-queue); retry after a second",
+            cpu.workers, cpu.queue_limit
+        ),
+    )
+    .retry_after(std::time::Duration::from_secs(1))
+    .into_response()
 }
 
 #[cfg(test)]

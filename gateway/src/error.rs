@@ -10,10 +10,11 @@
 //! passes them through as the upstream sent them (status, body, `Retry-After`).
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -29,6 +30,9 @@ pub struct ApiError {
     pub param: Option<Cow<'static, str>>,
     /// OpenAI's `code` field: a stable reason a program can match on.
     pub code: Option<&'static str>,
+    /// Sent with the error: `Retry-After`, `x-ratelimit-*`. Boxed: most errors have none, and
+    /// a `Result` carrying a bare `HeaderMap` would be large on every happy path.
+    pub headers: Box<HeaderMap>,
 }
 
 impl ApiError {
@@ -39,6 +43,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(Cow::Borrowed),
             code: None,
+            headers: Box::default(),
         }
     }
 
@@ -74,6 +79,45 @@ impl ApiError {
         }
     }
 
+    /// The gateway is at a limit it set itself (a full queue, a busy provider): 503, so a
+    /// client or load balancer retries later or elsewhere. Give it a [`Self::retry_after`].
+    pub fn overloaded(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: Some(code),
+            ..Self::internal(message)
+        }
+    }
+
+    /// A rate limit: 429 `rate_limit_exceeded` (what OpenAI's SDKs recognise and retry), with
+    /// `code` saying whose limit it was.
+    pub fn rate_limited(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limit_exceeded",
+            code: Some(code),
+            ..Self::internal(message)
+        }
+    }
+
+    /// `Retry-After` in whole seconds, rounded up and at least 1 (the header has no fractions),
+    /// and `retry-after-ms`, the exact figure OpenAI's SDKs read first.
+    pub fn retry_after(self, wait: Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.with_header(header::RETRY_AFTER, secs.max(1))
+            .with_header(
+                HeaderName::from_static("retry-after-ms"),
+                wait.as_millis().max(1),
+            )
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl std::fmt::Display) -> Self {
+        if let Ok(value) = HeaderValue::try_from(value.to_string()) {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
@@ -92,6 +136,7 @@ impl ApiError {
             kind: "upstream_error",
             param: None,
             code: None,
+            headers: Box::default(),
         }
     }
 
@@ -103,6 +148,7 @@ impl ApiError {
             kind: "upstream_error",
             param: None,
             code: None,
+            headers: Box::default(),
         }
     }
 
@@ -113,6 +159,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: None,
+            headers: Box::default(),
         }
     }
 }
@@ -128,7 +175,7 @@ impl IntoResponse for ApiError {
             "param": self.param,
             "code": self.code,
         }});
-        (self.status, Json(body)).into_response()
+        (self.status, *self.headers, Json(body)).into_response()
     }
 }
 

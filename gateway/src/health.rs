@@ -54,6 +54,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     // The job is trivial; all the time measured is time spent waiting for a pool thread.
     let answered = tokio::time::timeout(state.health_timeout, state.pool.spawn(|_| ())).await;
     let elapsed = started.elapsed();
+    state.metrics.health_probe.observe(elapsed.as_secs_f64());
     let timed_out = !matches!(answered, Ok(Ok(())));
     let degraded = timed_out || elapsed > state.health_threshold;
     let status = if degraded { "degraded" } else { "ok" };

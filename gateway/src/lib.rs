@@ -22,7 +22,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: flags, env overrides, the three modes, the rollout percentage.
+//! - [`config`]: flags, env overrides, the `--config` file and its precedence, the three modes,
+//!   the rollout percentage.
 //! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
@@ -38,6 +39,11 @@
 //!   why `/health` and `/debug/*` stay open.
 //! - [`cpu`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or bounded with a
 //!   503 past a queue limit; which to choose when.
+//! - [`limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole life,
+//!   a bounded wait queue with 503 past it, per-key rate limits with 429 and `x-ratelimit-*`.
+//! - [`providers`]: several upstreams, each with its own client pool, concurrency cap and rpm;
+//!   requests routed by `model`.
+//! - [`metrics`]: `GET /metrics` in Prometheus text: every bound, and every time one was hit.
 //! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
 //! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
@@ -70,8 +76,11 @@ pub mod cpu;
 pub mod embed;
 pub mod error;
 pub mod health;
+pub mod limits;
+pub mod metrics;
 pub mod openai;
 pub mod pool;
+pub mod providers;
 pub mod relay;
 pub mod shutdown;
 pub mod upstream;
@@ -88,7 +97,6 @@ use axum::routing::{get, post};
 
 pub use config::{Config, Mode};
 use pool::BlockingPool;
-use upstream::Upstream;
 
 /// Everything the handlers share. Cheap to clone: all `Arc`s.
 #[derive(Debug, Clone)]
@@ -96,13 +104,14 @@ pub struct AppState {
     pub mode: Mode,
     /// The only door to the blocking pool: every job goes through it so it can be counted.
     pub pool: Arc<BlockingPool>,
-    pub upstream: Arc<Upstream>,
-    /// The upstream's `/slow_stream` URL; each request adds its own query.
-    pub stream_url: reqwest::Url,
-    /// The upstream's `/v1/chat/completions`.
-    pub chat_url: reqwest::Url,
-    /// The upstream's `/v1/models`.
-    pub models_url: reqwest::Url,
+    /// The upstreams, each with its own client and limits; requests are routed by `model`.
+    pub providers: Arc<providers::Providers>,
+    /// `--max-concurrent-requests` and its bounded wait queue (see [`limits`]).
+    pub inbound: Arc<limits::Inbound>,
+    /// `--rate-limit-rpm` per API key.
+    pub key_limits: Arc<limits::KeyLimits>,
+    /// Every counter and gauge `/metrics` serves.
+    pub metrics: Arc<metrics::Metrics>,
     /// `--max-body-bytes`: larger chat requests are refused with 413 before anything else.
     pub max_body_bytes: usize,
     /// Accepted client keys; empty means authentication is off (see [`auth`]).
@@ -121,20 +130,21 @@ impl AppState {
     pub fn new(config: &Config) -> Result<Self, error::StartError> {
         config.check().map_err(error::StartError::Config)?;
         let pool = Arc::new(BlockingPool::new(config.blocking_threads));
-        let upstream = Upstream::new(config, Arc::clone(&pool))?;
-        let upstream_url = |path: &str| {
-            config
-                .upstream
-                .join(path)
-                .map_err(|e| error::StartError::Url(e.to_string()))
-        };
+        let metrics = Arc::new(metrics::Metrics::default());
         Ok(Self {
             mode: config.mode,
+            providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
             pool,
-            upstream: Arc::new(upstream),
-            stream_url: upstream_url("slow_stream")?,
-            chat_url: upstream_url("v1/chat/completions")?,
-            models_url: upstream_url("v1/models")?,
+            inbound: Arc::new(limits::Inbound::new(
+                config.max_concurrent_requests,
+                config.max_queued_requests,
+                config.max_queue_wait(),
+            )),
+            key_limits: Arc::new(limits::KeyLimits::new(
+                config.rate_limit_rpm,
+                config.rate_limit_burst,
+            )),
+            metrics,
             max_body_bytes: config.max_body_bytes,
             api_keys: auth::ApiKeys::from_config(config)?,
             health_threshold: Duration::from_millis(config.health_threshold_ms),
@@ -163,6 +173,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/models", get(openai::models))
         .route("/v1/solve", post(cpu::solve))
+        // Layers run bottom-up: the key check first, then the rate and concurrency limits.
+        .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -171,11 +183,16 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/debug/health-sync", get(health::health_sync))
         .route("/debug/health-async", get(health::health_async))
-        .route("/debug/pool", get(health::pool));
+        .route("/debug/pool", get(health::pool))
+        .route("/metrics", get(metrics::metrics));
     relaying
         .merge(probes)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 
@@ -208,5 +225,15 @@ pub async fn serve(
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
     state.api_keys.log_startup();
+    // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
+    // of one bucket per client seen stays bounded.
+    let key_limits = Arc::clone(&state.key_limits);
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            key_limits.forget_idle();
+        }
+    });
     shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
 }

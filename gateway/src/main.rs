@@ -1,21 +1,23 @@
-//! `gateway` binary: parse flags, build the runtime with the configured blocking pool, serve.
+//! `gateway` binary: read the settings, build the runtime with the configured blocking pool, serve.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, Parser};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let config = gateway::Config::parse();
-    if let Err(message) = config.check() {
-        // A usage error, like clap's own: exit 2.
-        gateway::Config::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, message)
-            .exit();
+    // Flags, environment and the --config file; a mistake in any of them is a usage error,
+    // printed by clap with exit status 2.
+    let config = gateway::Config::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if config.check_config {
+        print!(
+            "settings are valid; limits in force:\n{}",
+            config.limits_block()
+        );
+        return ExitCode::SUCCESS;
     }
     let runtime = match gateway::runtime(&config) {
         Ok(runtime) => runtime,

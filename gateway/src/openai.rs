@@ -17,22 +17,30 @@
 //! exist yet) is the upstream's business and goes through untouched: the gateway forwards the
 //! client's bytes, not a re-encoding of what it understood.
 //!
+//! The request goes to the provider that serves its `model` ([`crate::providers`]); a model no
+//! provider serves is a 404 `model_not_found`. `GET /v1/models` is the gateway's own answer: the
+//! models the providers are configured with, plus, for a provider taking every model (`"*"`),
+//! the list its upstream reports.
+//!
 //! Client disconnects cancel the upstream request by ownership, in every phase, in `fixed` mode;
 //! in `broken` mode only at the upstream's next event, or never (see [`crate::upstream::broken`]).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::relay::{Route, Waiting, log_rejected, relay};
-use crate::upstream::{UpstreamRequest, forwarded_request_headers};
+use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
 const CHAT: Route = Route {
     method: Method::POST,
@@ -53,14 +61,15 @@ pub async fn chat_completions(
     let result = async {
         require_json(&headers)?;
         let body = body.map_err(|rejection| body_error(&rejection, state.max_body_bytes))?;
-        validate(&body)?;
+        let model = validate(&body)?;
+        let provider = state.providers.route(&model)?;
         let request = UpstreamRequest {
             method: Method::POST,
-            url: state.chat_url.clone(),
+            url: provider.chat_url.clone(),
             headers: forwarded_request_headers(&headers),
             body: Some(body),
         };
-        state.upstream.send(request).await
+        provider.send(request).await
     }
     .await;
     waiting.answered();
@@ -69,14 +78,62 @@ pub async fn chat_completions(
 
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let received = Instant::now();
-    let waiting = Waiting::new(state.mode, MODELS, received);
-    let request = UpstreamRequest {
-        headers: forwarded_request_headers(&headers),
-        ..UpstreamRequest::get(state.models_url.clone())
-    };
-    let result = state.upstream.send(request).await;
-    waiting.answered();
-    respond(&state, MODELS, received, result)
+    let mut data: Vec<Value> = Vec::new();
+    for provider in state.providers.iter() {
+        data.extend(provider.models.iter().map(
+            |id| json!({"id": id, "object": "model", "created": 0, "owned_by": provider.name}),
+        ));
+    }
+    if let Some(provider) = state.providers.catch_all() {
+        let waiting = Waiting::new(state.mode, MODELS, received);
+        let request = UpstreamRequest {
+            headers: forwarded_request_headers(&headers),
+            ..UpstreamRequest::get(provider.models_url.clone())
+        };
+        let result = provider.send(request).await;
+        waiting.answered();
+        let upstream = match result {
+            // Its error, as it sent it: the client learns what the provider said.
+            Ok(upstream) if !upstream.status.is_success() => {
+                return relay(upstream, &state, MODELS, received);
+            }
+            Ok(upstream) => upstream_models(upstream).await,
+            Err(error) => Err(error),
+        };
+        match upstream {
+            Ok(listed) => {
+                let named: HashSet<Value> = data.iter().map(|m| m["id"].clone()).collect();
+                data.extend(listed.into_iter().filter(|m| !named.contains(&m["id"])));
+            }
+            Err(error) => return respond(&state, MODELS, received, Err(error)),
+        }
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The `data` array of an upstream's `/v1/models`, read whole (it is small; 4 MiB at most).
+async fn upstream_models(upstream: UpstreamResponse) -> Result<Vec<Value>, ApiError> {
+    const LIMIT: usize = 4 * 1024 * 1024;
+    let mut body = Vec::new();
+    let mut chunks = upstream.body;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_gateway(format!("reading /v1/models: {e}")))?;
+        if body.len() + chunk.len() > LIMIT {
+            return Err(ApiError::bad_gateway(
+                "the upstream's /v1/models is larger than 4 MiB",
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut list: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_gateway(format!("the upstream's /v1/models is not JSON: {e}"))
+    })?;
+    match list.get_mut("data").map(Value::take) {
+        Some(Value::Array(models)) => Ok(models),
+        _ => Err(ApiError::bad_gateway(
+            "the upstream's /v1/models has no `data` array",
+        )),
+    }
 }
 
 /// The relayed response, or the gateway's own error; either way one log line.
@@ -84,7 +141,7 @@ fn respond(
     state: &AppState,
     route: Route,
     received: Instant,
-    result: Result<crate::upstream::UpstreamResponse, ApiError>,
+    result: Result<UpstreamResponse, ApiError>,
 ) -> Response {
     match result {
         Ok(upstream) => relay(upstream, state, route, received),
@@ -129,7 +186,8 @@ fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
 
 /// The gateway's own checks: enough to know the request is a chat completion. The upstream
 /// checks the rest (roles, ranges) and its 400 is relayed as it is.
-fn validate(body: &[u8]) -> Result<(), ApiError> {
+/// Returns the `model`, which picks the provider.
+fn validate(body: &[u8]) -> Result<String, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(None, format!("the request body is not valid JSON: {e}"))
             .with_code("invalid_json")
@@ -143,18 +201,18 @@ fn validate(body: &[u8]) -> Result<(), ApiError> {
             ),
         ));
     };
-    match fields.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => {}
+    let model = match fields.get("model") {
+        Some(Value::String(model)) if !model.is_empty() => model.clone(),
         Some(Value::String(_)) => return Err(invalid("model", "`model` must not be empty")),
         None | Some(Value::Null) => return Err(missing("model")),
         Some(other) => return Err(wrong_type("model", "a string", other)),
-    }
+    };
     match fields.get("messages") {
         Some(Value::Array(_)) => {}
         None | Some(Value::Null) => return Err(missing("messages")),
         Some(other) => return Err(wrong_type("messages", "an array", other)),
     }
-    Ok(())
+    Ok(model)
 }
 
 fn missing(param: &'static str) -> ApiError {

@@ -46,7 +46,8 @@ pub async fn chat_stream(
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let Query(params) = params?;
-    let mut url = state.stream_url.clone();
+    let provider = state.providers.first();
+    let mut url = provider.stream_url.clone();
     {
         let mut query = url.query_pairs_mut();
         if let Some(chunks) = params.chunks {
@@ -57,7 +58,7 @@ pub async fn chat_stream(
         }
     }
     let waiting = Waiting::new(state.mode, Route::GET_CHAT_STREAM, received);
-    let upstream = state.upstream.send(UpstreamRequest::get(url)).await;
+    let upstream = provider.send(UpstreamRequest::get(url)).await;
     waiting.answered();
     Ok(relay(upstream?, &state, Route::GET_CHAT_STREAM, received))
 }

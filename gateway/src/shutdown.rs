@@ -41,7 +41,9 @@ pub async fn serve_with_drain(
 ) -> std::io::Result<()> {
     let live = std::sync::Arc::clone(&state.live_streams);
     let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, crate::app(state))
+    // The peer address is the rate-limit key when authentication is off (see `limits`).
+    let app = crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = drain_started.await;
         })

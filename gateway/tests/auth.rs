@@ -221,9 +221,14 @@ async fn echo_upstream() -> String {
             "content-type": seen("content-type"),
         }))
     }
+    // The gateway reads an upstream's model list, so the headers come back as a model's fields.
+    async fn echo_models(headers: HeaderMap) -> Json<Value> {
+        let Json(seen) = echo(headers).await;
+        Json(json!({"object": "list", "data": [{"id": "echo", "seen": seen}]}))
+    }
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(echo))
-        .route("/v1/models", axum::routing::get(echo));
+        .route("/v1/models", axum::routing::get(echo_models));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -260,8 +265,10 @@ async fn the_upstream_gets_the_gateways_key_never_the_clients() {
             assert_eq!(seen["x-mock-tokens"], "2", "{mode}: {seen}");
             assert_eq!(seen["content-type"], "application/json", "{mode}: {seen}");
 
-            let (_, seen) = json_of(get(&format!("{}/v1/models", gw.url()), &headers).await).await;
-            assert_eq!(seen["authorization"], expected, "{mode} models: {seen}");
+            let (_, models) =
+                json_of(get(&format!("{}/v1/models", gw.url()), &headers).await).await;
+            let seen = &models["data"][0]["seen"];
+            assert_eq!(seen["authorization"], expected, "{mode} models: {models}");
         }
     }
 }

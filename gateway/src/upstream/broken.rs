@@ -38,8 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{StreamMethod, UpstreamRequest, UpstreamResponse};
-use crate::config::Config;
+use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse};
 use crate::error::ApiError;
 use crate::pool::BlockingPool;
 
@@ -61,12 +60,11 @@ pub struct BlockingClient {
 type Head = Result<(StatusCode, HeaderMap), ApiError>;
 
 impl BlockingClient {
-    pub fn new(config: &Config, pool: Arc<BlockingPool>, credential: Option<HeaderValue>) -> Self {
-        let agent = agent(config);
+    pub fn new(settings: &ClientSettings, pool: Arc<BlockingPool>) -> Self {
         Self {
-            agent,
+            agent: agent(settings),
             pool,
-            credential,
+            credential: settings.credential.clone(),
         }
     }
 
@@ -97,13 +95,16 @@ impl BlockingClient {
 }
 
 /// The ureq agent both blocking strategies use (this one and [`super::inline`]).
-pub(super) fn agent(config: &Config) -> ureq::Agent {
+pub(super) fn agent(settings: &ClientSettings) -> ureq::Agent {
     ureq::Agent::config_builder()
         // Relay upstream 4xx/5xx bodies as they are instead of turning them into errors.
         .http_status_as_error(false)
-        .timeout_connect(Some(config.upstream_connect_timeout()))
+        .timeout_connect(Some(settings.connect_timeout))
         // ureq has no overall stream deadline we want; a silent upstream is the failure.
-        .timeout_per_read(Some(config.upstream_read_timeout()))
+        .timeout_per_read(Some(settings.read_timeout))
+        .max_idle_connections_per_host(settings.max_idle_connections)
+        .max_idle_connections(settings.max_idle_connections)
+        .max_idle_age(settings.idle_timeout)
         .build()
         .new_agent()
 }

@@ -21,8 +21,7 @@ use axum::http::HeaderValue;
 use futures_util::TryStreamExt;
 use reqwest::Url;
 
-use super::{StreamMethod, UpstreamRequest, UpstreamResponse};
-use crate::config::Config;
+use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse};
 use crate::error::{ApiError, StartError};
 
 /// A pooled async HTTP client.
@@ -36,18 +35,24 @@ pub struct AsyncClient {
 }
 
 impl AsyncClient {
-    pub fn new(config: &Config, credential: Option<HeaderValue>) -> Result<Self, StartError> {
+    /// One client, and so one connection pool, per provider: a slow provider's connections
+    /// never crowd out another's.
+    pub fn new(settings: &ClientSettings) -> Result<Self, StartError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(config.upstream_connect_timeout())
+            .connect_timeout(settings.connect_timeout)
             // Per read, like ureq's `timeout_per_read`: a stream may be long, but not silent.
-            .read_timeout(config.upstream_read_timeout())
+            .read_timeout(settings.read_timeout)
+            .pool_max_idle_per_host(settings.max_idle_connections)
+            .pool_idle_timeout(settings.idle_timeout)
+            // Probes a connection the peer dropped silently (a NAT or load balancer timing it out).
+            .tcp_keepalive(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {
             http,
-            read_timeout: config.upstream_read_timeout(),
-            connect_timeout: config.upstream_connect_timeout(),
-            credential,
+            read_timeout: settings.read_timeout,
+            connect_timeout: settings.connect_timeout,
+            credential: settings.credential.clone(),
         })
     }
 

@@ -37,8 +37,7 @@ use std::io::Read;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 
-use super::{StreamMethod, UpstreamRequest, UpstreamResponse, broken};
-use crate::config::Config;
+use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse, broken};
 use crate::error::ApiError;
 
 /// The ureq agent, used straight from async code. Do not do this.
@@ -50,10 +49,10 @@ pub struct InlineClient {
 }
 
 impl InlineClient {
-    pub fn new(config: &Config, credential: Option<HeaderValue>) -> Self {
+    pub fn new(settings: &ClientSettings) -> Self {
         Self {
-            agent: broken::agent(config),
-            credential,
+            agent: broken::agent(settings),
+            credential: settings.credential.clone(),
         }
     }
 

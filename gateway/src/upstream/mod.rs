@@ -21,13 +21,14 @@ pub mod inline;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use futures_util::stream::BoxStream;
 use reqwest::Url;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ProviderConfig};
 use crate::error::{ApiError, StartError};
 use crate::pool::BlockingPool;
 
@@ -49,6 +50,46 @@ const RELAYED_RESPONSE_HEADERS: [HeaderName; 4] = [
 /// Header name prefixes relayed in either direction: the mock's knobs and reports, and the
 /// provider's rate-limit state (`x-ratelimit-remaining-requests`, ...).
 const RELAYED_PREFIXES: [&str; 2] = ["x-mock-", "x-ratelimit-"];
+
+/// How one provider's client connects: its timeouts, its keep-alive pool and its credential.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    /// The longest silence while reading; a stream may be long, but not silent.
+    pub read_timeout: Duration,
+    /// Idle keep-alive connections kept per host.
+    pub max_idle_connections: usize,
+    /// An idle connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// `Authorization: Bearer <provider key>`, added to every request.
+    pub credential: Option<HeaderValue>,
+}
+
+impl ClientSettings {
+    /// `provider`'s settings, defaults filled in from the flags.
+    pub fn new(provider: &ProviderConfig, config: &Config) -> Result<Self, StartError> {
+        let key = match &provider.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                StartError::ApiKeys(format!(
+                    "provider {}: {var} is not set or not UTF-8",
+                    provider.name
+                ))
+            })?),
+            None if provider.name == "default" && config.providers.is_empty() => config
+                .upstream_api_key
+                .as_ref()
+                .map(|key| key.expose().to_owned()),
+            None => None,
+        };
+        Ok(Self {
+            connect_timeout: provider.connect_timeout(config),
+            read_timeout: provider.read_timeout(config),
+            max_idle_connections: provider.max_idle_connections,
+            idle_timeout: Duration::from_secs(provider.idle_timeout_secs),
+            credential: key.map(|key| bearer(&key, &provider.name)).transpose()?,
+        })
+    }
+}
 
 /// One request to the upstream, built by a handler and sent by either client.
 #[derive(Debug, Clone)]
@@ -174,20 +215,22 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, pool: Arc<BlockingPool>) -> Result<Self, StartError> {
-        let credential = upstream_credential(config)?;
+    /// The client of `config.mode` (both, with a rollout), for one provider.
+    pub fn new(
+        config: &Config,
+        settings: &ClientSettings,
+        pool: Arc<BlockingPool>,
+    ) -> Result<Self, StartError> {
         Ok(match (config.mode, config.async_rollout_percent) {
             (Mode::Broken, Some(percent)) => Upstream::Rollout(Box::new(Rollout {
                 percent: u64::from(percent),
                 next: AtomicU64::new(0),
-                async_client: fixed::AsyncClient::new(config, credential.clone())?,
-                blocking: broken::BlockingClient::new(config, pool, credential),
+                async_client: fixed::AsyncClient::new(settings)?,
+                blocking: broken::BlockingClient::new(settings, pool),
             })),
-            (Mode::Broken, None) => {
-                Upstream::Broken(broken::BlockingClient::new(config, pool, credential))
-            }
-            (Mode::Fixed, _) => Upstream::Fixed(fixed::AsyncClient::new(config, credential)?),
-            (Mode::Inline, _) => Upstream::Inline(inline::InlineClient::new(config, credential)),
+            (Mode::Broken, None) => Upstream::Broken(broken::BlockingClient::new(settings, pool)),
+            (Mode::Fixed, _) => Upstream::Fixed(fixed::AsyncClient::new(settings)?),
+            (Mode::Inline, _) => Upstream::Inline(inline::InlineClient::new(settings)),
         })
     }
 
@@ -202,21 +245,16 @@ impl Upstream {
     }
 }
 
-/// `Authorization: Bearer <--upstream-api-key>`, marked sensitive so that no HTTP library's
-/// debug output prints it.
-fn upstream_credential(config: &Config) -> Result<Option<HeaderValue>, StartError> {
-    config
-        .upstream_api_key
-        .as_ref()
-        .map(|key| {
-            let mut value =
-                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    StartError::ApiKeys("--upstream-api-key is not a valid header".into())
-                })?;
-            value.set_sensitive(true);
-            Ok(value)
-        })
-        .transpose()
+/// `Authorization: Bearer <key>`, marked sensitive so that no HTTP library's debug output
+/// prints it.
+fn bearer(key: &str, provider: &str) -> Result<HeaderValue, StartError> {
+    let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+        StartError::ApiKeys(format!(
+            "provider {provider}: the API key is not a valid header value"
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The headers of `request` plus the gateway's upstream credential, if any.

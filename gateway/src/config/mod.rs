@@ -1,5 +1,9 @@
-//! Flags of the `gateway` binary. Every flag has an env override (`GATEWAY_*`), and the limits
-//! that shape the demo are logged at start-up, so a reader of the log knows what was running.
+//! Settings of the `gateway` binary. Every flag has an env override (`GATEWAY_*`) and can be a key
+//! of the `--config` file ([`file`] holds the precedence rule: file < environment < flags). Every
+//! limit in force is logged at start-up in one block, so a reader of the log knows what was
+//! running; `--check-config` prints that block and exits.
+
+pub mod file;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use reqwest::Url;
 
 use crate::cpu::CpuMode;
+pub use file::ProviderConfig;
 
 /// How the gateway talks to its upstream. This is the whole experiment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,6 +44,17 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gateway", version)]
 pub struct Config {
+    /// A TOML file of settings: any flag by its long name (`blocking-threads = 8`), plus the
+    /// `[[providers]]` tables. Flags and environment variables override the file. See
+    /// `gateway.example.toml`.
+    #[arg(long, env = "GATEWAY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Check the settings (flags, environment, `--config` file), print the limits in force and
+    /// exit: 0 when they are valid, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Upstream client strategy.
     #[arg(long, env = "GATEWAY_MODE", value_enum, default_value_t = Mode::Fixed)]
     pub mode: Mode,
@@ -79,7 +95,37 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=100_000).map(|n| n as usize))]
     pub cpu_queue: usize,
 
-    /// Base URL of the upstream. Use an IP literal: a host name is resolved on the blocking pool.
+    /// Requests the gateway serves at once on `/v1/*` and `/chat/stream`. A streaming response
+    /// holds its place until its last byte, not just until its headers.
+    #[arg(long, env = "GATEWAY_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000).map(|n| n as usize))]
+    pub max_concurrent_requests: usize,
+
+    /// Requests that may wait for a place when all `--max-concurrent-requests` are taken; past
+    /// it, an immediate 503 with `Retry-After`.
+    #[arg(long, env = "GATEWAY_MAX_QUEUED_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000).map(|n| n as usize))]
+    pub max_queued_requests: usize,
+
+    /// The longest a queued request waits for a place (ms); then 503 with `Retry-After`.
+    #[arg(long, env = "GATEWAY_MAX_QUEUE_WAIT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub max_queue_wait_ms: u64,
+
+    /// Requests per minute per API key (per client IP when no key is configured); over it, 429
+    /// with `Retry-After` and `x-ratelimit-*` headers. 0: no limit.
+    #[arg(long, env = "GATEWAY_RATE_LIMIT_RPM", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub rate_limit_rpm: u32,
+
+    /// Requests a key may send at once on top of the steady rate; default: the whole minute's
+    /// `--rate-limit-rpm`.
+    #[arg(long, env = "GATEWAY_RATE_LIMIT_BURST",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Base URL of the upstream, when the `--config` file defines no `[[providers]]`: it is then
+    /// the one provider, `default`, serving every model. Use an IP literal: a host name is resolved on the blocking pool.
     #[arg(long, env = "GATEWAY_UPSTREAM", default_value = "http://127.0.0.1:8001",
           value_parser = parse_upstream)]
     pub upstream: Url,
@@ -141,6 +187,11 @@ pub struct Config {
     /// Added to `--api-key`. Read once at start-up.
     #[arg(long, value_name = "PATH", env = "GATEWAY_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+
+    /// The `[[providers]]` of the `--config` file; empty means one provider from `--upstream`
+    /// (see [`Config::providers`]).
+    #[arg(skip)]
+    pub providers: Vec<ProviderConfig>,
 }
 
 /// A secret string (an API key) whose `Debug` never shows it, so `Config` can be logged or
@@ -185,6 +236,12 @@ impl Config {
     /// Combinations clap cannot express: the rollout percentage only means something in broken
     /// mode. The binary turns an `Err` into a usage error (exit 2).
     pub fn check(&self) -> Result<(), String> {
+        file::check_providers(&self.providers)?;
+        if self.rate_limit_burst.is_some() && self.rate_limit_rpm == 0 {
+            return Err(
+                "--rate-limit-burst needs --rate-limit-rpm (it is the burst of that rate)".into(),
+            );
+        }
         match (self.mode, self.async_rollout_percent) {
             (_, None) | (Mode::Broken, Some(_)) | (Mode::Fixed, Some(100)) => Ok(()),
             (Mode::Fixed, Some(p)) => Err(format!(
@@ -195,6 +252,28 @@ impl Config {
                 "--async-rollout-percent {p} needs --mode broken: inline mode has no async client"
             )),
         }
+    }
+
+    /// Parses flags, environment and the `--config` file; see [`file::load`].
+    pub fn load<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        file::load(args)
+    }
+
+    /// The providers in force: the file's, or the one built from `--upstream`.
+    pub fn providers(&self) -> Vec<ProviderConfig> {
+        if self.providers.is_empty() {
+            vec![ProviderConfig::from_flags(self)]
+        } else {
+            self.providers.clone()
+        }
+    }
+
+    pub fn max_queue_wait(&self) -> Duration {
+        Duration::from_millis(self.max_queue_wait_ms)
     }
 
     pub fn drain(&self) -> Duration {
@@ -209,25 +288,75 @@ impl Config {
         Duration::from_secs(self.upstream_connect_timeout_secs)
     }
 
-    /// One readable block with every limit in force, so a log reader knows what was running.
+    /// Every limit in force, one per line, after file, environment and flags were merged: what
+    /// `--check-config` prints and the start-up log shows.
+    pub fn limits_block(&self) -> String {
+        let or_default = |value: Option<usize>, default: &str| {
+            value.map_or_else(|| default.to_owned(), |n| n.to_string())
+        };
+        let rate_limit = match self.rate_limit_rpm {
+            0 => "off".to_owned(),
+            rpm => format!(
+                "{rpm} requests/min per key, burst {}",
+                self.rate_limit_burst.unwrap_or(rpm)
+            ),
+        };
+        let mut lines = vec![
+            format!("mode                   {}", self.mode),
+            format!("listen                 {}", self.listen),
+            format!(
+                "config file            {}",
+                self.config
+                    .as_ref()
+                    .map_or_else(|| "none".into(), |p| p.display().to_string())
+            ),
+            format!("blocking pool          {} threads", self.blocking_threads),
+            format!(
+                "async workers          {}",
+                or_default(self.worker_threads, "one per core")
+            ),
+            format!(
+                "inbound                {} at once (a stream until its last byte), {} queued, \
+                 wait up to {} ms, then 503",
+                self.max_concurrent_requests, self.max_queued_requests, self.max_queue_wait_ms
+            ),
+            format!("rate limit             {rate_limit}"),
+            format!("request body           up to {} bytes", self.max_body_bytes),
+            format!(
+                "api keys               {}",
+                if self.api_keys.is_empty() && self.api_keys_file.is_none() {
+                    "none: /v1/* is open"
+                } else {
+                    "required"
+                }
+            ),
+            format!(
+                "health                 degraded past {} ms, gives up at {} ms",
+                self.health_threshold_ms, self.health_timeout_ms
+            ),
+            format!("drain on shutdown      {} s", self.drain_secs),
+            format!(
+                "/v1/solve              {}, {} workers, {} queued",
+                self.cpu_mode.as_str(),
+                or_default(self.cpu_workers, "one per core"),
+                self.cpu_queue
+            ),
+        ];
+        if let Some(percent) = self.async_rollout_percent {
+            lines.push(format!("async rollout          {percent} %"));
+        }
+        for provider in self.providers() {
+            lines.push(format!("provider {}", provider.describe(self)));
+        }
+        lines.iter().map(|line| format!("  {line}\n")).collect()
+    }
+
+    /// The start-up log: the address (first, on its own line, for scripts that wait for it),
+    /// the limits block, and a warning for each setting that is part of a lesson.
     pub fn log_startup(&self, bound: SocketAddr) {
         tracing::info!(
-            mode = %self.mode,
-            blocking_threads = self.blocking_threads,
-            worker_threads = ?self.worker_threads,
-            async_rollout_percent = ?self.async_rollout_percent,
-            upstream = %self.upstream,
-            health_threshold_ms = self.health_threshold_ms,
-            health_timeout_ms = self.health_timeout_ms,
-            drain_secs = self.drain_secs,
-            upstream_connect_timeout_secs = self.upstream_connect_timeout_secs,
-            upstream_read_timeout_secs = self.upstream_read_timeout_secs,
-            max_body_bytes = self.max_body_bytes,
-            cpu_mode = self.cpu_mode.as_str(),
-            cpu_workers = ?self.cpu_workers,
-            cpu_queue = self.cpu_queue,
-            upstream_api_key = self.upstream_api_key.is_some(),
-            "gateway listening on {bound}"
+            "gateway listening on {bound}\nlimits in force:\n{}",
+            self.limits_block()
         );
         if self.mode == Mode::Inline {
             tracing::warn!(

@@ -1,0 +1,399 @@
+//! Lesson 8: bound everything, and make the bounds visible.
+//!
+//! The demo's outage came from an unbounded queue: tokio queues `spawn_blocking` jobs without
+//! limit, so a full pool turned into ever-growing latency instead of an error. The cure is not a
+//! bigger pool, it is a bound in front of it, chosen on purpose, with a clear answer past it.
+//! This file holds the gateway's inbound bounds:
+//!
+//! - **Concurrency** ([`Inbound`]): at most `--max-concurrent-requests` requests are served at
+//!   once, and a streaming response keeps its place until its *last* byte. That detail is the
+//!   whole difference: tower's `ConcurrencyLimitLayer` releases its permit when the response's
+//!   headers are ready, i.e. at the first byte of a 45 s stream, so it bounds nothing that
+//!   matters here. [`hold`] moves the permit into the response body, which is dropped when the
+//!   stream ends or the client leaves.
+//! - **A bounded wait** : past the cap, up to `--max-queued-requests` requests wait, each at most
+//!   `--max-queue-wait-ms`. A short queue absorbs a burst; a long one only turns overload into
+//!   latency (the demo's failure, again). Past it the answer is immediate: **503** with
+//!   `Retry-After`, code `queue_full` or `queue_timeout`, counted in `gateway_shed_total`. A
+//!   fast "no" lets the client retry elsewhere while the instance keeps serving what it took;
+//!   memory stays bounded by the cap, and `/health`, outside these limits, keeps answering.
+//! - **Rate per API key** ([`KeyLimits`]): `--rate-limit-rpm` with `--rate-limit-burst`, one
+//!   GCRA bucket per key (per client IP when authentication is off), via `governor`. Over it:
+//!   **429** with `Retry-After` and OpenAI's `x-ratelimit-limit-requests`,
+//!   `x-ratelimit-remaining-requests` and `x-ratelimit-reset-requests`, which also come with
+//!   every admitted response so a client can slow down before it is refused. The gateway's
+//!   headers replace the provider's: the client's limit is the gateway's.
+//!
+//! The rate check runs first (it costs nothing), then the concurrency wait. The per-provider
+//! bounds (concurrent upstream requests, requests per minute) are in [`crate::providers`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http_body::{Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// `--max-concurrent-requests` places, `--max-queued-requests` waiting, each for at most
+/// `--max-queue-wait-ms`.
+#[derive(Debug)]
+pub struct Inbound {
+    /// One permit per place. Tokio's semaphore is fair: waiters get permits in arrival order.
+    slots: Arc<Semaphore>,
+    limit: usize,
+    /// Requests waiting now; never above `max_queued` (a place is reserved before waiting).
+    queued: AtomicUsize,
+    max_queued: usize,
+    max_wait: Duration,
+}
+
+/// Why a request was shed: the label of `gateway_shed_total` and the error's `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Every place taken and the wait queue full: refused at once.
+    QueueFull,
+    /// Waited `--max-queue-wait-ms` without getting a place.
+    QueueTimeout,
+}
+
+impl Shed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "queue_full",
+            Shed::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+impl Inbound {
+    pub fn new(limit: usize, max_queued: usize, max_wait: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+            queued: AtomicUsize::new(0),
+            max_queued,
+            max_wait,
+        }
+    }
+
+    /// A place, now or after a bounded wait. The permit is the place: drop it to give it back.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Shed> {
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_queued).then_some(n + 1)
+            })
+            .map_err(|_| Shed::QueueFull)?;
+        // Leaves the queue however the wait ends, including the client hanging up mid-wait.
+        let _waiting = Decrement(&self.queued);
+        match tokio::time::timeout(self.max_wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Shed::QueueTimeout),
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.limit.saturating_sub(self.slots.available_permits())
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn shed_error(&self, shed: Shed) -> ApiError {
+        let why = match shed {
+            Shed::QueueFull => format!(
+                "the gateway is at its limit: {} requests in progress and {} waiting \
+                 (--max-concurrent-requests, --max-queued-requests)",
+                self.limit, self.max_queued
+            ),
+            Shed::QueueTimeout => format!(
+                "the gateway is at its limit of {} requests in progress and no place came free \
+                 within {} ms (--max-queue-wait-ms)",
+                self.limit,
+                self.max_wait.as_millis()
+            ),
+        };
+        ApiError::overloaded(shed.as_str(), format!("{why}; retry after a second"))
+            .retry_after(Duration::from_secs(1))
+    }
+}
+
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Who a rate limit counts against: the API key (by digest, never the key itself) or, with
+/// authentication off, the client's IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    Key([u8; 32]),
+    Ip(IpAddr),
+    /// No key and no peer address (a test calling the router without a socket).
+    Unknown,
+}
+
+type KeyedLimiter = RateLimiter<
+    ClientId,
+    DefaultKeyedStateStore<ClientId>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// `--rate-limit-rpm` per client, or nothing when it is 0.
+#[derive(Debug)]
+pub struct KeyLimits {
+    limiter: Option<KeyedLimiter>,
+    rpm: u32,
+    burst: u32,
+}
+
+impl KeyLimits {
+    pub fn new(rpm: u32, burst: Option<u32>) -> Self {
+        let burst = burst.unwrap_or(rpm);
+        let limiter = NonZeroU32::new(rpm).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+                .with_middleware::<StateInformationMiddleware>()
+        });
+        Self {
+            limiter,
+            rpm,
+            burst,
+        }
+    }
+
+    /// The `x-ratelimit-*` headers for an admitted request, or the 429 for a refused one.
+    fn check(&self, client: &ClientId) -> Result<HeaderMap, ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(HeaderMap::new());
+        };
+        let per_request = Duration::from_secs(60) / self.rpm.max(1);
+        match limiter.check_key(client) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                Ok(self.headers(remaining, per_request * (self.burst - remaining)))
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let full = wait + per_request * self.burst.saturating_sub(1);
+                let mut error = ApiError::rate_limited(
+                    "rate_limit_exceeded",
+                    format!(
+                        "rate limit reached for this API key: {} requests per minute, burst {} \
+                         (--rate-limit-rpm, --rate-limit-burst); retry in {}",
+                        self.rpm,
+                        self.burst,
+                        duration_text(wait)
+                    ),
+                )
+                .retry_after(wait);
+                error.headers.extend(self.headers(0, full));
+                Err(error)
+            }
+        }
+    }
+
+    fn headers(&self, remaining: u32, reset: Duration) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-ratelimit-limit-requests", self.rpm.to_string()),
+            ("x-ratelimit-remaining-requests", remaining.to_string()),
+            ("x-ratelimit-reset-requests", duration_text(reset)),
+        ] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        headers
+    }
+
+    /// Forgets clients whose buckets are full again, so one bucket per IP ever seen cannot grow
+    /// without bound. [`crate::serve`] calls it once a minute.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// OpenAI's duration format in `x-ratelimit-reset-*`: `120ms`, `1.5s`, `6m0s`.
+fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", trim(d.as_secs_f64()))
+    } else {
+        let secs = d.as_secs_f64();
+        format!("{}m{}s", (secs / 60.0).floor(), trim(secs % 60.0))
+    }
+}
+
+fn trim(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Middleware on the relaying routes (after the API-key check): the per-key rate, then a place
+/// within the concurrency cap, held by the response body until it ends.
+pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let received = Instant::now();
+    let client = request
+        .extensions()
+        .get::<ClientId>()
+        .cloned()
+        .unwrap_or_else(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(ClientId::Unknown, |info| ClientId::Ip(info.0.ip()))
+        });
+    let refuse = |error: ApiError, request: &Request| {
+        let path = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("", MatchedPath::as_str);
+        crate::relay::log_rejected(state.mode, request.method(), path, &error, received);
+        error.into_response()
+    };
+    let rate_headers = match state.key_limits.check(&client) {
+        Ok(headers) => headers,
+        Err(error) => {
+            state.metrics.rate_limited("key");
+            return refuse(error, &request);
+        }
+    };
+    let permit = match state.inbound.admit().await {
+        Ok(permit) => permit,
+        Err(shed) => {
+            state.metrics.shed(shed.as_str());
+            return refuse(state.inbound.shed_error(shed), &request);
+        }
+    };
+    let mut response = next.run(request).await;
+    response.headers_mut().extend(rate_headers);
+    hold(response, permit)
+}
+
+/// `response` with `guard` moved into its body: the guard is dropped when the body is, i.e.
+/// when the last byte is sent or the client goes away, not when the headers leave.
+pub fn hold<G: Send + Unpin + 'static>(response: Response, guard: G) -> Response {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(Held {
+            body,
+            _guard: guard,
+        }),
+    )
+}
+
+/// A body that owns a guard. Size and end-of-stream are the inner body's, so a JSON error keeps
+/// its `Content-Length`.
+struct Held<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn places_queue_and_shed() {
+        let inbound = Arc::new(Inbound::new(1, 1, Duration::from_millis(300)));
+        let first = inbound.admit().await.expect("a free place");
+        assert_eq!(inbound.in_use(), 1);
+        let second = tokio::spawn({
+            let inbound = Arc::clone(&inbound);
+            async move { inbound.admit().await.map(drop) }
+        });
+        while inbound.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(inbound.admit().await.map(drop), Err(Shed::QueueFull));
+        assert_eq!(second.await.expect("join"), Err(Shed::QueueTimeout));
+        assert_eq!(inbound.queued(), 0, "a timed-out waiter leaves the queue");
+        drop(first);
+        assert!(inbound.admit().await.is_ok(), "a returned place is reused");
+    }
+
+    #[test]
+    fn key_limit_counts_down_then_refuses() {
+        let limits = KeyLimits::new(60, Some(2));
+        let client = ClientId::Ip(IpAddr::from([127, 0, 0, 1]));
+        let remaining = |h: &HeaderMap| h["x-ratelimit-remaining-requests"].clone();
+        assert_eq!(remaining(&limits.check(&client).expect("1st")), "1");
+        assert_eq!(remaining(&limits.check(&client).expect("2nd")), "0");
+        let refused = limits.check(&client).expect_err("3rd");
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers["retry-after"], "1");
+        assert_eq!(refused.headers["x-ratelimit-limit-requests"], "60");
+        let other = ClientId::Ip(IpAddr::from([127, 0, 0, 2]));
+        assert!(
+            limits.check(&other).is_ok(),
+            "each client has its own bucket"
+        );
+        assert!(
+            KeyLimits::new(0, None)
+                .check(&client)
+                .expect("off")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn durations_read_like_openai() {
+        assert_eq!(duration_text(Duration::from_millis(120)), "120ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(360)), "6m0s");
+    }
+}

@@ -1,0 +1,301 @@
+//! `GET /metrics`: every bound of the gateway, and every time one was hit, in Prometheus text.
+//!
+//! A limit nobody can see is a limit nobody trusts. Each one the gateway enforces has a gauge for
+//! how full it is and a counter for how often it said no, so a dashboard answers "are we
+//! shedding?" and "which limit?" without reading logs:
+//!
+//! | family | type | what moves it |
+//! |---|---|---|
+//! | `gateway_requests_total{route,status}` | counter | every answered request, by the route as written in the router |
+//! | `gateway_requests_in_flight` | gauge | requests holding an inbound place (a stream until its last byte) |
+//! | `gateway_requests_queued` | gauge | requests waiting for an inbound place |
+//! | `gateway_requests_limit` | gauge | `--max-concurrent-requests` |
+//! | `gateway_shed_total{reason}` | counter | 503s from the gateway's own limits: `queue_full`, `queue_timeout`, `provider_busy` |
+//! | `gateway_rate_limited_total{scope}` | counter | 429s: `key` (per API key) or `provider` (a provider's rpm) |
+//! | `gateway_upstream_in_use{provider}` | gauge | upstream requests open per provider, i.e. its connections in use |
+//! | `gateway_upstream_limit{provider}` | gauge | the provider's `max-concurrent` |
+//! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::pool`]) |
+//! | `gateway_health_probe_seconds` | histogram | how long `/health`'s pool job took: the starvation signal |
+//! | `gateway_live_streams` | gauge | response bodies being relayed right now |
+//!
+//! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
+//! so they cannot drift from the truth; counters are incremented where the event happens.
+//! The registry is explicit (no global), so tests can run several gateways in one process.
+//!
+//! `/metrics` is open like `/health`: a scraper should not need an API key. It names providers
+//! and routes, nothing secret; still, expose it to the monitoring network only.
+
+use std::sync::atomic::AtomicI64;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Scope {
+    pub scope: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+/// The registry and every family in it. Later features register their families here too.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteStatus, Counter>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    pub queued: Gauge<i64, AtomicI64>,
+    pub limit: Gauge<i64, AtomicI64>,
+    pub shed: Family<Reason, Counter>,
+    pub rate_limited: Family<Scope, Counter>,
+    pub upstream_in_use: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
+    pub upstream_limit: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
+    pub pool_running: Gauge<i64, AtomicI64>,
+    pub pool_queued: Gauge<i64, AtomicI64>,
+    pub pool_threads: Gauge<i64, AtomicI64>,
+    pub health_probe: Histogram,
+    pub live_streams: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::<i64, AtomicI64>::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let in_flight = gauge(
+            &mut registry,
+            "gateway_requests_in_flight",
+            "Requests holding an inbound place (a stream until its last byte)",
+        );
+        let queued = gauge(
+            &mut registry,
+            "gateway_requests_queued",
+            "Requests waiting for an inbound place",
+        );
+        let limit = gauge(
+            &mut registry,
+            "gateway_requests_limit",
+            "Inbound places (--max-concurrent-requests)",
+        );
+        let shed = Family::<Reason, Counter>::default();
+        registry.register(
+            "gateway_shed",
+            "Requests refused with 503 by the gateway's own limits, by reason",
+            shed.clone(),
+        );
+        let rate_limited = Family::<Scope, Counter>::default();
+        registry.register(
+            "gateway_rate_limited",
+            "Requests refused with 429, by whose limit (key or provider)",
+            rate_limited.clone(),
+        );
+        let upstream_in_use = Family::<ProviderLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "gateway_upstream_in_use",
+            "Upstream requests open per provider (over HTTP/1.1, connections in use)",
+            upstream_in_use.clone(),
+        );
+        let upstream_limit = Family::<ProviderLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "gateway_upstream_limit",
+            "A provider's max-concurrent",
+            upstream_limit.clone(),
+        );
+        let pool_running = gauge(
+            &mut registry,
+            "gateway_blocking_pool_running",
+            "Blocking-pool jobs running",
+        );
+        let pool_queued = gauge(
+            &mut registry,
+            "gateway_blocking_pool_queued",
+            "Blocking-pool jobs waiting for a thread",
+        );
+        let pool_threads = gauge(
+            &mut registry,
+            "gateway_blocking_pool_threads",
+            "Blocking-pool size (--blocking-threads)",
+        );
+        // 0.5 ms .. ~4 s: a healthy probe is well under a millisecond, a starved one seconds.
+        let health_probe = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register(
+            "gateway_health_probe_seconds",
+            "Time /health waited for its blocking-pool job",
+            health_probe.clone(),
+        );
+        let live_streams = gauge(
+            &mut registry,
+            "gateway_live_streams",
+            "Response bodies being relayed",
+        );
+        Self {
+            registry,
+            requests,
+            in_flight,
+            queued,
+            limit,
+            shed,
+            rate_limited,
+            upstream_in_use,
+            upstream_limit,
+            pool_running,
+            pool_queued,
+            pool_threads,
+            health_probe,
+            live_streams,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.rate_limited.get_or_create(&Scope { scope }).inc();
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+fn as_gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    let pool = state.pool.snapshot();
+    m.pool_running.set(as_gauge(pool.running));
+    m.pool_queued.set(as_gauge(pool.queued));
+    m.pool_threads.set(as_gauge(pool.max_threads));
+    m.in_flight.set(as_gauge(state.inbound.in_use()));
+    m.queued.set(as_gauge(state.inbound.queued()));
+    m.limit.set(as_gauge(state.inbound.limit()));
+    m.live_streams.set(as_gauge(
+        state
+            .live_streams
+            .load(std::sync::atomic::Ordering::Relaxed),
+    ));
+    for provider in state.providers.iter() {
+        let label = ProviderLabel {
+            provider: provider.name.clone(),
+        };
+        m.upstream_in_use
+            .get_or_create(&label)
+            .set(as_gauge(provider.in_use()));
+        m.upstream_limit
+            .get_or_create(&label)
+            .set(as_gauge(provider.limit()));
+    }
+    match m.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("cannot encode the metrics: {e}")).into_response(),
+    }
+}
+
+/// Middleware on the whole router: counts each answered request by route and status. The
+/// route is the router's pattern (`/v1/chat/completions`), never the raw path, so a scanner
+/// probing random URLs adds one `unmatched` series, not one per URL.
+pub async fn count_requests(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RouteStatus {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// A counter's current value, for tests and `diag`: `None` when the series does not exist.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_named_and_sampled() {
+        let metrics = Metrics::default();
+        metrics.shed("queue_full");
+        metrics.rate_limited("key");
+        metrics.health_probe.observe(0.001);
+        let text = metrics.encode().expect("encode");
+        assert_eq!(
+            sample(&text, "gateway_shed_total{reason=\"queue_full\"}"),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "gateway_rate_limited_total{scope=\"key\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "gateway_health_probe_seconds_count"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "gateway_nothing"), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! Providers: several named upstreams, each with its own client pool and its own limits, and the
+//! routing of a request to one of them by its `model`.
+//!
+//! Why one client per provider, not one shared: a client's connection pool, timeouts and
+//! credential belong to one upstream. A shared pool lets a slow provider's connections crowd out
+//! a fast one's, and a shared timeout is wrong for at least one of them. So each provider gets
+//! its own [`Upstream`] (of the gateway's mode), built from its [`ProviderConfig`].
+//!
+//! Each provider also has two bounds of its own, checked before anything is sent:
+//!
+//! - **requests per minute** (`requests-per-minute`, `burst`): over it, **429**
+//!   `provider_rate_limited` with `Retry-After`, without calling the provider. A provider's quota
+//!   is shared by every client of the gateway; spending it on requests the provider would refuse
+//!   anyway only earns a ban.
+//! - **concurrent upstream requests** (`max-concurrent`): a request waits up to
+//!   `pool-timeout-ms` for a slot, then gets **503** `provider_busy`. The slot is held by the
+//!   response body until the stream ends (see [`crate::limits::hold`]), so this is also the cap
+//!   on the provider's open connections. reqwest's pool has no such cap of its own: it opens a
+//!   new connection whenever none is idle.
+//!
+//! Routing: a provider lists the `model` values it serves; one provider may list `"*"` to take
+//! every other model. A model no provider serves is a **404** `model_not_found`, OpenAI's answer.
+//! `/chat/stream` (the demo's route, which has no model) goes to the first provider.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt as _;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::Url;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, ProviderConfig};
+use crate::error::{ApiError, StartError};
+use crate::metrics::Metrics;
+use crate::pool::BlockingPool;
+use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
+
+/// One upstream: its client, its URLs, its models and its limits.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    upstream: Upstream,
+    pub chat_url: Url,
+    pub models_url: Url,
+    /// `/slow_stream`, the mock's plain stream, for `/chat/stream`.
+    pub stream_url: Url,
+    /// The models named in the config (without `"*"`).
+    pub models: Vec<String>,
+    /// One permit per upstream request in flight.
+    slots: Arc<Semaphore>,
+    limit: usize,
+    pool_timeout: Duration,
+    rate: Option<(DefaultDirectRateLimiter, u32)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Provider {
+    fn new(
+        provider: &ProviderConfig,
+        config: &Config,
+        pool: &Arc<BlockingPool>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, StartError> {
+        let settings = ClientSettings::new(provider, config)?;
+        let base = Url::parse(&provider.base_url)
+            .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))?;
+        let join = |path: &str| {
+            base.join(path)
+                .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))
+        };
+        let limit = provider.max_concurrent_or_default(config);
+        let rate = provider
+            .requests_per_minute
+            .and_then(NonZeroU32::new)
+            .map(|rpm| {
+                let burst = provider.burst.and_then(NonZeroU32::new).unwrap_or(rpm);
+                (
+                    RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+                    rpm.get(),
+                )
+            });
+        Ok(Self {
+            name: provider.name.clone(),
+            upstream: Upstream::new(config, &settings, Arc::clone(pool))?,
+            chat_url: join("v1/chat/completions")?,
+            models_url: join("v1/models")?,
+            stream_url: join("slow_stream")?,
+            models: provider
+                .models
+                .iter()
+                .filter(|m| *m != "*")
+                .cloned()
+                .collect(),
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+            pool_timeout: Duration::from_millis(provider.pool_timeout_ms),
+            rate,
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    /// Sends `request` within this provider's limits. The slot goes with the response body and
+    /// is given back when the body ends or is dropped.
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+        if let Some((limiter, rpm)) = &self.rate
+            && let Err(not_until) = limiter.check()
+        {
+            self.metrics.rate_limited("provider");
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::rate_limited(
+                "provider_rate_limited",
+                format!(
+                    "provider {} is at its limit of {rpm} requests per minute (its \
+                     requests-per-minute in the gateway's config); retry in {} ms",
+                    self.name,
+                    wait.as_millis()
+                ),
+            )
+            .retry_after(wait));
+        }
+        let slot =
+            tokio::time::timeout(self.pool_timeout, Arc::clone(&self.slots).acquire_owned()).await;
+        let Ok(Ok(slot)) = slot else {
+            self.metrics.shed("provider_busy");
+            return Err(ApiError::overloaded(
+                "provider_busy",
+                format!(
+                    "provider {} has {} requests in progress, its max-concurrent, and none \
+                     finished within {} ms (pool-timeout-ms); retry after a second",
+                    self.name,
+                    self.limit,
+                    self.pool_timeout.as_millis()
+                ),
+            )
+            .retry_after(Duration::from_secs(1)));
+        };
+        let mut response = self.upstream.send(request).await?;
+        response.body = Box::pin(response.body.map(move |chunk| {
+            let _slot = &slot;
+            chunk
+        }));
+        Ok(response)
+    }
+
+    /// Upstream requests open now: its connections in use.
+    pub fn in_use(&self) -> usize {
+        self.limit.saturating_sub(self.slots.available_permits())
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+/// Every provider, and which one serves which model.
+#[derive(Debug)]
+pub struct Providers {
+    list: Vec<Arc<Provider>>,
+    by_model: HashMap<String, usize>,
+    catch_all: Option<usize>,
+}
+
+impl Providers {
+    pub fn new(
+        config: &Config,
+        pool: &Arc<BlockingPool>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, StartError> {
+        let configs = config.providers();
+        let mut list = Vec::with_capacity(configs.len());
+        let mut by_model = HashMap::new();
+        let mut catch_all = None;
+        for (index, provider) in configs.iter().enumerate() {
+            list.push(Arc::new(Provider::new(provider, config, pool, metrics)?));
+            for model in &provider.models {
+                if model == "*" {
+                    catch_all = Some(index);
+                } else {
+                    by_model.insert(model.clone(), index);
+                }
+            }
+        }
+        Ok(Self {
+            list,
+            by_model,
+            catch_all,
+        })
+    }
+
+    /// The provider serving `model`, or OpenAI's 404.
+    pub fn route(&self, model: &str) -> Result<&Arc<Provider>, ApiError> {
+        self.by_model
+            .get(model)
+            .or(self.catch_all.as_ref())
+            .and_then(|&index| self.list.get(index))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.by_model.keys().map(String::as_str).collect();
+                ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    ..ApiError::bad_request(
+                        Some("model"),
+                        format!(
+                            "The model `{model}` does not exist or you do not have access to it. \
+                             This gateway serves: {}",
+                            known.join(", ")
+                        ),
+                    )
+                    .with_code("model_not_found")
+                }
+            })
+    }
+
+    /// The first provider: `/chat/stream`'s upstream.
+    pub fn first(&self) -> &Arc<Provider> {
+        &self.list[0]
+    }
+
+    /// The provider taking every model no other one names, if any.
+    pub fn catch_all(&self) -> Option<&Arc<Provider>> {
+        self.catch_all.and_then(|index| self.list.get(index))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.list.iter()
+    }
+}
