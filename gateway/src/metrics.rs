@@ -161,6 +161,14 @@ impl Default for Metrics {
             "gateway_live_streams",
             "Response bodies being relayed",
         );
+        // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
+        // as an increase instead of a series appearing from nowhere.
+        for reason in ["queue_full", "queue_timeout", "provider_busy"] {
+            let _ = shed.get_or_create(&Reason { reason });
+        }
+        for scope in ["key", "provider"] {
+            let _ = rate_limited.get_or_create(&Scope { scope });
+        }
         Self {
             registry,
             requests,

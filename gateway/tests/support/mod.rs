@@ -93,6 +93,48 @@ pub fn gateway(mode: &str, upstream: &str, extra: &[&str]) -> gateway::embed::Ru
     gateway::embed::start(config).expect("gateway starts")
 }
 
+/// A gateway whose settings come from a `--config` file holding `toml` (e.g. `[[providers]]`),
+/// plus `extra` flags.
+pub fn gateway_with_file(mode: &str, toml: &str, extra: &[&str]) -> gateway::embed::Running {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static FILES: AtomicUsize = AtomicUsize::new(0);
+    let n = FILES.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("gateway-test-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, toml).expect("write the config file");
+    let path = path.to_str().expect("UTF-8 temp path").to_owned();
+    let mut args = vec![
+        "gateway",
+        "--config",
+        &path,
+        "--mode",
+        mode,
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-secs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let config = gateway::Config::load(args).expect("valid gateway settings");
+    gateway::embed::start(config).expect("gateway starts")
+}
+
+/// `GET {base}/metrics` as text.
+pub async fn metrics_text(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// One series of `/metrics` (`name{labels}`), 0 when it does not exist yet.
+pub async fn metric(base: &str, series: &str) -> f64 {
+    gateway::metrics::sample(&metrics_text(base).await, series).unwrap_or(0.0)
+}
+
 /// No overall timeout (streams are long), a connect timeout so a dead server fails fast, and no
 /// connection reuse, so that dropping a response always closes its socket.
 pub fn client() -> reqwest::Client {
