@@ -444,6 +444,10 @@ fn start_gateway(
             &format!("http://{mock_listen}"),
             "--drain-secs",
             "1",
+            // The ramp measures the gateway's own capacity (up to 8,000 streams), so the
+            // inbound cap, 1,024 by default, must not shed first.
+            "--max-concurrent-requests",
+            "100000",
         ]),
         &format!("http://{listen}/debug/health-async"),
     )?;
