@@ -84,3 +84,104 @@ fn unknown_cpu_mode_is_a_usage_error_listing_the_valid_ones() {
         &["--cpu-mode", "inline", "blocking", "bounded"],
     );
 }
+
+/// A config file in the temp dir, unique per test.
+fn config_file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("gateway-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The `blocking pool` line of `--check-config`'s limits block.
+fn pool_line(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command.args(args).arg("--check-config");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GATEWAY_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find(|line| line.contains("blocking pool"))
+        .unwrap_or_else(|| panic!("no pool line in {stdout}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn file_then_environment_then_flag() {
+    let file = config_file("precedence", "blocking-threads = 3\n");
+    let config = ["--config", file.as_str()];
+    assert_eq!(pool_line(&config, &[]), "blocking pool          3 threads");
+    let env = [("GATEWAY_BLOCKING_THREADS", "5")];
+    assert_eq!(pool_line(&config, &env), "blocking pool          5 threads");
+    let flag = ["--config", file.as_str(), "--blocking-threads", "7"];
+    assert_eq!(pool_line(&flag, &env), "blocking pool          7 threads");
+    // The file itself may come from the environment too.
+    assert_eq!(
+        pool_line(&[], &[("GATEWAY_CONFIG", file.as_str())]),
+        "blocking pool          3 threads"
+    );
+}
+
+#[test]
+fn config_file_mistakes_are_usage_errors_naming_the_key() {
+    let typo = config_file("typo", "max-concurent-requests = 10\n");
+    assert_usage_error(
+        &["--config", &typo],
+        &["unknown key `max-concurent-requests`", &typo],
+    );
+    let bad = config_file("bad", "max-queue-wait-ms = -1\n");
+    assert_usage_error(&["--config", &bad], &["key `max-queue-wait-ms`", "-1"]);
+    let wrong_type = config_file("type", "listen = [[1]]\n");
+    assert_usage_error(&["--config", &wrong_type], &["key `listen`"]);
+    let not_toml = config_file("syntax", "blocking-threads = \n");
+    assert_usage_error(&["--config", &not_toml], &["not valid TOML"]);
+    assert_usage_error(
+        &["--config", "/nonexistent/gateway.toml"],
+        &["cannot read --config /nonexistent/gateway.toml"],
+    );
+    let provider = config_file(
+        "provider",
+        "[[providers]]\nname = \"p\"\nbase-url = \"ftp://x\"\nmodels = [\"m\"]\n",
+    );
+    assert_usage_error(&["--config", &provider], &["provider p", "base-url"]);
+    let no_models = config_file(
+        "no-models",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = []\n",
+    );
+    assert_usage_error(&["--config", &no_models], &["provider p", "models"]);
+    assert_usage_error(
+        &["--rate-limit-burst", "5"],
+        &["--rate-limit-burst needs --rate-limit-rpm"],
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.example.toml");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    command.args(["--config", example, "--check-config"]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GATEWAY_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("provider local"), "{stdout}");
+}
