@@ -183,6 +183,7 @@ async fn run(
             let limit = cpu.workers + cpu.queue_limit;
             if cpu.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
                 cpu.in_flight.fetch_sub(1, Ordering::SeqCst);
+                state.metrics.shed("cpu_queue_full");
                 return Ok(queue_full(cpu));
             }
             let _admitted = Admitted(&cpu.in_flight);

@@ -193,7 +193,8 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
             None,
             format!(
                 "no route for {}; try POST /v1/chat/completions, GET /v1/models, POST /v1/solve, \
-                 /chat/stream, /health, /debug/pool, /debug/health-sync or /debug/health-async",
+                 /chat/stream, /health, /metrics, /debug/pool, /debug/health-sync or \
+                 /debug/health-async",
                 uri.path()
             ),
         )

@@ -10,13 +10,21 @@
 //! | `gateway_requests_in_flight` | gauge | requests holding an inbound place (a stream until its last byte) |
 //! | `gateway_requests_queued` | gauge | requests waiting for an inbound place |
 //! | `gateway_requests_limit` | gauge | `--max-concurrent-requests` |
-//! | `gateway_shed_total{reason}` | counter | 503s from the gateway's own limits: `queue_full`, `queue_timeout`, `provider_busy` |
+//! | `gateway_shed_total{reason}` | counter | 503s from the gateway's own limits: `queue_full`, `queue_timeout`, `provider_busy`, `cpu_queue_full` |
 //! | `gateway_rate_limited_total{scope}` | counter | 429s: `key` (per API key) or `provider` (a provider's rpm) |
 //! | `gateway_upstream_in_use{provider}` | gauge | upstream requests open per provider, i.e. its connections in use |
 //! | `gateway_upstream_limit{provider}` | gauge | the provider's `max-concurrent` |
 //! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::pool`]) |
 //! | `gateway_health_probe_seconds` | histogram | how long `/health`'s pool job took: the starvation signal |
 //! | `gateway_live_streams` | gauge | response bodies being relayed right now |
+//! | `gateway_upstream_attempts_total{provider,kind}` | counter | every upstream attempt: `first`, `retry`, `hedge` |
+//! | `gateway_retries_given_up_total{reason}` | counter | a retryable failure not retried: `max_retries`, `budget`, `retry_after_too_long` |
+//! | `gateway_hedges_fired_total` / `_won_total` / `_cancelled_total` | counter | hedges sent; requests a hedge answered; losing attempts cancelled |
+//! | `gateway_hedges_skipped_total{reason}` | counter | hedges the budget did not allow |
+//! | `gateway_deadline_exceeded_total` | counter | hedged requests answered 504 at their deadline |
+//! | `gateway_ws_connections` | gauge | live `/v1/chat/ws` connections |
+//! | `gateway_ws_rejected_total` | counter | sockets closed with 1013 at `--ws-max-connections` |
+//! | `gateway_sse_keepalives_total` | counter | `: keep-alive` comments sent on idle SSE streams |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -62,6 +70,13 @@ pub struct ProviderLabel {
     pub provider: String,
 }
 
+/// An upstream attempt: `first`, `retry` (after a failure) or `hedge` (after the delay).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Attempt {
+    pub provider: String,
+    pub kind: &'static str,
+}
+
 /// The registry and every family in it. Later features register their families here too.
 #[derive(Debug)]
 pub struct Metrics {
@@ -79,6 +94,16 @@ pub struct Metrics {
     pub pool_threads: Gauge<i64, AtomicI64>,
     pub health_probe: Histogram,
     pub live_streams: Gauge<i64, AtomicI64>,
+    pub attempts: Family<Attempt, Counter>,
+    pub retries_given_up: Family<Reason, Counter>,
+    pub hedges_fired: Counter,
+    pub hedges_won: Counter,
+    pub hedges_cancelled: Counter,
+    pub hedges_skipped: Family<Reason, Counter>,
+    pub deadline_exceeded: Counter,
+    pub ws_connections: Gauge<i64, AtomicI64>,
+    pub ws_rejected: Counter,
+    pub sse_keepalives: Counter,
 }
 
 impl Default for Metrics {
@@ -161,14 +186,81 @@ impl Default for Metrics {
             "gateway_live_streams",
             "Response bodies being relayed",
         );
+        let attempts = Family::<Attempt, Counter>::default();
+        registry.register(
+            "gateway_upstream_attempts",
+            "Upstream attempts by provider and kind (first, retry, hedge)",
+            attempts.clone(),
+        );
+        let retries_given_up = Family::<Reason, Counter>::default();
+        registry.register(
+            "gateway_retries_given_up",
+            "Failed attempts not retried, by reason (max_retries, budget, retry_after_too_long)",
+            retries_given_up.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let hedges_fired = counter(
+            &mut registry,
+            "gateway_hedges_fired",
+            "Hedge attempts sent because an attempt had not succeeded within the hedge delay",
+        );
+        let hedges_won = counter(
+            &mut registry,
+            "gateway_hedges_won",
+            "Hedged requests answered by a hedge rather than the first attempt",
+        );
+        let hedges_cancelled = counter(
+            &mut registry,
+            "gateway_hedges_cancelled",
+            "Attempts cancelled because another attempt of the same request won",
+        );
+        let hedges_skipped = Family::<Reason, Counter>::default();
+        registry.register(
+            "gateway_hedges_skipped",
+            "Hedges not sent, by reason (budget)",
+            hedges_skipped.clone(),
+        );
+        let deadline_exceeded = counter(
+            &mut registry,
+            "gateway_deadline_exceeded",
+            "Requests answered 504 because no attempt succeeded within the deadline",
+        );
+        let ws_connections = gauge(
+            &mut registry,
+            "gateway_ws_connections",
+            "Live /v1/chat/ws connections",
+        );
+        let ws_rejected = counter(
+            &mut registry,
+            "gateway_ws_rejected",
+            "WebSocket connections closed with 1013 because --ws-max-connections were live",
+        );
+        let sse_keepalives = counter(
+            &mut registry,
+            "gateway_sse_keepalives",
+            "Keep-alive comments sent on idle SSE streams",
+        );
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
-        for reason in ["queue_full", "queue_timeout", "provider_busy"] {
+        for reason in [
+            "queue_full",
+            "queue_timeout",
+            "provider_busy",
+            "cpu_queue_full",
+        ] {
             let _ = shed.get_or_create(&Reason { reason });
         }
         for scope in ["key", "provider"] {
             let _ = rate_limited.get_or_create(&Scope { scope });
         }
+        for reason in ["max_retries", "budget", "retry_after_too_long"] {
+            let _ = retries_given_up.get_or_create(&Reason { reason });
+        }
+        let _ = hedges_skipped.get_or_create(&Reason { reason: "budget" });
         Self {
             registry,
             requests,
@@ -184,6 +276,16 @@ impl Default for Metrics {
             pool_threads,
             health_probe,
             live_streams,
+            attempts,
+            retries_given_up,
+            hedges_fired,
+            hedges_won,
+            hedges_cancelled,
+            hedges_skipped,
+            deadline_exceeded,
+            ws_connections,
+            ws_rejected,
+            sse_keepalives,
         }
     }
 }

@@ -67,8 +67,13 @@ impl Provider {
         metrics: &Arc<Metrics>,
     ) -> Result<Self, StartError> {
         let settings = ClientSettings::new(provider, config)?;
-        let base = Url::parse(&provider.base_url)
+        // `https://host/llm` must keep its `/llm`: `Url::join` replaces a last segment that
+        // does not end in a slash.
+        let mut base = Url::parse(&provider.base_url)
             .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
         let join = |path: &str| {
             base.join(path)
                 .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))
@@ -107,22 +112,7 @@ impl Provider {
     /// Sends `request` within this provider's limits. The slot goes with the response body and
     /// is given back when the body ends or is dropped.
     pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
-        if let Some((limiter, rpm)) = &self.rate
-            && let Err(not_until) = limiter.check()
-        {
-            self.metrics.rate_limited("provider");
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::rate_limited(
-                "provider_rate_limited",
-                format!(
-                    "provider {} is at its limit of {rpm} requests per minute (its \
-                     requests-per-minute in the gateway's config); retry in {} ms",
-                    self.name,
-                    wait.as_millis()
-                ),
-            )
-            .retry_after(wait));
-        }
+        // The slot first: a request shed as busy must not spend a token of the provider's rate.
         let slot =
             tokio::time::timeout(self.pool_timeout, Arc::clone(&self.slots).acquire_owned()).await;
         let Ok(Ok(slot)) = slot else {
@@ -139,6 +129,22 @@ impl Provider {
             )
             .retry_after(Duration::from_secs(1)));
         };
+        if let Some((limiter, rpm)) = &self.rate
+            && let Err(not_until) = limiter.check()
+        {
+            self.metrics.rate_limited("provider");
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::rate_limited(
+                "provider_rate_limited",
+                format!(
+                    "provider {} is at its limit of {rpm} requests per minute (its \
+                     requests-per-minute in the gateway's config); retry in {} ms",
+                    self.name,
+                    wait.as_millis()
+                ),
+            )
+            .retry_after(wait));
+        }
         let mut response = self.upstream.send(request).await?;
         response.body = Box::pin(response.body.map(move |chunk| {
             let _slot = &slot;
@@ -199,7 +205,8 @@ impl Providers {
             .or(self.catch_all.as_ref())
             .and_then(|&index| self.list.get(index))
             .ok_or_else(|| {
-                let known: Vec<&str> = self.by_model.keys().map(String::as_str).collect();
+                let mut known: Vec<&str> = self.by_model.keys().map(String::as_str).collect();
+                known.sort_unstable();
                 ApiError {
                     status: StatusCode::NOT_FOUND,
                     ..ApiError::bad_request(

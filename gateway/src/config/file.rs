@@ -74,7 +74,8 @@ pub struct ProviderConfig {
     /// Requests per minute sent to this provider; over it, 429 `provider_rate_limited` without
     /// calling it. Absent: no limit.
     pub requests_per_minute: Option<u32>,
-    /// Requests that may go at once on top of the steady rate; default: `requests-per-minute`.
+    /// The bucket's size: requests that may go back to back after a quiet spell, before the
+    /// steady rate applies; default: `requests-per-minute`.
     pub burst: Option<u32>,
     /// Idle keep-alive connections kept open to this provider.
     #[serde(default = "defaults::max_idle_connections")]
@@ -207,6 +208,11 @@ impl ProviderConfig {
                 return Err(format!("provider {name}: {key} must be at least 1"));
             }
         }
+        if self.max_concurrent.is_some_and(|n| n > 1_000_000) {
+            return Err(format!(
+                "provider {name}: max-concurrent must be at most 1000000"
+            ));
+        }
         if self.pool_timeout_ms > 600_000 {
             return Err(format!(
                 "provider {name}: pool-timeout-ms must be at most 600000 (10 minutes)"
@@ -268,6 +274,9 @@ where
     };
     let (from_file, providers) =
         read_file(&path, &command, &matches).map_err(|m| usage(&mut command, m))?;
+    let upstream_in_file = from_file
+        .iter()
+        .any(|arg| arg.to_string_lossy().starts_with("--upstream="));
     if !from_file.is_empty() {
         // The file's values go first, the real flags after: nothing the file sets was set by a
         // flag or the environment (see `read_file`), so no flag is given twice.
@@ -276,7 +285,17 @@ where
         merged.extend(args.into_iter().skip(1));
         config = Config::from_arg_matches(&command.try_get_matches_from_mut(merged)?)?;
     }
-    if !providers.is_empty() && source(&matches, "upstream").is_some() {
+    if !providers.is_empty() && config.upstream_api_key.is_some() {
+        return Err(usage(
+            &mut command,
+            format!(
+                "{}: the file defines [[providers]], so --upstream-api-key has no effect; give \
+                 each provider its key with api-key-env",
+                path.display()
+            ),
+        ));
+    }
+    if !providers.is_empty() && (source(&matches, "upstream").is_some() || upstream_in_file) {
         return Err(usage(
             &mut command,
             format!(
@@ -450,5 +469,11 @@ mod tests {
         )
         .expect_err("both");
         assert!(upstream.contains("--upstream"), "{upstream}");
+        let in_file = format!("upstream = \"http://127.0.0.1:2\"\n{}", provider(""));
+        let in_file = load_with("p-upstream-file", &in_file, &[]).expect_err("both in the file");
+        assert!(in_file.contains("--upstream"), "{in_file}");
+        let key = load_with("p-key", &provider(""), &["--upstream-api-key", "sk-x"])
+            .expect_err("a key for no provider");
+        assert!(key.contains("api-key-env"), "{key}");
     }
 }

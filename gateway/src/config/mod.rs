@@ -118,11 +118,82 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub rate_limit_rpm: u32,
 
-    /// Requests a key may send at once on top of the steady rate; default: the whole minute's
-    /// `--rate-limit-rpm`.
+    /// The bucket's size: requests a key may send back to back after a quiet spell, before the
+    /// steady rate applies; default: the whole minute's `--rate-limit-rpm`.
     #[arg(long, env = "GATEWAY_RATE_LIMIT_BURST",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub rate_limit_burst: Option<u32>,
+
+    /// Retries of a failed upstream attempt (connect error, 429, 500, 502, 503, 504), only
+    /// before the first byte has gone to the client. 0: no retries.
+    #[arg(long, env = "GATEWAY_RETRIES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
+
+    /// First retry's backoff ceiling (ms); it doubles per retry, and the wait is drawn at random
+    /// below it ("full jitter"), so clients that failed together do not retry together.
+    #[arg(long, env = "GATEWAY_RETRY_BACKOFF_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub retry_backoff_ms: u64,
+
+    /// The largest backoff ceiling (ms), however many retries.
+    #[arg(long, env = "GATEWAY_RETRY_BACKOFF_MAX_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub retry_backoff_max_ms: u64,
+
+    /// An upstream's `Retry-After` is honoured up to this (ms); asking for longer, its answer
+    /// goes to the client as it is, with its `Retry-After`.
+    #[arg(long, env = "GATEWAY_RETRY_AFTER_MAX_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub retry_after_max_ms: u64,
+
+    /// Retries may add at most this percentage of extra upstream requests (a token bucket
+    /// shared by all requests), so retries cannot multiply an outage.
+    #[arg(long, env = "GATEWAY_RETRY_BUDGET_PERCENT", default_value_t = 20,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub retry_budget_percent: u8,
+
+    /// Routes whose requests are hedged: a second (and third) attempt fires when the first
+    /// has not succeeded (for a stream: sent its first token) within `--hedge-delay-ms`.
+    /// Comma-separated; a request can turn hedging on or off with `x-gateway-hedge-delay-ms`.
+    #[arg(long, env = "GATEWAY_HEDGE_ROUTES", value_delimiter = ',',
+          value_parser = ["/v1/chat/completions", "/chat/stream"])]
+    pub hedge_routes: Vec<String>,
+
+    /// How long an attempt may go without success before a hedge fires (ms).
+    #[arg(long, env = "GATEWAY_HEDGE_DELAY_MS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub hedge_delay_ms: u64,
+
+    /// Attempts of a hedged request in all, the first included.
+    #[arg(long, env = "GATEWAY_HEDGE_MAX_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(2..=3))]
+    pub hedge_max_attempts: u32,
+
+    /// A hedged request that has no successful attempt after this long (ms) gets 504.
+    /// Per request: `x-gateway-deadline-ms`.
+    #[arg(long, env = "GATEWAY_HEDGE_DEADLINE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub hedge_deadline_ms: u64,
+
+    /// Hedges may add at most this percentage of extra upstream requests; past it, requests
+    /// wait for their first attempt like unhedged ones. Keeps hedging from amplifying an
+    /// overloaded upstream.
+    #[arg(long, env = "GATEWAY_HEDGE_BUDGET_PERCENT", default_value_t = 10,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub hedge_budget_percent: u8,
+
+    /// Live `/v1/chat/ws` connections; past it, a new socket is closed with code 1013 (try
+    /// again later) and a reason.
+    #[arg(long, env = "GATEWAY_WS_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000).map(|n| n as usize))]
+    pub ws_max_connections: usize,
+
+    /// A relayed SSE stream idle this long (seconds) gets a `: keep-alive` comment, so proxies
+    /// and clients with idle timeouts do not cut a slow generation. 0: never.
+    #[arg(long, env = "GATEWAY_SSE_KEEPALIVE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub sse_keepalive_secs: u64,
 
     /// Base URL of the upstream, when the `--config` file defines no `[[providers]]`: it is then
     /// the one provider, `default`, serving every model. Use an IP literal: a host name is resolved on the blocking pool.
@@ -237,6 +308,12 @@ impl Config {
     /// mode. The binary turns an `Err` into a usage error (exit 2).
     pub fn check(&self) -> Result<(), String> {
         file::check_providers(&self.providers)?;
+        if self.retry_backoff_max_ms < self.retry_backoff_ms {
+            return Err(format!(
+                "--retry-backoff-max-ms {} is below --retry-backoff-ms {}",
+                self.retry_backoff_max_ms, self.retry_backoff_ms
+            ));
+        }
         if self.rate_limit_burst.is_some() && self.rate_limit_rpm == 0 {
             return Err(
                 "--rate-limit-burst needs --rate-limit-rpm (it is the burst of that rate)".into(),
@@ -323,6 +400,39 @@ impl Config {
             format!("rate limit             {rate_limit}"),
             format!("request body           up to {} bytes", self.max_body_bytes),
             format!(
+                "retries                {} before the first byte, backoff {}..{} ms with jitter, \
+                 Retry-After up to {} ms, budget {} %",
+                self.retries,
+                self.retry_backoff_ms,
+                self.retry_backoff_max_ms,
+                self.retry_after_max_ms,
+                self.retry_budget_percent
+            ),
+            format!(
+                "hedging                {}; after {} ms, {} attempts in all, deadline {} ms, \
+                 budget {} %",
+                if self.hedge_routes.is_empty() {
+                    "per request only (x-gateway-hedge-delay-ms)".to_owned()
+                } else {
+                    self.hedge_routes.join(",")
+                },
+                self.hedge_delay_ms,
+                self.hedge_max_attempts,
+                self.hedge_deadline_ms,
+                self.hedge_budget_percent
+            ),
+            format!(
+                "websocket              {} live connections, then close 1013",
+                self.ws_max_connections
+            ),
+            format!(
+                "sse keep-alive         {}",
+                match self.sse_keepalive_secs {
+                    0 => "off".to_owned(),
+                    n => format!("a comment after {n} s idle"),
+                }
+            ),
+            format!(
                 "api keys               {}",
                 if self.api_keys.is_empty() && self.api_keys_file.is_none() {
                     "none: /v1/* is open"
@@ -384,17 +494,22 @@ impl Config {
                 self.blocking_threads + 1
             );
         }
-        if self
-            .upstream
-            .host_str()
-            .and_then(|h| h.parse::<IpAddr>().ok())
-            .is_none()
-        {
-            tracing::warn!(
-                "upstream host {:?} is a name: each new connection resolves it with getaddrinfo \
-                 on the blocking pool, so a starved pool delays DNS too; prefer an IP literal",
-                self.upstream.host_str()
-            );
+        for provider in self.providers() {
+            let host = Url::parse(&provider.base_url)
+                .ok()
+                .and_then(|url| url.host_str().map(str::to_owned));
+            if host
+                .as_deref()
+                .and_then(|h| h.parse::<IpAddr>().ok())
+                .is_none()
+            {
+                tracing::warn!(
+                    "provider {}: host {host:?} is a name: each new connection resolves it with \
+                     getaddrinfo on the blocking pool, so a starved pool delays DNS too; prefer \
+                     an IP literal where you can",
+                    provider.name
+                );
+            }
         }
     }
 }
