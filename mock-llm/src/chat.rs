@@ -159,6 +159,8 @@ impl Plan {
         let fault = faults::decide(
             config.fault,
             config.fault_rate,
+            config.fault_first,
+            ordinal,
             knobs.forced_fault,
             &mut rng,
         );
@@ -171,7 +173,10 @@ impl Plan {
             _ => (knobs.tokens, FinishReason::Stop),
         };
         let spread = Spread::from_config(config);
-        let ttft = spread.apply(knobs.ttft, &mut rng);
+        let mut ttft = spread.apply(knobs.ttft, &mut rng);
+        if fault == Some(Fault::Slow) {
+            ttft *= faults::SLOW_FACTOR;
+        }
         Ok(Self {
             request,
             fault,

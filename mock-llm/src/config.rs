@@ -55,7 +55,8 @@ pub struct Config {
     #[arg(long, env = "MOCK_LLM_HEAVY_TAIL", default_value_t = 0.0, value_parser = parse_fraction)]
     pub heavy_tail: f64,
 
-    /// Chat completions: the fault to inject: 429, 500, 503, reset or stall. None by default.
+    /// Chat completions: the fault to inject: 429, 500, 503, reset, stall or slow. None by
+    /// default.
     #[arg(long, env = "MOCK_LLM_FAULT")]
     pub fault: Option<Fault>,
 
@@ -63,6 +64,17 @@ pub struct Config {
     #[arg(long, env = "MOCK_LLM_FAULT_RATE", default_value_t = 1.0, value_parser = parse_fraction,
           requires = "fault")]
     pub fault_rate: f64,
+
+    /// The first N chat requests get `--fault`, the rest none (instead of `--fault-rate`): a
+    /// replica that fails, then recovers. Deterministic, for retry and hedging tests.
+    #[arg(
+        long,
+        env = "MOCK_LLM_FAULT_FIRST",
+        default_value_t = 0,
+        requires = "fault",
+        conflicts_with = "fault_rate"
+    )]
+    pub fault_first: u64,
 
     /// Seed of the jitter, heavy-tail and fault draws: the same seed and the same sequence of
     /// requests give the same delays and faults. Random (and logged) when not given.

@@ -52,15 +52,22 @@ pub enum Fault {
     /// `stall`: streaming: after [`FAULT_AFTER_TOKENS`] tokens, nothing more, ever, until the
     /// client hangs up. Non-streaming: no response, ever, until the client hangs up.
     Stall,
+    /// `slow`: the heavy tail on demand: the first token comes [`SLOW_FACTOR`] times later
+    /// than the TTFT says; the rest is normal. What a hedged request is for.
+    Slow,
 }
 
+/// How much later the first token of a `slow` request comes.
+pub const SLOW_FACTOR: u32 = 10;
+
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::RateLimited,
         Fault::Internal,
         Fault::Overloaded,
         Fault::Reset,
         Fault::Stall,
+        Fault::Slow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +77,7 @@ impl Fault {
             Fault::Overloaded => "503",
             Fault::Reset => "reset",
             Fault::Stall => "stall",
+            Fault::Slow => "slow",
         }
     }
 
@@ -81,6 +89,7 @@ impl Fault {
             Fault::Overloaded => 2,
             Fault::Reset => 3,
             Fault::Stall => 4,
+            Fault::Slow => 5,
         }
     }
 
@@ -123,7 +132,7 @@ impl Fault {
                 .with_code("overloaded");
                 Some(([marker], error).into_response())
             }
-            Fault::Reset | Fault::Stall => None,
+            Fault::Reset | Fault::Stall | Fault::Slow => None,
         }
     }
 }
@@ -154,15 +163,22 @@ pub fn names() -> String {
 ///
 /// Draws exactly one number from `rng` in every case, so the draws after it (id, delays) do not
 /// depend on whether a fault was configured or forced.
+///
+/// With `--fault-first N` (`first > 0`), the first N requests get `configured` and the rest
+/// none, whatever the rate: a replica that fails and then recovers, the case a retry or a hedge
+/// is for.
 pub fn decide(
     configured: Option<Fault>,
     rate: f64,
+    first: u64,
+    ordinal: u64,
     forced: Option<Option<Fault>>,
     rng: &mut fastrand::Rng,
 ) -> Option<Fault> {
     let roll = rng.f64();
     match forced {
         Some(choice) => choice,
+        None if first > 0 => configured.filter(|_| ordinal < first),
         None => configured.filter(|_| roll < rate),
     }
 }
@@ -198,16 +214,28 @@ mod tests {
     fn rate_zero_never_and_one_always() {
         let mut rng = request_rng(1, 0);
         for _ in 0..100 {
-            assert_eq!(decide(Some(Fault::Internal), 0.0, None, &mut rng), None);
             assert_eq!(
-                decide(Some(Fault::Internal), 1.0, None, &mut rng),
+                decide(Some(Fault::Internal), 0.0, 0, 5, None, &mut rng),
+                None
+            );
+            assert_eq!(
+                decide(Some(Fault::Internal), 1.0, 0, 5, None, &mut rng),
                 Some(Fault::Internal)
             );
             assert_eq!(
-                decide(Some(Fault::Internal), 1.0, Some(None), &mut rng),
+                decide(Some(Fault::Internal), 1.0, 0, 5, Some(None), &mut rng),
                 None
             );
         }
+    }
+
+    #[test]
+    fn the_first_requests_always_fault() {
+        let mut rng = request_rng(1, 0);
+        let slow = Some(Fault::Slow);
+        assert_eq!(decide(slow, 0.0, 2, 0, None, &mut rng), slow);
+        assert_eq!(decide(slow, 0.0, 2, 1, None, &mut rng), slow);
+        assert_eq!(decide(slow, 0.0, 2, 2, None, &mut rng), None);
     }
 
     #[test]

@@ -159,6 +159,7 @@ pub struct FaultCounts {
     pub overloaded: u64,
     pub reset: u64,
     pub stall: u64,
+    pub slow: u64,
 }
 
 /// Milliseconds from the last progress to the drop, over cancelled generations.
@@ -207,6 +208,7 @@ impl ChatStats {
                 overloaded: fault(Fault::Overloaded),
                 reset: fault(Fault::Reset),
                 stall: fault(Fault::Stall),
+                slow: fault(Fault::Slow),
             },
             time_to_cancel_ms: TimeToCancel {
                 last: seen(&self.ttc_last_ms),

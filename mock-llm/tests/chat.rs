@@ -631,6 +631,33 @@ async fn fault_503_is_overloaded() {
     assert_eq!(mock.stats().await["chat"]["faults"]["503"], 1);
 }
 
+/// `--fault slow --fault-first 1`: the first request's first token comes 10 times later, the
+/// next ones on time: the one slow replica a hedged request is for.
+#[tokio::test]
+async fn fault_slow_first_delays_only_the_first_request() {
+    let mock = Mock::start(&[
+        "--ttft-ms",
+        "20",
+        "--itl-ms",
+        "1",
+        "--tokens",
+        "3",
+        "--fault",
+        "slow",
+        "--fault-first",
+        "1",
+    ]);
+    let first = mock.chat(&request(true), &[]).await;
+    assert_eq!(first.headers()["x-mock-fault"], "slow");
+    assert_eq!(first.headers()["x-mock-ttft-ms"], "200");
+    drop(first.text().await);
+    let second = mock.chat(&request(true), &[]).await;
+    assert!(second.headers().get("x-mock-fault").is_none());
+    assert_eq!(second.headers()["x-mock-ttft-ms"], "20");
+    drop(second.text().await);
+    assert_eq!(mock.stats().await["chat"]["faults"]["slow"], 1);
+}
+
 #[tokio::test]
 async fn fault_reset_cuts_a_stream_after_a_few_chunks() {
     let mock = Mock::fast(&["--tokens", "10"]);
@@ -1018,7 +1045,7 @@ async fn stats_keep_the_slow_stream_fields_and_add_a_chat_object() {
         json!({
             "requests": 0, "bad_requests": 0, "started": 0, "streaming": 0, "active": 0,
             "completed": 0, "cancelled": 0, "aborted": 0,
-            "faults": {"429": 0, "500": 0, "503": 0, "reset": 0, "stall": 0},
+            "faults": {"429": 0, "500": 0, "503": 0, "reset": 0, "stall": 0, "slow": 0},
             "time_to_cancel_ms": {"last": null, "max": null},
         })
     );
