@@ -43,6 +43,8 @@
 //!   a bounded wait queue with 503 past it, per-key rate limits with 429 and `x-ratelimit-*`.
 //! - [`providers`]: several upstreams, each with its own client pool, concurrency cap and rpm;
 //!   requests routed by `model`.
+//! - [`resilience`]: lesson 9, retries before the first byte and hedged requests, each bounded
+//!   by a count, a deadline and a budget so they cannot amplify an outage.
 //! - [`metrics`]: `GET /metrics` in Prometheus text: every bound, and every time one was hit.
 //! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
@@ -82,6 +84,7 @@ pub mod openai;
 pub mod pool;
 pub mod providers;
 pub mod relay;
+pub mod resilience;
 pub mod shutdown;
 pub mod upstream;
 
@@ -110,6 +113,8 @@ pub struct AppState {
     pub inbound: Arc<limits::Inbound>,
     /// `--rate-limit-rpm` per API key.
     pub key_limits: Arc<limits::KeyLimits>,
+    /// Retries and hedges, with their budgets (see [`resilience`]).
+    pub resilience: Arc<resilience::Resilience>,
     /// Every counter and gauge `/metrics` serves.
     pub metrics: Arc<metrics::Metrics>,
     /// `--max-body-bytes`: larger chat requests are refused with 413 before anything else.
@@ -144,6 +149,7 @@ impl AppState {
                 config.rate_limit_rpm,
                 config.rate_limit_burst,
             )),
+            resilience: Arc::new(resilience::Resilience::new(config)),
             metrics,
             max_body_bytes: config.max_body_bytes,
             api_keys: auth::ApiKeys::from_config(config)?,

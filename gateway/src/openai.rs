@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::relay::{Route, Waiting, log_rejected, relay};
+use crate::resilience::mark;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
 const CHAT: Route = Route {
@@ -63,17 +64,27 @@ pub async fn chat_completions(
         let body = body.map_err(|rejection| body_error(&rejection, state.max_body_bytes))?;
         let model = validate(&body)?;
         let provider = state.providers.route(&model)?;
+        let plan = state.resilience.plan(CHAT.path, &headers)?;
         let request = UpstreamRequest {
             method: Method::POST,
             url: provider.chat_url.clone(),
             headers: forwarded_request_headers(&headers),
             body: Some(body),
         };
-        provider.send(request).await
+        Ok(state
+            .resilience
+            .send(provider, request, plan, &state.metrics)
+            .await)
     }
     .await;
     waiting.answered();
-    respond(&state, CHAT, received, result)
+    match result {
+        Ok(outcome) => mark(
+            respond(&state, CHAT, received, outcome.result),
+            outcome.attempts,
+        ),
+        Err(error) => respond(&state, CHAT, received, Err(error)),
+    }
 }
 
 pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -90,7 +101,15 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
             headers: forwarded_request_headers(&headers),
             ..UpstreamRequest::get(provider.models_url.clone())
         };
-        let result = provider.send(request).await;
+        let plan = match state.resilience.plan(MODELS.path, &headers) {
+            Ok(plan) => plan,
+            Err(error) => return respond(&state, MODELS, received, Err(error)),
+        };
+        let outcome = state
+            .resilience
+            .send(provider, request, plan, &state.metrics)
+            .await;
+        let result = outcome.result;
         waiting.answered();
         let upstream = match result {
             // Its error, as it sent it: the client learns what the provider said.

@@ -20,7 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
@@ -42,6 +42,7 @@ pub struct StreamParams {
 
 pub async fn chat_stream(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     params: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
@@ -57,10 +58,20 @@ pub async fn chat_stream(
             query.append_pair("interval_ms", &interval_ms.to_string());
         }
     }
+    let plan = state
+        .resilience
+        .plan(Route::GET_CHAT_STREAM.path, &headers)?;
     let waiting = Waiting::new(state.mode, Route::GET_CHAT_STREAM, received);
-    let upstream = provider.send(UpstreamRequest::get(url)).await;
+    let outcome = state
+        .resilience
+        .send(provider, UpstreamRequest::get(url), plan, &state.metrics)
+        .await;
     waiting.answered();
-    Ok(relay(upstream?, &state, Route::GET_CHAT_STREAM, received))
+    let response = match outcome.result {
+        Ok(upstream) => relay(upstream, &state, Route::GET_CHAT_STREAM, received),
+        Err(error) => error.into_response(),
+    };
+    Ok(crate::resilience::mark(response, outcome.attempts))
 }
 
 /// A route, for the log line: its method and path as written in the router, never the raw

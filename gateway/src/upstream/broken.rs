@@ -173,10 +173,23 @@ pub(super) fn call(
 }
 
 pub(super) fn map_error(url: &Url, error: ureq::Error) -> ApiError {
-    match error {
+    use ureq::Timeout;
+    let connect = match &error {
+        ureq::Error::Timeout(Timeout::Resolve | Timeout::Connect)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    };
+    let error = match error {
         ureq::Error::Timeout(what) => {
             ApiError::gateway_timeout(format!("upstream {url} timed out ({what})"))
         }
         other => ApiError::bad_gateway(format!("upstream {url} unreachable: {other}")),
+    };
+    if connect {
+        error.with_code(super::UNREACHABLE)
+    } else {
+        error
     }
 }

@@ -89,6 +89,13 @@ impl AsyncClient {
                 "upstream {url} did not accept a connection within {:?}",
                 self.connect_timeout
             ))
+            .with_code(super::UNREACHABLE)
+        } else if error.is_connect() {
+            ApiError::bad_gateway(format!(
+                "upstream {url} unreachable: {}",
+                error_chain(&error)
+            ))
+            .with_code(super::UNREACHABLE)
         } else if error.is_timeout() {
             ApiError::gateway_timeout(format!(
                 "upstream {url} sent nothing for {:?}",

@@ -32,6 +32,10 @@ use crate::config::{Config, Mode, ProviderConfig};
 use crate::error::{ApiError, StartError};
 use crate::pool::BlockingPool;
 
+/// The `code` of an error where the request never reached the upstream (refused, unresolvable,
+/// no connection within the connect timeout): always safe to retry.
+pub const UNREACHABLE: &str = "upstream_unreachable";
+
 /// Request headers copied from the client to the upstream, by exact name.
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
     header::CONTENT_TYPE,

@@ -1,0 +1,467 @@
+//! Lesson 9: retries and hedged requests, and the budgets that keep them from causing outages.
+//!
+//! Upstreams fail and stall: a 429 storm, a 503 while a replica restarts, one slow replica in
+//! three. Sending the request again turns many of those into a fast answer. Sent without
+//! bounds, the same extra requests turn a slow provider into a dead one: every client retries,
+//! the load doubles, the provider slows further. So every extra attempt here is bounded three
+//! ways: a count, a time, and a budget shared by all requests.
+//!
+//! # Retries
+//!
+//! A failed attempt is retried when the request never reached the upstream (connect refused,
+//! unresolvable, connect timeout: [`crate::upstream::UNREACHABLE`]) or the upstream answered
+//! 429, 500, 502, 503 or 504, and **only before the first byte has gone to the client**: once a
+//! `200` and part of a stream are out, a retry would send the client a second, different answer
+//! glued to the first. Mid-stream failures are therefore never retried; the stream is cut.
+//!
+//! - at most `--retries` retries;
+//! - the wait is exponential backoff with *full jitter*: a random time below
+//!   `--retry-backoff-ms` x 2^n (capped at `--retry-backoff-max-ms`), so clients that failed
+//!   together do not come back together;
+//! - an upstream's `Retry-After` (or `retry-after-ms`) is honoured instead, up to
+//!   `--retry-after-max-ms`; asking for longer, its answer goes to the client as it is;
+//! - the **retry budget** (`--retry-budget-percent`, 20 % by default): retries may add at most
+//!   that share of extra upstream requests, across all requests. When the upstream is down for
+//!   everyone, the budget runs out after a handful of retries and the gateway answers at once
+//!   with the upstream's error instead of tripling its load.
+//!
+//! Refusals by the gateway's own limits (`provider_busy`, `provider_rate_limited`) are not
+//! retried: they are the bounds working.
+//!
+//! # Hedged requests
+//!
+//! A hedge is a second copy of a request sent *before* the first has failed, because it is
+//! taking too long: the tail of a latency distribution is usually one slow replica or one
+//! unlucky queue, and a second try usually lands elsewhere. On a hedged route (`--hedge-routes`)
+//! or a request asking for it (`x-gateway-hedge-delay-ms`):
+//!
+//! - the first attempt goes out; if it has not succeeded within the hedge delay (default
+//!   300 ms), a second goes out, then a third, `--hedge-max-attempts` in all;
+//! - "succeeded" means the first byte of the body arrived (for a stream: the first token), so a
+//!   stream is hedged up to its first token and never after;
+//! - the first success wins; the other attempts are dropped, which closes their upstream
+//!   connections (the mock's `cancelled` counter sees it; in broken mode only at their next
+//!   chunk, see [`crate::upstream::broken`]);
+//! - an overall deadline (`--hedge-deadline-ms`, or `x-gateway-deadline-ms`) bounds the wait
+//!   for a success: past it, **504** `deadline_exceeded`;
+//! - the **hedge budget** (`--hedge-budget-percent`, 10 %): hedges may add at most that share
+//!   of extra requests. An overloaded upstream is slow for everyone, so every request wants a
+//!   hedge at once; the budget lets a few through and then none, so hedging can never double
+//!   the load on a provider that is already struggling.
+//!
+//! A budget is a token bucket: every request deposits `percent / 100` of a token, every extra
+//! attempt takes a whole one. It starts with one token and holds at most ten, so a quiet hour
+//! does not bank a burst of hedges.
+//!
+//! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
+//! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+use futures_util::stream::{self, FuturesUnordered};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::{Attempt, Metrics, Reason};
+use crate::providers::Provider;
+use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
+
+/// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.
+pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
+/// The longest one request may wait for a successful attempt (100..=600000 ms).
+pub const DEADLINE_HEADER: &str = "x-gateway-deadline-ms";
+/// On every response: upstream attempts made for it.
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gateway-attempts");
+
+const MILLI: i64 = 1000;
+
+/// A token bucket in thousandths of a token; see the module docs.
+#[derive(Debug)]
+pub struct Budget {
+    /// Thousandths of a token each request deposits (`percent * 10`).
+    deposit: i64,
+    balance: AtomicI64,
+}
+
+impl Budget {
+    pub fn new(percent: u8) -> Self {
+        let deposit = i64::from(percent) * MILLI / 100;
+        Self {
+            deposit,
+            balance: AtomicI64::new(if deposit > 0 { MILLI } else { 0 }),
+        }
+    }
+
+    fn deposit(&self) {
+        let _ = self
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some((b + self.deposit).min(10 * MILLI))
+            });
+    }
+
+    /// Takes one token if there is one.
+    fn withdraw(&self) -> bool {
+        self.balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b >= MILLI).then_some(b - MILLI)
+            })
+            .is_ok()
+    }
+}
+
+/// The retry and hedging settings, and their budgets.
+#[derive(Debug)]
+pub struct Resilience {
+    retries: u32,
+    backoff: Duration,
+    backoff_max: Duration,
+    retry_after_max: Duration,
+    retry_budget: Budget,
+    hedge_routes: Vec<String>,
+    hedge_delay: Duration,
+    hedge_max_attempts: u32,
+    hedge_deadline: Duration,
+    hedge_budget: Budget,
+}
+
+/// What one request may do: decided by its route and its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Hedge after this long without success; `None`: no hedging.
+    hedge_delay: Option<Duration>,
+    /// Give up (504) when nothing succeeded by then.
+    deadline: Option<Duration>,
+}
+
+/// The answer to a request, and how many upstream attempts it took.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<UpstreamResponse, ApiError>,
+    pub attempts: u32,
+}
+
+/// Adds `x-gateway-attempts` to the response built from an [`Outcome`].
+pub fn mark(mut response: Response, attempts: u32) -> Response {
+    response
+        .headers_mut()
+        .insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    response
+}
+
+/// What one attempt's end means.
+enum Verdict {
+    Success(UpstreamResponse),
+    /// Worth another attempt: why (the metric's reason) and any wait the upstream asked for.
+    Retry(Failure, Option<Duration>),
+    Fail(Failure),
+}
+
+/// A failed attempt: the upstream's error response (relayed if it is the last word) or the
+/// gateway's own error.
+type Failure = Result<UpstreamResponse, ApiError>;
+
+impl Resilience {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            retries: config.retries,
+            backoff: Duration::from_millis(config.retry_backoff_ms),
+            backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
+            retry_after_max: Duration::from_millis(config.retry_after_max_ms),
+            retry_budget: Budget::new(config.retry_budget_percent),
+            hedge_routes: config.hedge_routes.clone(),
+            hedge_delay: Duration::from_millis(config.hedge_delay_ms),
+            hedge_max_attempts: config.hedge_max_attempts,
+            hedge_deadline: Duration::from_millis(config.hedge_deadline_ms),
+            hedge_budget: Budget::new(config.hedge_budget_percent),
+        }
+    }
+
+    /// The plan for a request to `route`: the route's defaults, overridden by its headers.
+    /// An invalid header value is a 400 naming the valid range.
+    pub fn plan(&self, route: &str, headers: &HeaderMap) -> Result<Plan, ApiError> {
+        let hedged = self.hedge_routes.iter().any(|r| r == route);
+        let mut plan = Plan {
+            hedge_delay: hedged.then_some(self.hedge_delay),
+            deadline: hedged.then_some(self.hedge_deadline),
+        };
+        if let Some(ms) = header_ms(headers, HEDGE_DELAY_HEADER, |ms| {
+            ms == 0 || (10..=60_000).contains(&ms)
+        })? {
+            plan.hedge_delay = (ms > 0).then(|| Duration::from_millis(ms));
+            if ms > 0 && plan.deadline.is_none() {
+                plan.deadline = Some(self.hedge_deadline);
+            }
+        }
+        if let Some(ms) = header_ms(headers, DEADLINE_HEADER, |ms| (100..=600_000).contains(&ms))? {
+            plan.deadline = Some(Duration::from_millis(ms));
+        }
+        Ok(plan)
+    }
+
+    /// Sends `request` to `provider` with the retries and hedges `plan` allows.
+    pub async fn send(
+        &self,
+        provider: &Provider,
+        request: UpstreamRequest,
+        plan: Plan,
+        metrics: &Metrics,
+    ) -> Outcome {
+        self.retry_budget.deposit();
+        let hedging = plan.hedge_delay.is_some();
+        if hedging {
+            self.hedge_budget.deposit();
+        }
+        let max_attempts = if hedging {
+            self.hedge_max_attempts
+        } else {
+            1 + self.retries
+        };
+        let started = Instant::now();
+        let deadline = plan.deadline.map(|d| started + d);
+        let attempt = |kind: &'static str| {
+            metrics
+                .attempts
+                .get_or_create(&Attempt {
+                    provider: provider.name.clone(),
+                    kind,
+                })
+                .inc();
+            let request = request.clone();
+            async move { (kind, attempt(provider, request, hedging).await) }.boxed()
+        };
+        let mut in_flight = FuturesUnordered::new();
+        in_flight.push(attempt("first"));
+        let mut fired = 1;
+        let mut retries = 0;
+        let mut hedge_at = plan.hedge_delay.map(|d| started + d);
+        let mut retry_at: Option<Instant> = None;
+        let mut last: Option<Failure> = None;
+        loop {
+            if in_flight.is_empty() && retry_at.is_none() {
+                let result = last.unwrap_or_else(|| Err(ApiError::internal("no attempt was made")));
+                return Outcome {
+                    result,
+                    attempts: fired,
+                };
+            }
+            // A hedge fires only beside a running attempt, never while a retry is pending.
+            let hedge_due = hedge_at
+                .filter(|_| fired < max_attempts && !in_flight.is_empty() && retry_at.is_none());
+            tokio::select! {
+                Some((kind, verdict)) = in_flight.next(), if !in_flight.is_empty() => match verdict {
+                    Verdict::Success(response) => {
+                        if hedging {
+                            metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
+                            if kind == "hedge" {
+                                metrics.hedges_won.inc();
+                            }
+                        }
+                        return Outcome { result: Ok(response), attempts: fired };
+                    }
+                    Verdict::Retry(failure, asked) => {
+                        last = Some(failure);
+                        // With other attempts running, wait for them; the hedge timer goes on.
+                        if in_flight.is_empty() {
+                            retry_at = self.schedule_retry(fired, max_attempts, asked, retries, metrics);
+                            retries += u32::from(retry_at.is_some());
+                        }
+                    }
+                    Verdict::Fail(failure) => last = Some(failure),
+                },
+                () = sleep_until(hedge_due), if hedge_due.is_some() => {
+                    if self.hedge_budget.withdraw() {
+                        metrics.hedges_fired.inc();
+                        in_flight.push(attempt("hedge"));
+                        fired += 1;
+                        hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
+                    } else {
+                        metrics.hedges_skipped.get_or_create(&Reason { reason: "budget" }).inc();
+                        hedge_at = None;
+                    }
+                },
+                () = sleep_until(retry_at), if retry_at.is_some() => {
+                    retry_at = None;
+                    in_flight.push(attempt("retry"));
+                    fired += 1;
+                    hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    metrics.deadline_exceeded.inc();
+                    if hedging {
+                        metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
+                    }
+                    let waited = plan.deadline.unwrap_or_default();
+                    let error = ApiError::gateway_timeout(format!(
+                        "no upstream attempt succeeded within the deadline of {} ms ({fired} \
+                         attempts to provider {}); raise it with {DEADLINE_HEADER} or \
+                         --hedge-deadline-ms",
+                        waited.as_millis(),
+                        provider.name
+                    ))
+                    .with_code("deadline_exceeded");
+                    return Outcome { result: Err(error), attempts: fired };
+                },
+            }
+        }
+    }
+
+    /// When the next retry may go, or `None` (counted) when it may not.
+    fn schedule_retry(
+        &self,
+        fired: u32,
+        max_attempts: u32,
+        asked: Option<Duration>,
+        retries: u32,
+        metrics: &Metrics,
+    ) -> Option<Instant> {
+        let give_up = |reason| {
+            metrics
+                .retries_given_up
+                .get_or_create(&Reason { reason })
+                .inc();
+            None
+        };
+        if fired >= max_attempts {
+            return give_up("max_retries");
+        }
+        if asked.is_some_and(|wait| wait > self.retry_after_max) {
+            return give_up("retry_after_too_long");
+        }
+        if !self.retry_budget.withdraw() {
+            return give_up("budget");
+        }
+        let wait = asked.unwrap_or_else(|| self.backoff(retries));
+        Some(Instant::now() + wait)
+    }
+
+    /// Full jitter: uniform in `[0, min(max, base * 2^n)]`.
+    fn backoff(&self, n: u32) -> Duration {
+        let ceiling = self
+            .backoff
+            .saturating_mul(2u32.saturating_pow(n.min(20)))
+            .min(self.backoff_max);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(fastrand::u64(0..=ms))
+    }
+}
+
+/// One attempt, judged. With `first_byte`, success waits for the body's first chunk (a hedged
+/// stream is hedged up to its first token); the chunk is put back in front of the body.
+async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool) -> Verdict {
+    let mut response = match provider.send(request).await {
+        Ok(response) => response,
+        Err(error) if error.code == Some(UNREACHABLE) => return Verdict::Retry(Err(error), None),
+        Err(error) => return Verdict::Fail(Err(error)),
+    };
+    let status = response.status;
+    if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
+        let asked = retry_after(&response.headers);
+        return Verdict::Retry(Ok(response), asked);
+    }
+    if !status.is_success() {
+        return Verdict::Fail(Ok(response));
+    }
+    if first_byte {
+        match response.body.next().await {
+            Some(Ok(chunk)) => {
+                let rest = std::mem::replace(&mut response.body, Box::pin(stream::empty()));
+                response.body = Box::pin(stream::once(async { Ok(chunk) }).chain(rest));
+            }
+            Some(Err(e)) => {
+                let error = ApiError::bad_gateway(format!(
+                    "upstream of provider {} broke off before its first byte: {e}",
+                    provider.name
+                ))
+                .with_code(UNREACHABLE);
+                return Verdict::Retry(Err(error), None);
+            }
+            None => {}
+        }
+    }
+    Verdict::Success(response)
+}
+
+/// `retry-after-ms` (OpenAI's, exact), else `Retry-After` in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let ms = number("retry-after-ms").or_else(|| number("retry-after").map(|s| s * 1000.0))?;
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// A numeric header in ms, checked by `valid`; `None` when absent.
+fn header_ms(
+    headers: &HeaderMap,
+    name: &'static str,
+    valid: impl Fn(u64) -> bool,
+) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let range = if name == HEDGE_DELAY_HEADER {
+        "0 (no hedging) or 10..=60000"
+    } else {
+        "100..=600000"
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| valid(ms))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                None,
+                format!("{name} must be a whole number of milliseconds in {range}, got {value:?}"),
+            )
+            .with_param(name)
+            .with_code("invalid_header")
+        })
+}
+
+/// Sleeps until `at`; never completes for `None` (its branch is disabled anyway).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_allows_its_share_and_no_more() {
+        let budget = Budget::new(10);
+        assert!(budget.withdraw(), "one token to start with");
+        assert!(!budget.withdraw());
+        for _ in 0..9 {
+            budget.deposit();
+        }
+        assert!(!budget.withdraw(), "nine requests earn 0.9 of a token");
+        budget.deposit();
+        assert!(budget.withdraw(), "the tenth completes it");
+        for _ in 0..1000 {
+            budget.deposit();
+        }
+        let tokens = (0..20).filter(|_| budget.withdraw()).count();
+        assert_eq!(tokens, 10, "the bucket holds at most ten");
+        assert!(!Budget::new(0).withdraw(), "0 % never allows one");
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(150)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}
