@@ -101,6 +101,11 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Each SSE event is a small write; without TCP_NODELAY one following another unacknowledged
+    // write waits for the peer's delayed ACK, and the mock's pacing would not be what it says.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app(config));
     tokio::select! {
         result = server => result,
