@@ -192,7 +192,8 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
         ..ApiError::bad_request(
             None,
             format!(
-                "no route for {}; try POST /v1/chat/completions, GET /v1/models, POST /v1/solve, \
+                "no route for {}; try POST /v1/chat/completions, GET /v1/chat/ws (WebSocket), \
+                 GET /v1/models, POST /v1/solve, \
                  /chat/stream, /health, /metrics, /debug/pool, /debug/health-sync or \
                  /debug/health-async",
                 uri.path()

@@ -45,6 +45,9 @@
 //!   requests routed by `model`.
 //! - [`resilience`]: lesson 9, retries before the first byte and hedged requests, each bounded
 //!   by a count, a deadline and a budget so they cannot amplify an outage.
+//! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket, one frame per token: long-lived sockets
+//!   under their own cap (close 1013 past it), and a client that leaves cancels the upstream.
+//! - [`keepalive`]: `: keep-alive` comments on idle SSE streams, so proxies do not cut them.
 //! - [`metrics`]: `GET /metrics` in Prometheus text: every bound, and every time one was hit.
 //! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
@@ -78,6 +81,7 @@ pub mod cpu;
 pub mod embed;
 pub mod error;
 pub mod health;
+pub mod keepalive;
 pub mod limits;
 pub mod metrics;
 pub mod openai;
@@ -87,6 +91,7 @@ pub mod relay;
 pub mod resilience;
 pub mod shutdown;
 pub mod upstream;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +134,11 @@ pub struct AppState {
     pub live_streams: Arc<AtomicUsize>,
     /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
     pub cpu: Arc<cpu::Cpu>,
+    /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
+    pub ws: Arc<ws::WsLimit>,
+    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a keep-alive comment on an
+    /// SSE stream ([`keepalive`]) or a ping on an idle WebSocket.
+    pub sse_keepalive: Option<Duration>,
 }
 
 impl AppState {
@@ -161,6 +171,9 @@ impl AppState {
                 config.cpu_workers,
                 config.cpu_queue,
             )),
+            ws: Arc::new(ws::WsLimit::new(config.ws_max_connections)),
+            sse_keepalive: (config.sse_keepalive_secs > 0)
+                .then(|| Duration::from_secs(config.sse_keepalive_secs)),
         })
     }
 }
@@ -179,6 +192,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/models", get(openai::models))
         .route("/v1/solve", post(cpu::solve))
+        // Bounded by `--ws-max-connections`, not by the inbound cap: `admit` holds its place only
+        // until the 101's empty body ends (see `ws`).
+        .route("/v1/chat/ws", get(ws::chat_ws))
         // Layers run bottom-up: the key check first, then the rate and concurrency limits.
         .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
         .route_layer(middleware::from_fn_with_state(

@@ -205,8 +205,8 @@ fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
 
 /// The gateway's own checks: enough to know the request is a chat completion. The upstream
 /// checks the rest (roles, ranges) and its 400 is relayed as it is.
-/// Returns the `model`, which picks the provider.
-fn validate(body: &[u8]) -> Result<String, ApiError> {
+/// Returns the `model`, which picks the provider. `/v1/chat/ws` checks its frames with it too.
+pub(crate) fn validate(body: &[u8]) -> Result<String, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(None, format!("the request body is not valid JSON: {e}"))
             .with_code("invalid_json")
@@ -218,7 +218,8 @@ fn validate(body: &[u8]) -> Result<String, ApiError> {
                 "the request body must be a JSON object with `model` and `messages`, got {}",
                 kind_of(&value)
             ),
-        ));
+        )
+        .with_code("invalid_type"));
     };
     let model = match fields.get("model") {
         Some(Value::String(model)) if !model.is_empty() => model.clone(),

@@ -95,7 +95,8 @@ pub const STREAM_METHOD: HeaderName = HeaderName::from_static("x-stream-method")
 
 /// The upstream's response as the client's: its status, its relayed headers, and its body as a
 /// [`LoggedStream`], forwarded chunk by chunk as it arrives. Upstream errors (429, 5xx) take this
-/// same path, so they reach the client exactly as the upstream sent them.
+/// same path, so they reach the client exactly as the upstream sent them. An SSE body that goes
+/// quiet gets keep-alive comments between its events ([`crate::keepalive`]).
 pub fn relay(
     upstream: UpstreamResponse,
     state: &AppState,
@@ -103,7 +104,13 @@ pub fn relay(
     received: Instant,
 ) -> Response {
     let status = upstream.status;
-    let body = LoggedStream::new(upstream.body, state, route, status, received);
+    let body = crate::keepalive::apply(
+        upstream.body,
+        &upstream.headers,
+        state.sse_keepalive,
+        &state.metrics,
+    );
+    let body = LoggedStream::new(body, state, route, status, received);
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = upstream.headers;

@@ -157,7 +157,7 @@ pub struct Config {
     /// has not succeeded (for a stream: sent its first token) within `--hedge-delay-ms`.
     /// Comma-separated; a request can turn hedging on or off with `x-gateway-hedge-delay-ms`.
     #[arg(long, env = "GATEWAY_HEDGE_ROUTES", value_delimiter = ',',
-          value_parser = ["/v1/chat/completions", "/chat/stream"])]
+          value_parser = ["/v1/chat/completions", "/chat/stream", "/v1/chat/ws"])]
     pub hedge_routes: Vec<String>,
 
     /// How long an attempt may go without success before a hedge fires (ms).
