@@ -39,6 +39,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::providers::Provider;
 use crate::relay::{Route, Waiting, log_rejected, relay};
 use crate::resilience::mark;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
@@ -95,39 +96,55 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
             |id| json!({"id": id, "object": "model", "created": 0, "owned_by": provider.name}),
         ));
     }
-    if let Some(provider) = state.providers.catch_all() {
-        let waiting = Waiting::new(state.mode, MODELS, received);
-        let request = UpstreamRequest {
-            headers: forwarded_request_headers(&headers),
-            ..UpstreamRequest::get(provider.models_url.clone())
-        };
-        let plan = match state.resilience.plan(MODELS.path, &headers) {
-            Ok(plan) => plan,
-            Err(error) => return respond(&state, MODELS, received, Err(error)),
-        };
-        let outcome = state
-            .resilience
-            .send(provider, request, plan, &state.metrics)
-            .await;
-        let result = outcome.result;
-        waiting.answered();
-        let upstream = match result {
-            // Its error, as it sent it: the client learns what the provider said.
-            Ok(upstream) if !upstream.status.is_success() => {
-                return relay(upstream, &state, MODELS, received);
-            }
-            Ok(upstream) => upstream_models(upstream).await,
-            Err(error) => Err(error),
-        };
-        match upstream {
-            Ok(listed) => {
-                let named: HashSet<Value> = data.iter().map(|m| m["id"].clone()).collect();
-                data.extend(listed.into_iter().filter(|m| !named.contains(&m["id"])));
-            }
-            Err(error) => return respond(&state, MODELS, received, Err(error)),
+    let Some(provider) = state.providers.catch_all() else {
+        return Json(json!({"object": "list", "data": data})).into_response();
+    };
+    match listed_by(&state, provider, &headers, received).await {
+        Ok((listed, attempts)) => {
+            let named: HashSet<Value> = data.iter().map(|m| m["id"].clone()).collect();
+            data.extend(listed.into_iter().filter(|m| !named.contains(&m["id"])));
+            mark(
+                Json(json!({"object": "list", "data": data})).into_response(),
+                attempts,
+            )
         }
+        Err(response) => response,
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The models a catch-all provider's upstream lists, and the attempts it took; or the response
+/// to send instead: the upstream's own error, as it sent it, or the gateway's.
+async fn listed_by(
+    state: &AppState,
+    provider: &Provider,
+    headers: &HeaderMap,
+    received: Instant,
+) -> Result<(Vec<Value>, u32), Response> {
+    let plan = state
+        .resilience
+        .plan(MODELS.path, headers)
+        .map_err(|error| respond(state, MODELS, received, Err(error)))?;
+    let request = UpstreamRequest {
+        headers: forwarded_request_headers(headers),
+        ..UpstreamRequest::get(provider.models_url.clone())
+    };
+    let waiting = Waiting::new(state.mode, MODELS, received);
+    let outcome = state
+        .resilience
+        .send(provider, request, plan, &state.metrics)
+        .await;
+    waiting.answered();
+    let attempts = outcome.attempts;
+    let listed = match outcome.result {
+        Ok(upstream) if !upstream.status.is_success() => {
+            return Err(mark(relay(upstream, state, MODELS, received), attempts));
+        }
+        Ok(upstream) => upstream_models(upstream).await,
+        Err(error) => Err(error),
+    };
+    listed
+        .map(|listed| (listed, attempts))
+        .map_err(|error| mark(respond(state, MODELS, received, Err(error)), attempts))
 }
 
 /// The `data` array of an upstream's `/v1/models`, read whole (it is small; 4 MiB at most).

@@ -14,7 +14,8 @@
 //! `200` and part of a stream are out, a retry would send the client a second, different answer
 //! glued to the first. Mid-stream failures are therefore never retried; the stream is cut.
 //!
-//! - at most `--retries` retries;
+//! - at most `--retries` retries (and, for a hedged request, `--hedge-max-attempts` attempts
+//!   in all, hedges included);
 //! - the wait is exponential backoff with *full jitter*: a random time below
 //!   `--retry-backoff-ms` x 2^n (capped at `--retry-backoff-max-ms`), so clients that failed
 //!   together do not come back together;
@@ -73,9 +74,10 @@ use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
 
 /// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.
 pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
-/// The longest one request may wait for a successful attempt (100..=600000 ms).
+/// The longest one request may wait for a successful attempt (100..=600000 ms), hedged or
+/// not; unhedged, success is the response's head.
 pub const DEADLINE_HEADER: &str = "x-gateway-deadline-ms";
-/// On every response: upstream attempts made for it.
+/// On every response that reached the upstream (or tried to): the attempts made for it.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 const MILLI: i64 = 1000;
@@ -327,7 +329,7 @@ impl Resilience {
                 .inc();
             None
         };
-        if fired >= max_attempts {
+        if fired >= max_attempts || retries >= self.retries {
             return give_up("max_retries");
         }
         if asked.is_some_and(|wait| wait > self.retry_after_max) {
@@ -374,11 +376,12 @@ async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool
                 response.body = Box::pin(stream::once(async { Ok(chunk) }).chain(rest));
             }
             Some(Err(e)) => {
+                // Nothing reached the client yet, so this one may be retried too.
                 let error = ApiError::bad_gateway(format!(
                     "upstream of provider {} broke off before its first byte: {e}",
                     provider.name
                 ))
-                .with_code(UNREACHABLE);
+                .with_code("upstream_broke_off");
                 return Verdict::Retry(Err(error), None);
             }
             None => {}

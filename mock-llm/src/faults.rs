@@ -154,7 +154,7 @@ impl FromStr for Fault {
     }
 }
 
-/// `429, 500, 503, reset, stall`, for error messages and help.
+/// `429, 500, 503, reset, stall, slow`, for error messages and help.
 pub fn names() -> String {
     Fault::ALL.map(Fault::name).join(", ")
 }
