@@ -136,6 +136,9 @@ pub struct AppState {
     pub cpu: Arc<cpu::Cpu>,
     /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
     pub ws: Arc<ws::WsLimit>,
+    /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
+    /// their chat (see [`shutdown`]).
+    pub draining: Arc<tokio::sync::watch::Sender<bool>>,
     /// `--sse-keepalive-secs`, `None` when 0: the idle period before a keep-alive comment on an
     /// SSE stream ([`keepalive`]) or a ping on an idle WebSocket.
     pub sse_keepalive: Option<Duration>,
@@ -172,6 +175,7 @@ impl AppState {
                 config.cpu_queue,
             )),
             ws: Arc::new(ws::WsLimit::new(config.ws_max_connections)),
+            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
             sse_keepalive: (config.sse_keepalive_secs > 0)
                 .then(|| Duration::from_secs(config.sse_keepalive_secs)),
         })

@@ -6,6 +6,13 @@
 //! period, and then returns anyway. `main` then drops the runtime with `shutdown_timeout`,
 //! because dropping a runtime waits for its blocking threads forever, and in broken mode those
 //! threads are sitting inside `read()` on upstream sockets.
+//!
+//! WebSockets need a word of their own: once upgraded, a connection is no longer HTTP, and
+//! axum's graceful shutdown neither waits for it nor tells it. So the drain also flips
+//! `AppState::draining`: an idle socket is closed at once with code 1001 (Going Away), a busy
+//! one after its current chat, and the drain waits for the sockets like for the streams, up to
+//! the same deadline. A client then reconnects to another instance, instead of seeing its
+//! connection vanish with an abnormal close (1006).
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::Ordering;
@@ -40,6 +47,8 @@ pub async fn serve_with_drain(
     drain: Duration,
 ) -> std::io::Result<()> {
     let live = std::sync::Arc::clone(&state.live_streams);
+    let draining = std::sync::Arc::clone(&state.draining);
+    let sockets = std::sync::Arc::clone(&state.ws);
     let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
     // The peer address is the rate-limit key when authentication is off (see `limits`).
     let app = crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -67,7 +76,15 @@ pub async fn serve_with_drain(
         "shutdown requested: no new connections; draining open streams for up to {drain:?}"
     );
     let _ = start_drain.send(());
-    match tokio::time::timeout(drain, server).await {
+    draining.send_replace(true);
+    let drained = async {
+        let result = server.await;
+        while sockets.live() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        result
+    };
+    match tokio::time::timeout(drain, drained).await {
         Ok(result) => {
             tracing::info!("drained; exiting");
             result
@@ -75,6 +92,7 @@ pub async fn serve_with_drain(
         Err(_) => {
             tracing::warn!(
                 live_streams = live.load(Ordering::Relaxed),
+                websockets = sockets.live(),
                 "drain deadline passed; cutting the remaining streams"
             );
             Ok(())

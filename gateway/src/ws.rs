@@ -19,6 +19,10 @@
 //!   socket's slot is given back.
 //! - **Idle sockets are pinged** every `--sse-keepalive-secs` (unless 0) when nothing else was
 //!   sent, so proxies with idle timeouts do not cut a conversation between two prompts.
+//! - **Shutdown says so.** axum's graceful shutdown does not see upgraded connections. On
+//!   SIGTERM an idle socket gets Close **1001** (Going Away) at once, a busy one after its
+//!   chat, and the drain waits for them (see [`crate::shutdown`]): the client reconnects
+//!   elsewhere instead of seeing an abnormal close.
 //!
 //! # Protocol
 //!
@@ -94,9 +98,6 @@ impl WsLimit {
 
 /// The upgrade. The slot is taken here, before the `101`, so two sockets racing for the last
 /// slot are decided in arrival order, and a socket counts as soon as its client sees it open.
-/// The route, as hedging's `--hedge-routes` names it.
-const ROUTE: &str = "/v1/chat/ws";
-
 pub async fn chat_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -114,7 +115,7 @@ pub async fn chat_ws(
         }
     };
     // Retries and hedging apply to each chat as on POST, set by the upgrade's headers.
-    let plan = match state.resilience.plan(ROUTE, &headers) {
+    let plan = match state.resilience.plan(PATH, &headers) {
         Ok(plan) => plan,
         Err(error) => return error.into_response(),
     };
@@ -147,8 +148,14 @@ async fn refuse(mut socket: WebSocket, state: &AppState) {
         outcome = "rejected",
         "websocket closed: {reason}"
     );
+    close(&mut socket, close_code::AGAIN, reason).await;
+}
+
+/// Sends a Close frame, then waits briefly for the client's Close reply, as the protocol asks,
+/// before the connection is dropped.
+async fn close(socket: &mut WebSocket, code: u16, reason: String) {
     let close = Message::Close(Some(CloseFrame {
-        code: close_code::AGAIN,
+        code,
         reason: reason.into(),
     }));
     if socket.send(close).await.is_ok() {
@@ -159,6 +166,7 @@ async fn refuse(mut socket: WebSocket, state: &AppState) {
     }
 }
 
+/// The route, in logs and as `--hedge-routes` names it.
 const PATH: &str = "/v1/chat/ws";
 
 /// The client left (Close frame, dropped TCP, failed send): nothing more to do.
@@ -175,8 +183,13 @@ async fn session(
     _slot: OwnedSemaphorePermit,
 ) {
     let ping = state.sse_keepalive;
+    let mut draining = state.draining.subscribe();
     loop {
-        let text = match watch(&mut socket, std::future::pending::<()>(), ping).await {
+        // Between chats the socket waits for the client, and for shutdown (see `shutdown`).
+        let shutdown = async {
+            let _ = draining.wait_for(|draining| *draining).await;
+        };
+        let text = match watch(&mut socket, shutdown, ping).await {
             Watched::Message(Message::Text(text)) => text,
             Watched::Message(_) => {
                 let error = ApiError::bad_request(
@@ -194,7 +207,11 @@ async fn session(
                 }
                 continue;
             }
-            Watched::Gone | Watched::Done(()) => return,
+            Watched::Done(()) => {
+                let reason = "the gateway is shutting down; reconnect".to_owned();
+                return close(&mut socket, close_code::AWAY, reason).await;
+            }
+            Watched::Gone => return,
         };
         if chat(&mut socket, state, headers, plan, &text)
             .await

@@ -286,3 +286,39 @@ async fn an_idle_socket_is_pinged() {
         .expect("valid");
     assert!(matches!(ping, Message::Ping(_)), "{ping:?}");
 }
+
+/// On shutdown an idle socket is told to go elsewhere (Close 1001) instead of being cut, and
+/// the drain waits for it.
+#[tokio::test]
+async fn shutdown_closes_an_idle_socket_with_1001() {
+    let mock = Mock::fast();
+    let upstream = mock.url();
+    let config = gateway::Config::load([
+        "gateway",
+        "--upstream",
+        &upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-secs",
+        "10",
+    ])
+    .unwrap();
+    let gw = gateway::embed::start(config).unwrap();
+    let mut ws = connect(&gw.url(), &[]).await;
+    let (text, _) = chat(&mut ws, &chat_body(true)).await;
+    assert!(!text.is_empty(), "the socket works before the shutdown");
+    // Dropping the embedded gateway starts its drain and waits for it: off the test's runtime.
+    let stopping = tokio::task::spawn_blocking(move || drop(gw));
+    match next_message(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
+        }
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the drain ends once the socket is closed")
+        .unwrap();
+}
