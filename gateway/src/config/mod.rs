@@ -446,9 +446,12 @@ impl Config {
             ),
             format!("drain on shutdown      {} s", self.drain_secs),
             format!(
-                "/v1/solve              {}, {} workers, {} queued",
+                "/v1/solve              {}, {}, {} queued",
                 self.cpu_mode.as_str(),
-                or_default(self.cpu_workers, "one per core"),
+                self.cpu_workers.map_or_else(
+                    || "one worker per core".to_owned(),
+                    |n| format!("{n} workers")
+                ),
                 self.cpu_queue
             ),
         ];
