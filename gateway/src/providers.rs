@@ -38,6 +38,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
 use crate::metrics::Metrics;
 use crate::pool::BlockingPool;
+use crate::resilience::Budgets;
 use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
 
 /// One upstream: its client, its URLs, its models and its limits.
@@ -56,6 +57,8 @@ pub struct Provider {
     limit: usize,
     pool_timeout: Duration,
     rate: Option<(DefaultDirectRateLimiter, u32)>,
+    /// This provider's retry and hedge budgets: its outage must not spend the others'.
+    pub budgets: Budgets,
     metrics: Arc<Metrics>,
 }
 
@@ -105,6 +108,7 @@ impl Provider {
             limit,
             pool_timeout: Duration::from_millis(provider.pool_timeout_ms),
             rate,
+            budgets: Budgets::new(config),
             metrics: Arc::clone(metrics),
         })
     }

@@ -4,7 +4,7 @@
 //! three. Sending the request again turns many of those into a fast answer. Sent without
 //! bounds, the same extra requests turn a slow provider into a dead one: every client retries,
 //! the load doubles, the provider slows further. So every extra attempt here is bounded three
-//! ways: a count, a time, and a budget shared by all requests.
+//! ways: a count, a time, and a budget shared by all requests to the same provider.
 //!
 //! # Retries
 //!
@@ -22,7 +22,7 @@
 //! - an upstream's `Retry-After` (or `retry-after-ms`) is honoured instead, up to
 //!   `--retry-after-max-ms`; asking for longer, its answer goes to the client as it is;
 //! - the **retry budget** (`--retry-budget-percent`, 20 % by default): retries may add at most
-//!   that share of extra upstream requests, across all requests. When the upstream is down for
+//!   that share of extra upstream requests, across all requests to a provider. When it is down for
 //!   everyone, the budget runs out after a handful of retries and the gateway answers at once
 //!   with the upstream's error instead of tripling its load.
 //!
@@ -52,7 +52,8 @@
 //!
 //! A budget is a token bucket: every request deposits `percent / 100` of a token, every extra
 //! attempt takes a whole one. It starts with one token and holds at most ten, so a quiet hour
-//! does not bank a burst of hedges.
+//! does not bank a burst of hedges. Each provider has its own pair of budgets ([`Budgets`]): an
+//! outage at one provider must not use up the retries of the others.
 //!
 //! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
 //! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
@@ -117,19 +118,33 @@ impl Budget {
     }
 }
 
-/// The retry and hedging settings, and their budgets.
+/// One provider's retry and hedge budgets.
+#[derive(Debug)]
+pub struct Budgets {
+    retry: Budget,
+    hedge: Budget,
+}
+
+impl Budgets {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            retry: Budget::new(config.retry_budget_percent),
+            hedge: Budget::new(config.hedge_budget_percent),
+        }
+    }
+}
+
+/// The retry and hedging settings (the budgets are each provider's, see [`Budgets`]).
 #[derive(Debug)]
 pub struct Resilience {
     retries: u32,
     backoff: Duration,
     backoff_max: Duration,
     retry_after_max: Duration,
-    retry_budget: Budget,
     hedge_routes: Vec<String>,
     hedge_delay: Duration,
     hedge_max_attempts: u32,
     hedge_deadline: Duration,
-    hedge_budget: Budget,
 }
 
 /// What one request may do: decided by its route and its headers.
@@ -175,12 +190,10 @@ impl Resilience {
             backoff: Duration::from_millis(config.retry_backoff_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
             retry_after_max: Duration::from_millis(config.retry_after_max_ms),
-            retry_budget: Budget::new(config.retry_budget_percent),
             hedge_routes: config.hedge_routes.clone(),
             hedge_delay: Duration::from_millis(config.hedge_delay_ms),
             hedge_max_attempts: config.hedge_max_attempts,
             hedge_deadline: Duration::from_millis(config.hedge_deadline_ms),
-            hedge_budget: Budget::new(config.hedge_budget_percent),
         }
     }
 
@@ -214,10 +227,11 @@ impl Resilience {
         plan: Plan,
         metrics: &Metrics,
     ) -> Outcome {
-        self.retry_budget.deposit();
+        let budgets = &provider.budgets;
+        budgets.retry.deposit();
         let hedging = plan.hedge_delay.is_some();
         if hedging {
-            self.hedge_budget.deposit();
+            budgets.hedge.deposit();
         }
         let max_attempts = if hedging {
             self.hedge_max_attempts
@@ -270,14 +284,14 @@ impl Resilience {
                         last = Some(failure);
                         // With other attempts running, wait for them; the hedge timer goes on.
                         if in_flight.is_empty() {
-                            retry_at = self.schedule_retry(fired, max_attempts, asked, retries, metrics);
+                            retry_at = self.schedule_retry(budgets, fired, max_attempts, asked, retries, metrics);
                             retries += u32::from(retry_at.is_some());
                         }
                     }
                     Verdict::Fail(failure) => last = Some(failure),
                 },
                 () = sleep_until(hedge_due), if hedge_due.is_some() => {
-                    if self.hedge_budget.withdraw() {
+                    if budgets.hedge.withdraw() {
                         metrics.hedges_fired.inc();
                         in_flight.push(attempt("hedge"));
                         fired += 1;
@@ -316,6 +330,7 @@ impl Resilience {
     /// When the next retry may go, or `None` (counted) when it may not.
     fn schedule_retry(
         &self,
+        budgets: &Budgets,
         fired: u32,
         max_attempts: u32,
         asked: Option<Duration>,
@@ -335,7 +350,7 @@ impl Resilience {
         if asked.is_some_and(|wait| wait > self.retry_after_max) {
             return give_up("retry_after_too_long");
         }
-        if !self.retry_budget.withdraw() {
+        if !budgets.retry.withdraw() {
             return give_up("budget");
         }
         let wait = asked.unwrap_or_else(|| self.backoff(retries));

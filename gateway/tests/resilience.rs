@@ -100,6 +100,33 @@ async fn the_retry_budget_runs_out_and_the_upstream_error_goes_through() {
     );
 }
 
+/// Budgets are per provider: a provider that is down spends its own, not its neighbour's.
+#[tokio::test]
+async fn one_providers_outage_does_not_spend_anothers_retries() {
+    let down = mock_with("500", "1000");
+    let flaky = mock_with("503", "1");
+    let toml = format!(
+        "[[providers]]\nname = \"down\"\nbase-url = \"{}\"\nmodels = [\"model-a\"]\n\n\
+         [[providers]]\nname = \"flaky\"\nbase-url = \"{}\"\nmodels = [\"model-b\"]\n",
+        down.url(),
+        flaky.url()
+    );
+    let gw = support::gateway_with_file("fixed", &toml, &with(&[]));
+    let model = |name: &str| {
+        let mut body = chat_body(false);
+        body["model"] = serde_json::json!(name);
+        body
+    };
+    for expected in [2, 1, 1] {
+        let response = post_chat(&gw.url(), &model("model-a"), &[]).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(attempts(&response), expected, "down's budget runs out");
+    }
+    let response = post_chat(&gw.url(), &model("model-b"), &[]).await;
+    assert_eq!(response.status(), StatusCode::OK, "flaky still has its own");
+    assert_eq!(attempts(&response), 2);
+}
+
 #[tokio::test]
 async fn max_retries_then_the_last_answer_goes_through() {
     let mock = mock_with("503", "1000");

@@ -147,8 +147,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub retry_after_max_ms: u64,
 
-    /// Retries may add at most this percentage of extra upstream requests (a token bucket
-    /// shared by all requests), so retries cannot multiply an outage.
+    /// Retries may add at most this percentage of extra upstream requests (a token bucket per
+    /// provider, shared by all its requests), so retries cannot multiply an outage.
     #[arg(long, env = "GATEWAY_RETRY_BUDGET_PERCENT", default_value_t = 20,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub retry_budget_percent: u8,
@@ -176,9 +176,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub hedge_deadline_ms: u64,
 
-    /// Hedges may add at most this percentage of extra upstream requests; past it, requests
-    /// wait for their first attempt like unhedged ones. Keeps hedging from amplifying an
-    /// overloaded upstream.
+    /// Hedges may add at most this percentage of extra upstream requests (per provider); past
+    /// it, requests wait for their first attempt like unhedged ones. Keeps hedging from
+    /// amplifying an overloaded upstream.
     #[arg(long, env = "GATEWAY_HEDGE_BUDGET_PERCENT", default_value_t = 10,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub hedge_budget_percent: u8,
