@@ -4,7 +4,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -43,6 +43,21 @@ bench:
 ## The same, short (under 2 minutes with a warm build); CI runs it and checks structure, not speed.
 bench-quick:
 	$(CARGO) xtask bench --quick $(ARGS)
+
+## Load shedding at 5x the configured concurrency: capped, without a queue, uncapped (about 1.5 minutes).
+## Results: bench/results/<date>-shed.md and a diag report per run.
+bench-shed:
+	$(CARGO) xtask bench shed $(ARGS)
+
+## Hedged requests against a heavy-tailed mock, five runs (about 2 minutes).
+## Results: bench/results/<date>-hedge.md and a diag report per run.
+bench-hedge:
+	$(CARGO) xtask bench hedge $(ARGS)
+
+## CPU-bound work per --cpu-mode while /health is probed (under a minute).
+## Results: bench/results/<date>-cpu.md and diag's reports per mode.
+bench-cpu:
+	$(CARGO) xtask bench cpu $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,4 +1,16 @@
-//! `cargo xtask bench [--quick]`: how much the gateway carries, what it costs, what it holds.
+//! `cargo xtask bench [ramp|shed|hedge|cpu] [--quick]`: the project's benchmarks, one way to run
+//! them all.
+//!
+//! This file is the capacity ramp (`ramp`, the default, so `cargo xtask bench [--quick]` is what
+//! it always was) and the pieces every benchmark shares: the release build and work directory
+//! ([`Session`]), running diag and recording each command for the results ([`Runner`]), reading
+//! diag's JSON, `/proc` and `/metrics`, the machine description, and writing
+//! `bench/results/`. One lesson each, in submodules: [`shed`] (load shedding at 5x the cap),
+//! [`hedge`] (hedged requests against a heavy-tailed upstream), [`cpu`] (CPU-bound work per
+//! `--cpu-mode`). They were shell scripts; in Rust they get the same exit-status checks,
+//! free ports and stop-on-drop services as everything else here.
+//!
+//! # The capacity ramp: how much the gateway carries, what it costs, what it holds
 //!
 //! Release build only: a debug build's numbers say nothing about the gateway. xtask builds the
 //! binaries, starts `mock-llm` and the gateway on free ports, drives them with the `diag` binary
@@ -54,17 +66,53 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::project_root;
 use crate::services::{self, INTERRUPTED, Service};
 
+mod cpu;
+mod hedge;
+mod shed;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Short levels and durations (under two minutes with a warm build); what CI runs.
+    /// Which benchmark. A positional with a default, so `cargo xtask bench [--quick]` (what
+    /// `make bench`, `make bench-quick` and CI run) still means the capacity ramp.
+    #[arg(value_enum, default_value_t = What::Ramp)]
+    pub what: What,
+
+    /// Short levels and durations; results get a `-quick` suffix. For the ramp it is what CI
+    /// runs (under two minutes with a warm build); for the others, a check that they still run.
     #[arg(long)]
     pub quick: bool,
+
+    /// Where the results go instead of bench/results/, e.g. a scratch directory for a trial run:
+    /// results are named by date, and those committed for today carry hand-written prose.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn results_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| project_root().join("bench").join("results"))
+    }
+}
+
+/// The benchmarks `cargo xtask bench` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// Stream capacity per mode, overhead, memory: `<date>-bench[-quick].{json,md}`.
+    Ramp,
+    /// Load shedding at 5x the configured concurrency (lesson 8): `<date>-shed.md` + JSON per run.
+    Shed,
+    /// Hedged requests against a heavy-tailed upstream (lesson 9): `<date>-hedge.md` + JSON per run.
+    Hedge,
+    /// CPU-bound work per `--cpu-mode` while `/health` is probed: `<date>-cpu.md` + JSON per run.
+    Cpu,
 }
 
 /// The mock's pacing for the stream step: TTFT, inter-token latency, tokens per stream.
@@ -221,27 +269,30 @@ struct Runner {
 }
 
 impl Runner {
+    /// A fresh run: the directory for its diag reports, pid files and logs, and no commands yet.
+    fn new(bin_dir: PathBuf, work_dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&work_dir)?;
+        Ok(Runner {
+            bin_dir,
+            work_dir,
+            commands: Vec::new(),
+        })
+    }
+
     fn diag(&mut self, args: &[String]) -> Result<()> {
+        let program = self.note_diag(args, "");
+        run_diag(&program, args)
+    }
+
+    /// Records (and prints) a diag command line and returns diag's path, for a caller that runs
+    /// it with [`run_diag`] itself, e.g. on another thread beside a second diag. `suffix` is
+    /// appended to the recorded line (" &" for one that runs in the background).
+    fn note_diag(&mut self, args: &[String], suffix: &str) -> PathBuf {
         let program = self.bin_dir.join("diag");
-        self.commands.push(command_line(&program, args));
-        println!("xtask: {}", command_line(&program, args));
-        let output = Command::new(&program)
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run {program:?}"))?;
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            bail!("interrupted");
-        }
-        if !output.status.success() {
-            bail!(
-                "{} failed ({}):\n{}{}",
-                command_line(&program, args),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
+        let line = command_line(&program, args) + suffix;
+        println!("xtask: {line}");
+        self.commands.push(line);
+        program
     }
 
     fn start(
@@ -258,23 +309,139 @@ impl Runner {
     }
 }
 
-/// `cargo xtask bench`.
+/// Runs diag with `args`; fails if it exits with a status other than 0 or Ctrl-C was pressed.
+fn run_diag(program: &Path, args: &[String]) -> Result<()> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program:?}"))?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}):\n{}{}",
+            command_line(program, args),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What every benchmark does first: Ctrl-C handling, the release build, a work directory
+/// `target/bench/<unix time><suffix>` for diag's reports and the services' logs.
+struct Session {
+    started: SystemTime,
+    build_time: Duration,
+    bin_dir: PathBuf,
+    runner: Runner,
+}
+
+impl Session {
+    /// `suffix` ends the work directory's name: "" for the ramp (as it always was), "-quick",
+    /// "-shed" and so on for the others.
+    fn begin(suffix: &str) -> Result<Self> {
+        services::catch_ctrl_c();
+        let started = SystemTime::now();
+        let bin_dir = services::build(false)?;
+        let build_time = started.elapsed().unwrap_or_default();
+        let stamp = started.duration_since(UNIX_EPOCH)?.as_secs();
+        let work_dir = services::target_dir()
+            .join("bench")
+            .join(format!("{stamp}{suffix}"));
+        let runner = Runner::new(bin_dir.clone(), work_dir)?;
+        Ok(Session {
+            started,
+            build_time,
+            bin_dir,
+            runner,
+        })
+    }
+
+    /// `YYYY-MM-DD HH:MM UTC` of the start; results are named after its first ten characters.
+    fn date(&self) -> String {
+        utc_datetime(self.started)
+    }
+
+    /// The Markdown head the shed, hedge and cpu results share: title, then date, machine,
+    /// commit, the command that made them and how long it took, then `lines` (the load).
+    fn head(&self, title: &str, what: &str, quick: bool, lines: &[String]) -> String {
+        let elapsed = self.started.elapsed().unwrap_or_default();
+        let mut md = format!("# {title}\n\n");
+        let _ = writeln!(
+            md,
+            "Date: {}. Machine: {}. Commit: {}.",
+            self.date(),
+            machine().describe(),
+            commit()
+        );
+        let _ = writeln!(
+            md,
+            "Command: `make bench-{what}{}` (`cargo xtask bench {what}{}`; release build, loopback, \
+             every process on the same cores), {:.0} s of which {:.0} s building.",
+            if quick { " ARGS=--quick" } else { "" },
+            if quick { " --quick" } else { "" },
+            elapsed.as_secs_f64(),
+            self.build_time.as_secs_f64()
+        );
+        for line in lines {
+            let _ = writeln!(md, "{line}");
+        }
+        md
+    }
+}
+
+/// The results name for a run: `<date>-<kind>[-quick]`.
+fn results_name(date: &str, kind: &str, quick: bool) -> String {
+    let day = date.get(..10).unwrap_or(date);
+    format!("{day}-{kind}{}", if quick { "-quick" } else { "" })
+}
+
+/// Writes `files` (name, contents) to `dir` (`bench/results/` unless `--out`) and returns their
+/// paths.
+fn write_results(dir: &Path, files: &[(String, String)]) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    files
+        .iter()
+        .map(|(name, contents)| {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).with_context(|| format!("cannot write {path:?}"))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// The "Commands" section every results file ends with: what ran, to paste into a shell.
+fn commands_section(commands: &[String]) -> String {
+    let mut md = String::from("\n## Commands\n\n```sh\n");
+    for c in commands {
+        let _ = writeln!(md, "{c}");
+    }
+    md.push_str("```\n");
+    md
+}
+
+/// `cargo xtask bench [WHAT]`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    services::catch_ctrl_c();
-    let started = SystemTime::now();
+    match args.what {
+        What::Ramp => capacity(args),
+        What::Shed => shed::run(args),
+        What::Hedge => hedge::run(args),
+        What::Cpu => cpu::run(args),
+    }
+}
+
+/// `cargo xtask bench [--quick]`: the capacity ramp, overhead and memory.
+fn capacity(args: &BenchArgs) -> Result<()> {
     let plan = if args.quick { &QUICK } else { &FULL };
-    let bin_dir = services::build(false)?;
-    let build_time = started.elapsed().unwrap_or_default();
-    let stamp = started.duration_since(UNIX_EPOCH)?.as_secs();
-    let work_dir = services::target_dir()
-        .join("bench")
-        .join(format!("{stamp}{}", if args.quick { "-quick" } else { "" }));
-    std::fs::create_dir_all(&work_dir)?;
-    let mut runner = Runner {
-        bin_dir: bin_dir.clone(),
-        work_dir,
-        commands: Vec::new(),
-    };
+    let Session {
+        started,
+        build_time,
+        bin_dir,
+        mut runner,
+    } = Session::begin(if args.quick { "-quick" } else { "" })?;
 
     let nofile = open_files_limit();
     // The gateway holds two sockets per stream; diag and the mock one each.
@@ -397,26 +564,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         build_time,
     };
     let markdown = results.markdown();
-    let name = format!(
-        "{}-bench{}",
-        &results.date[..10],
-        if args.quick { "-quick" } else { "" }
-    );
-    let dir = project_root().join("bench").join("results");
-    std::fs::create_dir_all(&dir)?;
-    let json_path = dir.join(format!("{name}.json"));
-    let md_path = dir.join(format!("{name}.md"));
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&results.to_json())? + "\n",
+    let name = results_name(&results.date, "bench", args.quick);
+    let paths = write_results(
+        &args.results_dir(),
+        &[
+            (
+                format!("{name}.json"),
+                serde_json::to_string_pretty(&results.to_json())? + "\n",
+            ),
+            (format!("{name}.md"), markdown.clone()),
+        ],
     )?;
-    std::fs::write(&md_path, &markdown)?;
     println!("\n{markdown}");
     println!(
-        "xtask: bench done in {:.0} s; results in {} and {}",
+        "xtask: bench done in {:.0} s; results in {}",
         elapsed.as_secs_f64(),
-        rel(&json_path),
-        rel(&md_path)
+        paths
+            .iter()
+            .map(|p| rel(p))
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     Ok(())
 }
@@ -796,7 +963,6 @@ impl Results {
 
     fn markdown(&self) -> String {
         let mut md = String::new();
-        let m = &self.machine;
         let _ = writeln!(
             md,
             "# Benchmark{}, {}\n",
@@ -805,13 +971,8 @@ impl Results {
         );
         let _ = writeln!(
             md,
-            "- **Machine:** {} cores ({}), {}, Linux {}, open files limit {}.",
-            m.cores,
-            m.cpu,
-            m.memory_kib
-                .map(|k| format!("{:.0} GiB RAM", k as f64 / 1024.0 / 1024.0))
-                .unwrap_or_else(|| "RAM unknown".into()),
-            m.kernel,
+            "- **Machine:** {}, open files limit {}.",
+            self.machine.describe(),
             self.nofile
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "unknown".into())
@@ -937,11 +1098,7 @@ impl Results {
             let _ = writeln!(md, "| {label} | {} |", mib(kib));
         }
 
-        let _ = writeln!(md, "\n## Commands\n\n```sh");
-        for c in &self.commands {
-            let _ = writeln!(md, "{c}");
-        }
-        let _ = writeln!(md, "```");
+        md.push_str(&commands_section(&self.commands));
         md
     }
 }
@@ -952,6 +1109,21 @@ struct Machine {
     cpu: String,
     memory_kib: Option<u64>,
     kernel: String,
+}
+
+impl Machine {
+    /// "2 cores (model), 24 GiB RAM, Linux 6.18.44": one line for a results file's head.
+    fn describe(&self) -> String {
+        format!(
+            "{} cores ({}), {}, Linux {}",
+            self.cores,
+            self.cpu,
+            self.memory_kib
+                .map(|k| format!("{:.0} GiB RAM", k as f64 / 1024.0 / 1024.0))
+                .unwrap_or_else(|| "RAM unknown".into()),
+            self.kernel
+        )
+    }
 }
 
 fn machine() -> Machine {
@@ -1010,8 +1182,59 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 
 /// Resident memory of `pid` in KiB (`VmRSS`), or `None` if it cannot be read.
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), or `None` if it cannot be read.
+fn status_kib(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    kib_field(&status, "VmRSS:")
+    kib_field(&status, name)
+}
+
+/// The body of `GET url`; a non-2xx answer is an error.
+fn http_get(url: &str) -> Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("GET {url}: cannot read the body"))
+}
+
+/// The samples of a Prometheus text exposition whose name (labels included, as written)
+/// starts with `prefix`, e.g. `gateway_shed_total{reason="queue_full"}` and its value.
+fn metric_samples(text: &str, prefix: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            // The value is the last field; a label value may contain spaces, so split from the right.
+            let (name, value) = l.trim_end().rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of the sample named exactly `name`, 0 when the gateway has not exposed it yet.
+fn metric(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// A latency as the scripts printed it: seconds with two decimals from 1 s up, else
+/// milliseconds with `ms_decimals` decimals; "n/a" when diag had no sample.
+fn secs_or_ms(ms: Option<f64>, ms_decimals: usize) -> String {
+    match ms {
+        None => "n/a".into(),
+        Some(ms) if ms >= 1000.0 => format!("{:.2} s", ms / 1000.0),
+        Some(ms) => format!("{ms:.ms_decimals$} ms"),
+    }
 }
 
 fn kib_field(text: &str, name: &str) -> Option<u64> {
@@ -1049,6 +1272,15 @@ fn opt_num(v: &Value, path: &str) -> Result<Option<f64>> {
     f.as_f64()
         .map(Some)
         .with_context(|| format!("`{path}` in diag's report is not a number"))
+}
+
+/// `section.key` when diag wrote the section, `None` when the section is null (diag leaves a
+/// latency section null when nothing was measured, e.g. no stream got a first token).
+fn section_num(v: &Value, section: &str, key: &str) -> Result<Option<f64>> {
+    if field(v, section)?.is_null() {
+        return Ok(None);
+    }
+    opt_num(v, &format!("{section}.{key}"))
 }
 
 fn uint(v: &Value, path: &str) -> Result<u64> {
@@ -1148,6 +1380,60 @@ mod tests {
             &strings(&["-H", "a: b", "it's", "-c"]),
         );
         assert_eq!(line, r"/x/diag -H 'a: b' 'it'\''s' -c");
+    }
+
+    #[test]
+    fn bench_without_a_name_is_still_the_ramp() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::cli::Cli::try_parse_from(args).map(|cli| match cli.command {
+                crate::cli::Command::Bench(b) => Some((b.what, b.quick)),
+                _ => None,
+            })
+        };
+        // What `make bench`, `make bench-quick` and CI run must keep meaning the ramp.
+        assert_eq!(
+            parse(&["xtask", "bench"]).ok(),
+            Some(Some((What::Ramp, false)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "--quick"]).ok(),
+            Some(Some((What::Ramp, true)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "shed"]).ok(),
+            Some(Some((What::Shed, false)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "hedge", "--quick"]).ok(),
+            Some(Some((What::Hedge, true)))
+        );
+        assert!(parse(&["xtask", "bench", "nope"]).is_err());
+    }
+
+    #[test]
+    fn metrics_are_read_by_prefix() {
+        let text = "# HELP gateway_shed_total x\n\
+                    gateway_shed_total{reason=\"queue_full\"} 6100\n\
+                    gateway_shed_total{reason=\"queue_timeout\"} 900\n\
+                    gateway_hedges_fired_total 77\n";
+        let shed = metric_samples(text, "gateway_shed_total{");
+        assert_eq!(shed.len(), 2);
+        assert_eq!(
+            metric(&shed, "gateway_shed_total{reason=\"queue_timeout\"}"),
+            900.0
+        );
+        let hedges = metric_samples(text, "gateway_hedges_");
+        assert_eq!(metric(&hedges, "gateway_hedges_fired_total"), 77.0);
+        assert_eq!(metric(&hedges, "gateway_hedges_won_total"), 0.0);
+    }
+
+    #[test]
+    fn latencies_read_like_the_committed_tables() {
+        assert_eq!(secs_or_ms(Some(1128.447), 1), "1.13 s");
+        assert_eq!(secs_or_ms(Some(205.6), 1), "205.6 ms");
+        assert_eq!(secs_or_ms(Some(102.3), 0), "102 ms");
+        assert_eq!(secs_or_ms(None, 0), "n/a");
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub enum Command {
     Compat,
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
-    /// Benchmarks (release build): stream capacity per mode, overhead, memory; results under bench/results/.
+    /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`.
     Bench(crate::bench::BenchArgs),
 }
 

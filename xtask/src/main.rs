@@ -13,8 +13,10 @@
 //!   stop.
 //! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
 //! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
-//! - [`bench`]: `bench [--quick]`: stream capacity, overhead and memory, written to
-//!   `bench/results/` (`make bench`, `make bench-quick`).
+//! - [`bench`]: `bench [ramp|shed|hedge|cpu] [--quick]`: stream capacity, overhead and memory
+//!   (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged requests
+//!   (`make bench-hedge`) and CPU-bound work per `--cpu-mode` (`make bench-cpu`), written to
+//!   `bench/results/`.
 
 mod bench;
 mod cli;

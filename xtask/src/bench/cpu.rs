@@ -1,0 +1,202 @@
+//! `cargo xtask bench cpu`: CPU-bound work under each `--cpu-mode` (inline, blocking, bounded).
+//!
+//! 400 `POST /v1/solve {"work":20000}` at c = 100 against a fixed gateway with its default CPU
+//! pool, while a second diag probes `/health` 4 times a second, open loop (latency counted from
+//! each probe's intended start, so a stalled gateway cannot hide behind a stalled client). The
+//! probe starts a second before the work and outlives it, so it sees the whole episode. Where
+//! the modes differ is not throughput (2 cores of SHA-256 are 2 cores) but who waits: everyone
+//! (inline), every user of the blocking pool (blocking), or only the excess work, told at once
+//! to come back (bounded).
+//!
+//! `/v1/solve` never calls the upstream, so no mock runs: the gateway is pointed at a free port.
+//! Results: `bench/results/<date>-cpu.md` and diag's reports as `<date>-cpu-<mode>-solve.json`
+//! and `<date>-cpu-<mode>-health.json`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use serde_json::Value;
+
+use super::{
+    BenchArgs, Session, commands_section, field, num, read_json, rel, results_name, run_diag,
+    secs_or_ms, strings, uint, write_results,
+};
+use crate::services;
+
+const MODES: [&str; 3] = ["inline", "blocking", "bounded"];
+/// What the probe's head start is for: the work begins on a gateway whose `/health` is known to
+/// answer, so a slow probe is the work's doing.
+const HEAD_START: Duration = Duration::from_secs(1);
+
+pub(super) fn run(args: &BenchArgs) -> Result<()> {
+    // The probe must outlast the work: 400 requests take ~3.5 s on 2 cores, 100 take ~1 s.
+    let (requests, probe) = if args.quick {
+        ("100", "5s")
+    } else {
+        ("400", "12s")
+    };
+    let mut session = Session::begin("-cpu")?;
+    let bin_dir = session.bin_dir.clone();
+    let runner = &mut session.runner;
+
+    let mut rows = Vec::new();
+    for mode in MODES {
+        println!("\n=== bench cpu: {mode}");
+        let listen = services::free_addr()?;
+        // Nothing listens here: /v1/solve and /health never reach the upstream.
+        let upstream = services::free_addr()?;
+        let gateway = runner.start(
+            &bin_dir,
+            "gateway",
+            listen,
+            &strings(&[
+                "--mode",
+                "fixed",
+                "--cpu-mode",
+                mode,
+                "--listen",
+                &listen.to_string(),
+                "--upstream",
+                &format!("http://{upstream}"),
+                "--drain-secs",
+                "1",
+            ]),
+            &format!("http://{listen}/debug/health-async"),
+        )?;
+        let health_path = runner.work_dir.join(format!("cpu-health-{mode}.json"));
+        let solve_path = runner.work_dir.join(format!("cpu-solve-{mode}.json"));
+        let health_args = strings(&[
+            "load",
+            "-q",
+            "4",
+            "-c",
+            "4",
+            "-z",
+            probe,
+            "--timeout",
+            "10s",
+            "--no-progress",
+            "--json",
+            &health_path.to_string_lossy(),
+            &format!("http://{listen}/health"),
+        ]);
+        let solve_args = strings(&[
+            "load",
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            r#"{"work":20000}"#,
+            "-c",
+            "100",
+            "-n",
+            requests,
+            "--timeout",
+            "30s",
+            "--no-progress",
+            "--json",
+            &solve_path.to_string_lossy(),
+            &format!("http://{listen}/v1/solve"),
+        ]);
+        let health_program = runner.note_diag(&health_args, " &");
+        let solve_program = runner.note_diag(&solve_args, "");
+        std::thread::scope(|scope| -> Result<()> {
+            let probe = scope.spawn(|| run_diag(&health_program, &health_args));
+            std::thread::sleep(HEAD_START);
+            let solved = run_diag(&solve_program, &solve_args);
+            let probed = probe
+                .join()
+                .map_err(|_| anyhow!("the /health probe's thread panicked"))?;
+            // Both must have run; the work's failure is the one to report first.
+            solved.and(probed)
+        })?;
+        drop(gateway);
+
+        let line = row(mode, &read_json(&solve_path)?, &read_json(&health_path)?)?;
+        println!("xtask: {mode} done: {line}");
+        rows.push((mode, solve_path, health_path, line));
+    }
+
+    let date = session.date();
+    let name = results_name(&date, "cpu", args.quick);
+    let mut md = session.head(
+        "CPU-bound work per --cpu-mode",
+        "cpu",
+        args.quick,
+        &[format!(
+            "Load: {requests} `POST /v1/solve {{\"work\":20000}}` at c = 100 (`diag load -c 100 -n {requests}`) \
+             against a fixed gateway with its default CPU pool, while `diag load -q 4 -c 4 -z {probe}` \
+             probes `/health`, open loop, from {} s before."
+            , HEAD_START.as_secs()
+        )],
+    );
+    md.push_str(
+        "\n| --cpu-mode | solve req/s | solve p50 / p99 | answers | /health p99 | /health answers |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (_, _, _, line) in &rows {
+        md.push_str(line);
+        md.push('\n');
+    }
+    md.push_str(&commands_section(&session.runner.commands));
+
+    let mut files = vec![(format!("{name}.md"), md.clone())];
+    for (mode, solve_path, health_path, _) in &rows {
+        files.push((
+            format!("{name}-{mode}-solve.json"),
+            std::fs::read_to_string(solve_path)?,
+        ));
+        files.push((
+            format!("{name}-{mode}-health.json"),
+            std::fs::read_to_string(health_path)?,
+        ));
+    }
+    let paths = write_results(&args.results_dir(), &files)?;
+    println!("\n{md}");
+    println!(
+        "xtask: bench cpu done; results in {}",
+        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+/// One mode's table row.
+fn row(mode: &str, solve: &Value, health: &Value) -> Result<String> {
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "| {mode} | {:.1} | {:.0} / {:.0} ms | {} | {} | {} |",
+        num(solve, "rps")?,
+        num(solve, "latency_ms.p50")?,
+        num(solve, "latency_ms.p99")?,
+        answers(solve)?,
+        secs_or_ms(Some(num(health, "latency_ms.p99")?), 1),
+        answers(health)?,
+    );
+    Ok(line)
+}
+
+/// "400 × 200" or "67 × 200, 333 × 503", then the transport errors if there were any.
+fn answers(report: &Value) -> Result<String> {
+    let statuses = field(report, "status_codes")?
+        .as_object()
+        .context("`status_codes` in diag's report is not an object")?;
+    let mut parts = Vec::new();
+    for (status, count) in statuses {
+        let count = count
+            .as_u64()
+            .with_context(|| format!("`status_codes.{status}` is not an integer"))?;
+        parts.push(format!("{count} × {status}"));
+    }
+    let errors = uint(report, "requests.errors")?;
+    if errors > 0 {
+        parts.push(format!("{errors} errors"));
+    }
+    Ok(if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    })
+}

@@ -1,0 +1,248 @@
+//! `cargo xtask bench shed`: load shedding at 5x the configured concurrency (lesson 8).
+//!
+//! The mock paces each stream at TTFT 200 ms + 40 tokens × 50 ms = ~2.2 s. The gateway is capped
+//! at `--max-concurrent-requests 200` (queue 100, wait 1 s). diag offers streams open loop at
+//! 455/s, i.e. 455 × 2.2 s = ~1,000 streams wanting to be open at once: 5x the cap. The same load
+//! runs again with no wait queue (shed at once), and with the cap lifted (100,000), to show what
+//! the queue costs and what the cap buys.
+//!
+//! Reported per run: streams accepted (completed) and shed (HTTP 503), TTFT and end-to-end p99
+//! of the accepted ones, `/health` p99 (polled every 250 ms from diag's own thread), the
+//! gateway's peak RSS (`VmHWM`, read before it is stopped) and its `gateway_shed_total` counters
+//! from `/metrics`. Results: `bench/results/<date>-shed.md` and diag's report of each run as
+//! `<date>-shed-<run>.json`. The Markdown has the table; what it means is written by hand into
+//! the committed results (the numbers move from machine to machine, the reading does not).
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{
+    BenchArgs, Session, commands_section, field, http_get, metric_samples, opt_num, read_json, rel,
+    results_name, secs_or_ms, section_num, status_kib, strings, uint, write_results,
+};
+use crate::services;
+
+/// The mock's pacing: a stream takes ~2.2 s.
+const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "200", "--itl-ms", "50", "--tokens", "40"];
+/// Streams offered per second, open loop: ~1,000 wanted at once, 5x the cap of 200.
+const RATE: &str = "455";
+
+/// The three gateway limit sets, by run name.
+const RUNS: [(&str, &[&str]); 3] = [
+    (
+        "capped",
+        &[
+            "--max-concurrent-requests",
+            "200",
+            "--max-queued-requests",
+            "100",
+            "--max-queue-wait-ms",
+            "1000",
+        ],
+    ),
+    (
+        "no-queue",
+        &[
+            "--max-concurrent-requests",
+            "200",
+            "--max-queued-requests",
+            "0",
+        ],
+    ),
+    ("uncapped", &["--max-concurrent-requests", "100000"]),
+];
+
+/// One run's row.
+struct Row {
+    limits: String,
+    report: Value,
+    peak_rss_kib: Option<u64>,
+    shed_counters: Vec<(String, f64)>,
+}
+
+pub(super) fn run(args: &BenchArgs) -> Result<()> {
+    let duration = if args.quick { "5s" } else { "20s" };
+    let mut session = Session::begin("-shed")?;
+    let bin_dir = session.bin_dir.clone();
+    let runner = &mut session.runner;
+
+    let mock_listen = services::free_addr()?;
+    let mut mock_args = strings(&["--listen", &mock_listen.to_string()]);
+    mock_args.extend(strings(&MOCK_ARGS));
+    let _mock = runner.start(
+        &bin_dir,
+        "mock-llm",
+        mock_listen,
+        &mock_args,
+        &format!("http://{mock_listen}/health"),
+    )?;
+
+    let mut rows = Vec::new();
+    for (name, limits) in RUNS {
+        println!("\n=== bench shed: {name}");
+        let listen = services::free_addr()?;
+        let mut gateway_args = strings(&[
+            "--mode",
+            "fixed",
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &format!("http://{mock_listen}"),
+            // Only how long the stop waits for open streams after diag is done; no effect on
+            // the numbers, and it keeps the three runs from waiting on each other.
+            "--drain-secs",
+            "1",
+        ]);
+        gateway_args.extend(strings(limits));
+        let gateway = runner.start(
+            &bin_dir,
+            "gateway",
+            listen,
+            &gateway_args,
+            &format!("http://{listen}/debug/health-async"),
+        )?;
+        let report_path = runner.work_dir.join(format!("shed-{name}.json"));
+        runner.diag(&strings(&[
+            "llm",
+            "--base-url",
+            &format!("http://{listen}"),
+            "-q",
+            RATE,
+            "-z",
+            duration,
+            "--health",
+            "--timeout",
+            "30s",
+            "--no-progress",
+            "--json",
+            &report_path.to_string_lossy(),
+        ]))?;
+        // Read while the gateway still runs: its peak memory and its own count of what it shed.
+        let peak_rss_kib = status_kib(gateway.pid(), "VmHWM:");
+        let metrics = http_get(&format!("http://{listen}/metrics"))?;
+        drop(gateway);
+        let row = Row {
+            limits: limits.join(" "),
+            report: read_json(&report_path)?,
+            peak_rss_kib,
+            shed_counters: {
+                // Sorted: the gateway exposes the labels in no fixed order.
+                let mut counters = metric_samples(&metrics, "gateway_shed_total{");
+                counters.sort_by(|a, b| a.0.cmp(&b.0));
+                counters
+            },
+        };
+        let line = row.markdown()?;
+        println!("xtask: {name} done: {line}");
+        rows.push((name, report_path, line));
+    }
+
+    let date = session.date();
+    let name = results_name(&date, "shed", args.quick);
+    let mut md = session.head(
+        "Load shedding at 5x the configured concurrency",
+        "shed",
+        args.quick,
+        &[format!(
+            "Load: `diag llm -q {RATE} -z {duration} --health --timeout 30s` against \
+             `mock-llm {}`: {RATE} streams/s x ~2.2 s each = ~1000 wanted at once.",
+            MOCK_ARGS.join(" ")
+        )],
+    );
+    md.push_str(
+        "\n| gateway limits | streams offered | accepted (completed) | shed (503) | other failures \
+         | TTFT p99 accepted | E2E p99 accepted | /health p99 | /health failures | gateway peak RSS \
+         | shed counters |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (_, _, line) in &rows {
+        md.push_str(line);
+        md.push('\n');
+    }
+    md.push_str(&commands_section(&session.runner.commands));
+
+    let mut files = vec![(format!("{name}.md"), md.clone())];
+    for (run, report_path, _) in &rows {
+        let report = std::fs::read_to_string(report_path)?;
+        files.push((format!("{name}-{run}.json"), report));
+    }
+    let paths = write_results(&args.results_dir(), &files)?;
+    println!("\n{md}");
+    println!(
+        "xtask: bench shed done; results in {}",
+        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+impl Row {
+    /// The table row: the columns of the committed `2026-11-23-shed.md`, so results compare.
+    fn markdown(&self) -> Result<String> {
+        let r = &self.report;
+        let errors = field(r, "streams.errors")?
+            .as_object()
+            .context("`streams.errors` in diag's report is not an object")?;
+        let mut shed = 0;
+        let mut other = 0;
+        let mut other_kinds = Vec::new();
+        for (kind, count) in errors {
+            let Some(count) = count.as_u64() else {
+                bail!("`streams.errors.{kind}` in diag's report is not an integer");
+            };
+            if kind == "http_503" {
+                shed += count;
+            } else {
+                other += count;
+                other_kinds.push(format!("{kind} {count}"));
+            }
+        }
+        let health = field(r, "health")?;
+        let (health_p99, health_failures) = if health.is_null() {
+            ("n/a".to_string(), "no samples".to_string())
+        } else {
+            (
+                secs_or_ms(opt_num(r, "health.p99_ms")?, 1),
+                format!(
+                    "{} timeouts, {} errors of {}",
+                    uint(r, "health.timeouts")?,
+                    uint(r, "health.errors")?,
+                    uint(r, "health.samples")?
+                ),
+            )
+        };
+        let counters = self
+            .shed_counters
+            .iter()
+            .map(|(name, value)| {
+                // `gateway_shed_total{reason="queue_full"}` -> `queue_full 6100`
+                let reason = name.split('"').nth(1).unwrap_or(name);
+                format!("{reason} {value:.0}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut row = String::new();
+        let _ = write!(
+            row,
+            "| `{}` | {} | {} | {shed} | {other}{} | {} | {} | {health_p99} | {health_failures} | {} | {} |",
+            self.limits,
+            uint(r, "streams.started")?,
+            uint(r, "streams.completed")?,
+            if other_kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", other_kinds.join(", "))
+            },
+            secs_or_ms(section_num(r, "ttft_ms", "p99")?, 1),
+            secs_or_ms(section_num(r, "e2e_ms", "p99")?, 1),
+            self.peak_rss_kib
+                .map_or_else(|| "n/a".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
+            if counters.is_empty() {
+                "none exposed".to_string()
+            } else {
+                counters
+            },
+        );
+        Ok(row)
+    }
+}
