@@ -307,6 +307,44 @@ impl Runner {
             .push(command_line(&bin_dir.join(program), args) + " &");
         services::start_in(&self.work_dir, bin_dir, program, listen, args, ready_url)
     }
+
+    /// A mock-llm on a free port with `flags`; ready when its `/health` answers.
+    fn start_mock(&mut self, bin_dir: &Path, flags: &[String]) -> Result<(Service, SocketAddr)> {
+        let listen = services::free_addr()?;
+        let mut args = strings(&["--listen", &listen.to_string()]);
+        args.extend_from_slice(flags);
+        let ready = format!("http://{listen}/health");
+        Ok((
+            self.start(bin_dir, "mock-llm", listen, &args, &ready)?,
+            listen,
+        ))
+    }
+
+    /// A gateway on a free port in front of `upstream`, with `flags` (mode, limits, ...); ready
+    /// when `/debug/health-async` answers. `--drain-secs 1` only bounds how long its stop waits
+    /// for open streams once diag is done: no effect on the numbers.
+    fn start_gateway(
+        &mut self,
+        bin_dir: &Path,
+        upstream: SocketAddr,
+        flags: &[String],
+    ) -> Result<(Service, SocketAddr)> {
+        let listen = services::free_addr()?;
+        let mut args = strings(&[
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--drain-secs",
+            "1",
+        ]);
+        args.extend_from_slice(flags);
+        let ready = format!("http://{listen}/debug/health-async");
+        Ok((
+            self.start(bin_dir, "gateway", listen, &args, &ready)?,
+            listen,
+        ))
+    }
 }
 
 /// Runs diag with `args`; fails if it exits with a status other than 0 or Ctrl-C was pressed.
@@ -448,14 +486,9 @@ fn capacity(args: &BenchArgs) -> Result<()> {
     let max_streams = nofile.map(|n| n.saturating_sub(FD_RESERVE) / 2);
     let nginx = find_on_path("nginx");
 
-    let mock_listen = services::free_addr()?;
-    let _mock = runner.start(
+    let (_mock, mock_listen) = runner.start_mock(
         &bin_dir,
-        "mock-llm",
-        mock_listen,
         &strings(&[
-            "--listen",
-            &mock_listen.to_string(),
             "--ttft-ms",
             &TTFT_MS.to_string(),
             "--itl-ms",
@@ -465,12 +498,11 @@ fn capacity(args: &BenchArgs) -> Result<()> {
             "--seed",
             "1",
         ]),
-        &format!("http://{mock_listen}/health"),
     )?;
 
     // Fixed gateway: idle memory, overhead, ramp, memory after.
     let (fixed_ramp, overhead) = {
-        let (gateway, gateway_url) = start_gateway(&mut runner, &bin_dir, "fixed", 4, mock_listen)?;
+        let (gateway, gateway_url) = ramp_gateway(&mut runner, &bin_dir, "fixed", 4, mock_listen)?;
         std::thread::sleep(Duration::from_millis(500));
         let idle = rss_kib(gateway.pid());
 
@@ -527,7 +559,7 @@ fn capacity(args: &BenchArgs) -> Result<()> {
     println!("\n=== bench: stream capacity, broken gateway");
     let broken_ramp = {
         let (gateway, gateway_url) =
-            start_gateway(&mut runner, &bin_dir, "broken", BROKEN_POOL, mock_listen)?;
+            ramp_gateway(&mut runner, &bin_dir, "broken", BROKEN_POOL, mock_listen)?;
         std::thread::sleep(Duration::from_millis(500));
         let idle = rss_kib(gateway.pid());
         let mut ramp = ramp(
@@ -588,35 +620,27 @@ fn capacity(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn start_gateway(
+/// A ramp gateway: `mode` with a pool of `blocking_threads`, and its base URL.
+fn ramp_gateway(
     runner: &mut Runner,
     bin_dir: &Path,
     mode: &str,
     blocking_threads: u16,
     mock_listen: SocketAddr,
 ) -> Result<(Service, String)> {
-    let listen = services::free_addr()?;
-    let gateway = runner.start(
+    let (gateway, listen) = runner.start_gateway(
         bin_dir,
-        "gateway",
-        listen,
+        mock_listen,
         &strings(&[
             "--mode",
             mode,
             "--blocking-threads",
             &blocking_threads.to_string(),
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &format!("http://{mock_listen}"),
-            "--drain-secs",
-            "1",
             // The ramp measures the gateway's own capacity (up to 8,000 streams), so the
             // inbound cap, 1,024 by default, must not shed first.
             "--max-concurrent-requests",
             "100000",
         ]),
-        &format!("http://{listen}/debug/health-async"),
     )?;
     Ok((gateway, format!("http://{listen}")))
 }

@@ -43,26 +43,12 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for mode in MODES {
         println!("\n=== bench cpu: {mode}");
-        let listen = services::free_addr()?;
         // Nothing listens here: /v1/solve and /health never reach the upstream.
         let upstream = services::free_addr()?;
-        let gateway = runner.start(
+        let (gateway, listen) = runner.start_gateway(
             &bin_dir,
-            "gateway",
-            listen,
-            &strings(&[
-                "--mode",
-                "fixed",
-                "--cpu-mode",
-                mode,
-                "--listen",
-                &listen.to_string(),
-                "--upstream",
-                &format!("http://{upstream}"),
-                "--drain-secs",
-                "1",
-            ]),
-            &format!("http://{listen}/debug/health-async"),
+            upstream,
+            &strings(&["--mode", "fixed", "--cpu-mode", mode]),
         )?;
         let health_path = runner.work_dir.join(format!("cpu-health-{mode}.json"));
         let solve_path = runner.work_dir.join(format!("cpu-solve-{mode}.json"));

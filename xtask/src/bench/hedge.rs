@@ -21,7 +21,6 @@ use super::{
     BenchArgs, Session, commands_section, http_get, metric, metric_samples, read_json, rel,
     results_name, secs_or_ms, section_num, strings, uint, write_results,
 };
-use crate::services;
 
 /// The hedging flags of the runs that hedge; the label in the table leaves out the route.
 const HEDGE_ROUTE: [&str; 2] = ["--hedge-routes", "/v1/chat/completions"];
@@ -49,45 +48,20 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (name, tail, hedge) in RUNS {
         println!("\n=== bench hedge: {name}");
-        let mock_listen = services::free_addr()?;
-        let mut mock_args = strings(&["--listen", &mock_listen.to_string()]);
-        mock_args.extend(strings(&MOCK_ARGS));
+        let mut mock_args = strings(&MOCK_ARGS);
         mock_args.extend(strings(&[
             "--heavy-tail",
             &tail.to_string(),
             "--seed",
             SEED,
         ]));
-        let mock = runner.start(
-            &bin_dir,
-            "mock-llm",
-            mock_listen,
-            &mock_args,
-            &format!("http://{mock_listen}/health"),
-        )?;
-        let listen = services::free_addr()?;
-        let mut gateway_args = strings(&[
-            "--mode",
-            "fixed",
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &format!("http://{mock_listen}"),
-            // Only how long the stop waits for open streams after diag is done.
-            "--drain-secs",
-            "1",
-        ]);
+        let (mock, mock_listen) = runner.start_mock(&bin_dir, &mock_args)?;
+        let mut gateway_args = strings(&["--mode", "fixed"]);
         if let Some(flags) = hedge {
             gateway_args.extend(strings(&HEDGE_ROUTE));
             gateway_args.extend(strings(flags));
         }
-        let gateway = runner.start(
-            &bin_dir,
-            "gateway",
-            listen,
-            &gateway_args,
-            &format!("http://{listen}/debug/health-async"),
-        )?;
+        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("hedge-{name}.json"));
         runner.diag(&strings(&[
             "llm",

@@ -22,7 +22,6 @@ use super::{
     BenchArgs, Session, commands_section, field, http_get, metric_samples, opt_num, read_json, rel,
     results_name, secs_or_ms, section_num, status_kib, strings, uint, write_results,
 };
-use crate::services;
 
 /// The mock's pacing: a stream takes ~2.2 s.
 const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "200", "--itl-ms", "50", "--tokens", "40"];
@@ -68,41 +67,14 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
     let bin_dir = session.bin_dir.clone();
     let runner = &mut session.runner;
 
-    let mock_listen = services::free_addr()?;
-    let mut mock_args = strings(&["--listen", &mock_listen.to_string()]);
-    mock_args.extend(strings(&MOCK_ARGS));
-    let _mock = runner.start(
-        &bin_dir,
-        "mock-llm",
-        mock_listen,
-        &mock_args,
-        &format!("http://{mock_listen}/health"),
-    )?;
+    let (_mock, mock_listen) = runner.start_mock(&bin_dir, &strings(&MOCK_ARGS))?;
 
     let mut rows = Vec::new();
     for (name, limits) in RUNS {
         println!("\n=== bench shed: {name}");
-        let listen = services::free_addr()?;
-        let mut gateway_args = strings(&[
-            "--mode",
-            "fixed",
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &format!("http://{mock_listen}"),
-            // Only how long the stop waits for open streams after diag is done; no effect on
-            // the numbers, and it keeps the three runs from waiting on each other.
-            "--drain-secs",
-            "1",
-        ]);
+        let mut gateway_args = strings(&["--mode", "fixed"]);
         gateway_args.extend(strings(limits));
-        let gateway = runner.start(
-            &bin_dir,
-            "gateway",
-            listen,
-            &gateway_args,
-            &format!("http://{listen}/debug/health-async"),
-        )?;
+        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("shed-{name}.json"));
         runner.diag(&strings(&[
             "llm",
