@@ -20,8 +20,6 @@
 //! Every answer says where the time went: `queued_ms` (waiting for a thread or a permit) and
 //! `compute_ms` (hashing). Drive it with `diag load` while `diag watch` runs (see README.md).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -33,10 +31,10 @@ use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::limits::Admission;
 
 /// The largest `work` accepted: about a second of one core in a release build.
 pub const MAX_WORK: u64 = 2_000_000;
@@ -63,15 +61,15 @@ impl CpuMode {
     }
 }
 
-/// The CPU endpoint's state: its mode, the permits, and the admission count.
+/// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue.
 #[derive(Debug)]
 pub struct Cpu {
     mode: CpuMode,
-    permits: Arc<Semaphore>,
+    /// `--cpu-workers` places, `--cpu-queue` waiting, for as long as it takes: a request in the
+    /// queue will be served, so it need not give up; one past it is refused at once.
+    bounded: Admission,
     workers: usize,
     queue_limit: usize,
-    /// Requests admitted in bounded mode and not yet answered (running or waiting).
-    in_flight: AtomicUsize,
 }
 
 impl Cpu {
@@ -81,10 +79,9 @@ impl Cpu {
         });
         Self {
             mode,
-            permits: Arc::new(Semaphore::new(workers)),
+            bounded: Admission::new(workers, queue_limit, Duration::MAX),
             workers,
             queue_limit,
-            in_flight: AtomicUsize::new(0),
         }
     }
 }
@@ -115,15 +112,6 @@ pub fn compute(work: u64) -> [u8; 32] {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Gives an admission slot back however the request ends (answered, failed, client gone).
-struct Admitted<'a>(&'a AtomicUsize);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 pub async fn solve(
@@ -180,17 +168,11 @@ async fn run(
             .await
             .map_err(|e| ApiError::internal(format!("the CPU job failed: {e}")))?,
         CpuMode::Bounded => {
-            let limit = cpu.workers + cpu.queue_limit;
-            if cpu.in_flight.fetch_add(1, Ordering::SeqCst) >= limit {
-                cpu.in_flight.fetch_sub(1, Ordering::SeqCst);
+            // The only refusal: the queue is full (the wait itself has no limit).
+            let Ok(permit) = cpu.bounded.admit().await else {
                 state.metrics.shed("cpu_queue_full");
                 return Ok(queue_full(cpu));
-            }
-            let _admitted = Admitted(&cpu.in_flight);
-            let permit = Arc::clone(&cpu.permits)
-                .acquire_owned()
-                .await
-                .map_err(|_| ApiError::internal("the CPU semaphore is closed"))?;
+            };
             let (digest, waited, computed) = state
                 .pool
                 .spawn(move |waited| {

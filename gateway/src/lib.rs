@@ -115,7 +115,7 @@ pub struct AppState {
     /// The upstreams, each with its own client and limits; requests are routed by `model`.
     pub providers: Arc<providers::Providers>,
     /// `--max-concurrent-requests` and its bounded wait queue (see [`limits`]).
-    pub inbound: Arc<limits::Inbound>,
+    pub inbound: Arc<limits::Admission>,
     /// `--rate-limit-rpm` per API key.
     pub key_limits: Arc<limits::KeyLimits>,
     /// Retries and hedges, with their budgets (see [`resilience`]).
@@ -135,7 +135,7 @@ pub struct AppState {
     /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
     pub cpu: Arc<cpu::Cpu>,
     /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
-    pub ws: Arc<ws::WsLimit>,
+    pub ws: Arc<limits::Admission>,
     /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
     /// their chat (see [`shutdown`]).
     pub draining: Arc<tokio::sync::watch::Sender<bool>>,
@@ -153,7 +153,7 @@ impl AppState {
             mode: config.mode,
             providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
             pool,
-            inbound: Arc::new(limits::Inbound::new(
+            inbound: Arc::new(limits::Admission::new(
                 config.max_concurrent_requests,
                 config.max_queued_requests,
                 config.max_queue_wait(),
@@ -174,7 +174,11 @@ impl AppState {
                 config.cpu_workers,
                 config.cpu_queue,
             )),
-            ws: Arc::new(ws::WsLimit::new(config.ws_max_connections)),
+            ws: Arc::new(limits::Admission::new(
+                config.ws_max_connections,
+                0,
+                Duration::ZERO,
+            )),
             draining: Arc::new(tokio::sync::watch::Sender::new(false)),
             sse_keepalive: (config.sse_keepalive_secs > 0)
                 .then(|| Duration::from_secs(config.sse_keepalive_secs)),

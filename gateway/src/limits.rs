@@ -5,7 +5,7 @@
 //! bigger pool, it is a bound in front of it, chosen on purpose, with a clear answer past it.
 //! This file holds the gateway's inbound bounds:
 //!
-//! - **Concurrency** ([`Inbound`]): at most `--max-concurrent-requests` requests are served at
+//! - **Concurrency** ([`Admission`]): at most `--max-concurrent-requests` requests are served at
 //!   once, and a streaming response keeps its place until its *last* byte. That detail is the
 //!   whole difference: tower's `ConcurrencyLimitLayer` releases its permit when the response's
 //!   headers are ready, i.e. at the first byte of a 45 s stream, so it bounds nothing that
@@ -50,10 +50,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// `--max-concurrent-requests` places, `--max-queued-requests` waiting, each for at most
-/// `--max-queue-wait-ms`.
+/// `limit` places, at most `max_queued` waiting for one, each for at most `max_wait`: the one
+/// shape of bound the gateway uses, everywhere it bounds something. Inbound requests
+/// (`--max-concurrent-requests`, `--max-queued-requests`, `--max-queue-wait-ms`), a provider's
+/// upstream slots (`max-concurrent`, `pool-timeout-ms`), `/v1/solve`'s computations
+/// (`--cpu-workers`, `--cpu-queue`) and WebSockets (`--ws-max-connections`, no queue).
 #[derive(Debug)]
-pub struct Inbound {
+pub struct Admission {
     /// One permit per place. Tokio's semaphore is fair: waiters get permits in arrival order.
     slots: Arc<Semaphore>,
     limit: usize,
@@ -68,7 +71,7 @@ pub struct Inbound {
 pub enum Shed {
     /// Every place taken and the wait queue full: refused at once.
     QueueFull,
-    /// Waited `--max-queue-wait-ms` without getting a place.
+    /// Waited the longest allowed without getting a place.
     QueueTimeout,
 }
 
@@ -81,7 +84,8 @@ impl Shed {
     }
 }
 
-impl Inbound {
+impl Admission {
+    /// `max_wait` may be `Duration::MAX`: wait as long as it takes (tokio caps the timer).
     pub fn new(limit: usize, max_queued: usize, max_wait: Duration) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
@@ -122,6 +126,7 @@ impl Inbound {
         self.limit
     }
 
+    /// The inbound limit's 503, naming its flags.
     fn shed_error(&self, shed: Shed) -> ApiError {
         let why = match shed {
             Shed::QueueFull => format!(
@@ -349,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn places_queue_and_shed() {
-        let inbound = Arc::new(Inbound::new(1, 1, Duration::from_millis(300)));
+        let inbound = Arc::new(Admission::new(1, 1, Duration::from_millis(300)));
         let first = inbound.admit().await.expect("a free place");
         assert_eq!(inbound.in_use(), 1);
         let second = tokio::spawn({

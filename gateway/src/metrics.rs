@@ -325,7 +325,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .live_streams
             .load(std::sync::atomic::Ordering::Relaxed),
     ));
-    m.ws_connections.set(as_gauge(state.ws.live()));
+    m.ws_connections.set(as_gauge(state.ws.in_use()));
     for provider in state.providers.iter() {
         let label = ProviderLabel {
             provider: provider.name.clone(),

@@ -31,15 +31,19 @@ use axum::http::StatusCode;
 use futures_util::StreamExt as _;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use prometheus_client::metrics::counter::Counter;
 use reqwest::Url;
-use tokio::sync::Semaphore;
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::metrics::Metrics;
+use crate::limits::Admission;
+use crate::metrics::{Attempt, Metrics};
 use crate::pool::BlockingPool;
 use crate::resilience::Budgets;
 use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
+
+/// The kinds of upstream attempt (see [`crate::resilience`]).
+const ATTEMPT_KINDS: [&str; 3] = ["first", "retry", "hedge"];
 
 /// One upstream: its client, its URLs, its models and its limits.
 #[derive(Debug)]
@@ -52,13 +56,16 @@ pub struct Provider {
     pub stream_url: Url,
     /// The models named in the config (without `"*"`).
     pub models: Vec<String>,
-    /// One permit per upstream request in flight.
-    slots: Arc<Semaphore>,
-    limit: usize,
+    /// One place per upstream request in flight, waited for up to `pool-timeout-ms`. The wait
+    /// queue has no count of its own: the inbound cap already bounds who can be waiting.
+    slots: Admission,
     pool_timeout: Duration,
     rate: Option<(DefaultDirectRateLimiter, u32)>,
     /// This provider's retry and hedge budgets: its outage must not spend the others'.
     pub budgets: Budgets,
+    /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
+    /// once here, so an attempt costs an atomic add, not a label allocation and a map lookup.
+    attempts: [Counter; 3],
     metrics: Arc<Metrics>,
 }
 
@@ -82,6 +89,7 @@ impl Provider {
                 .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))
         };
         let limit = provider.max_concurrent_or_default(config);
+        let pool_timeout = Duration::from_millis(provider.pool_timeout_ms);
         let rate = provider
             .requests_per_minute
             .and_then(NonZeroU32::new)
@@ -104,11 +112,19 @@ impl Provider {
                 .filter(|m| *m != "*")
                 .cloned()
                 .collect(),
-            slots: Arc::new(Semaphore::new(limit)),
-            limit,
-            pool_timeout: Duration::from_millis(provider.pool_timeout_ms),
+            slots: Admission::new(limit, usize::MAX, pool_timeout),
+            pool_timeout,
             rate,
             budgets: Budgets::new(config),
+            attempts: ATTEMPT_KINDS.map(|kind| {
+                metrics
+                    .attempts
+                    .get_or_create(&Attempt {
+                        provider: provider.name.clone(),
+                        kind,
+                    })
+                    .clone()
+            }),
             metrics: Arc::clone(metrics),
         })
     }
@@ -117,9 +133,7 @@ impl Provider {
     /// is given back when the body ends or is dropped.
     pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
         // The slot first: a request shed as busy must not spend a token of the provider's rate.
-        let slot =
-            tokio::time::timeout(self.pool_timeout, Arc::clone(&self.slots).acquire_owned()).await;
-        let Ok(Ok(slot)) = slot else {
+        let Ok(slot) = self.slots.admit().await else {
             self.metrics.shed("provider_busy");
             return Err(ApiError::overloaded(
                 "provider_busy",
@@ -127,7 +141,7 @@ impl Provider {
                     "provider {} has {} requests in progress, its max-concurrent, and none \
                      finished within {} ms (pool-timeout-ms); retry after a second",
                     self.name,
-                    self.limit,
+                    self.slots.limit(),
                     self.pool_timeout.as_millis()
                 ),
             )
@@ -157,13 +171,20 @@ impl Provider {
         Ok(response)
     }
 
+    /// Counts one upstream attempt of `kind` (`first`, `retry` or `hedge`).
+    pub fn count_attempt(&self, kind: &'static str) {
+        if let Some(index) = ATTEMPT_KINDS.iter().position(|k| *k == kind) {
+            self.attempts[index].inc();
+        }
+    }
+
     /// Upstream requests open now: its connections in use.
     pub fn in_use(&self) -> usize {
-        self.limit.saturating_sub(self.slots.available_permits())
+        self.slots.in_use()
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.slots.limit()
     }
 }
 

@@ -69,7 +69,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::metrics::{Attempt, Metrics, Reason};
+use crate::metrics::{Metrics, Reason};
 use crate::providers::Provider;
 use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
 
@@ -241,13 +241,7 @@ impl Resilience {
         let started = Instant::now();
         let deadline = plan.deadline.map(|d| started + d);
         let attempt = |kind: &'static str| {
-            metrics
-                .attempts
-                .get_or_create(&Attempt {
-                    provider: provider.name.clone(),
-                    kind,
-                })
-                .inc();
+            provider.count_attempt(kind);
             let request = request.clone();
             async move { (kind, attempt(provider, request, hedging).await) }.boxed()
         };

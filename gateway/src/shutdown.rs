@@ -79,7 +79,7 @@ pub async fn serve_with_drain(
     draining.send_replace(true);
     let drained = async {
         let result = server.await;
-        while sockets.live() > 0 {
+        while sockets.in_use() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         result
@@ -92,7 +92,7 @@ pub async fn serve_with_drain(
         Err(_) => {
             tracing::warn!(
                 live_streams = live.load(Ordering::Relaxed),
-                websockets = sockets.live(),
+                websockets = sockets.in_use(),
                 "drain deadline passed; cutting the remaining streams"
             );
             Ok(())

@@ -8,7 +8,7 @@
 //! - **Its own cap.** A socket lives for minutes, idle most of the time. The inbound limit
 //!   ([`crate::limits::admit`]) holds its place only until the `101 Switching Protocols`
 //!   response's (empty) body ends, so it does not bound WebSockets at all. They are bounded by
-//!   `--ws-max-connections` ([`WsLimit`]), counted in `gateway_ws_connections`. Past it the
+//!   `--ws-max-connections` (a [`crate::limits::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
 //!   upgrade completes and the socket is closed at once with code **1013** (Try Again Later)
 //!   and a reason naming the flag, counted in `gateway_ws_rejected_total`: an HTTP error before
 //!   the upgrade is shown by browsers only as a generic failure, a close code is readable.
@@ -59,42 +59,12 @@ use axum::response::{IntoResponse, Response};
 use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::resilience::Plan;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
-
-/// `--ws-max-connections` slots; a live socket holds one until it ends.
-#[derive(Debug)]
-pub struct WsLimit {
-    slots: Arc<Semaphore>,
-    limit: usize,
-}
-
-impl WsLimit {
-    pub fn new(limit: usize) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(limit)),
-            limit,
-        }
-    }
-
-    /// A slot if one is free; never waits (a socket is refused with 1013, not queued).
-    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.slots).try_acquire_owned().ok()
-    }
-
-    /// Live sockets: the `gateway_ws_connections` gauge.
-    pub fn live(&self) -> usize {
-        self.limit.saturating_sub(self.slots.available_permits())
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-}
 
 /// The upgrade. The slot is taken here, before the `101`, so two sockets racing for the last
 /// slot are decided in arrival order, and a socket counts as soon as its client sees it open.
@@ -119,7 +89,8 @@ pub async fn chat_ws(
         Ok(plan) => plan,
         Err(error) => return error.into_response(),
     };
-    let slot = state.ws.try_acquire();
+    // No queue: a socket past the cap is refused with 1013 at once, never kept waiting.
+    let slot = state.ws.admit().await.ok();
     let mut forwarded = forwarded_request_headers(&headers);
     forwarded.insert(
         header::CONTENT_TYPE,
