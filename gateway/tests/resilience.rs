@@ -37,19 +37,9 @@ fn attempts(response: &reqwest::Response) -> u32 {
         .unwrap()
 }
 
+/// A fast mock whose first `first` requests get `fault`, the rest none.
 fn mock_with(fault: &str, first: &str) -> Mock {
-    Mock::start(&[
-        "--ttft-ms",
-        "5",
-        "--itl-ms",
-        "5",
-        "--tokens",
-        "4",
-        "--fault",
-        fault,
-        "--fault-first",
-        first,
-    ])
+    Mock::fast_with(&["--fault", fault, "--fault-first", first])
 }
 
 #[tokio::test]

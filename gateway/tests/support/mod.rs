@@ -23,7 +23,12 @@ pub struct Mock {
 impl Mock {
     /// Fast defaults: TTFT and ITL 5 ms, 4 tokens, seed 1. Slow cases set `x-mock-*` headers.
     pub fn fast() -> Self {
-        Self::start(&[
+        Self::fast_with(&[])
+    }
+
+    /// The fast defaults plus `extra` flags (a fault, say).
+    pub fn fast_with(extra: &[&str]) -> Self {
+        let mut args = vec![
             "--ttft-ms",
             "5",
             "--itl-ms",
@@ -32,7 +37,9 @@ impl Mock {
             "4",
             "--seed",
             "1",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
     }
 
     pub fn start(args: &[&str]) -> Self {
