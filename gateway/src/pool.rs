@@ -13,8 +13,10 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::task::JoinHandle;
+
+/// The `/debug/pool` JSON, shared with diag, which reads it.
+pub use common::pool::PoolSnapshot;
 
 /// Counters for the runtime's blocking pool, as seen through [`BlockingPool::spawn`].
 #[derive(Debug)]
@@ -28,24 +30,6 @@ pub struct BlockingPool {
     peak_running: AtomicUsize,
     peak_queued: AtomicUsize,
     completed: AtomicU64,
-}
-
-/// The pool's state at one moment, as served by `GET /debug/pool` and inside `/health`.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PoolSnapshot {
-    pub max_threads: usize,
-    /// Jobs holding a pool thread right now.
-    pub running: usize,
-    /// Jobs waiting because every thread is busy.
-    pub queued: usize,
-    /// Highest `running` since start-up.
-    pub peak_running: usize,
-    /// Highest `queued` since start-up.
-    pub peak_queued: usize,
-    /// `running / max_threads`: 1.0 means every thread is taken.
-    pub saturation: f64,
-    /// Jobs finished since start-up.
-    pub completed: u64,
 }
 
 impl BlockingPool {

@@ -27,6 +27,7 @@
 //! - [`stats`]: the counters behind `GET /stats` and the drop guards that classify each stream.
 //! - [`error`]: the JSON error body every rejection uses.
 //! - [`embed`]: the mock on its own thread and runtime, for tests and tools.
+//! - `testing` (feature `testing`): the one mock starter and `/stats` reader every test suite uses.
 //!
 //! [`app`] builds the router (tests can call it directly); [`serve`] runs it on a listener.
 
@@ -39,6 +40,8 @@ pub mod knobs;
 pub mod openai;
 pub mod slow_stream;
 pub mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;

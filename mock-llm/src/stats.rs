@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::faults::Fault;
@@ -54,7 +54,7 @@ pub struct Stats {
 }
 
 /// A consistent-enough copy of [`Stats`] for the JSON body.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub active_streams: u64,
     pub started: u64,
@@ -134,7 +134,7 @@ pub struct ChatStats {
 }
 
 /// The `chat` object of `/stats`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatSnapshot {
     pub requests: u64,
     pub bad_requests: u64,
@@ -149,7 +149,7 @@ pub struct ChatSnapshot {
 }
 
 /// Injected faults by name.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultCounts {
     #[serde(rename = "429")]
     pub rate_limited: u64,
@@ -163,7 +163,7 @@ pub struct FaultCounts {
 }
 
 /// Milliseconds from the last progress to the drop, over cancelled generations.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeToCancel {
     pub last: Option<u64>,
     pub max: Option<u64>,

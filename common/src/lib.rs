@@ -1,0 +1,14 @@
+//! # common: the pieces two binaries of the workspace would otherwise each write
+//!
+//! Kept deliberately small and free of the binaries' own crates, so that every member can depend
+//! on it without a loop: it knows nothing of the gateway, the mock or diag.
+//!
+//! # Layout
+//!
+//! - [`embed`]: a server on its own thread with its own runtime, stopped when dropped. The
+//!   gateway and the mock both run inside tests and tools this way.
+//! - [`pool`]: the JSON of the gateway's `GET /debug/pool`, written by the gateway and read by
+//!   diag, so a field renamed on one side fails to compile on the other.
+
+pub mod embed;
+pub mod pool;
