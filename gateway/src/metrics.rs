@@ -376,16 +376,10 @@ pub async fn count_requests(
     response
 }
 
-/// A counter's current value, for tests and `diag`: `None` when the series does not exist.
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::prometheus::sample;
 
     #[test]
     fn families_are_named_and_sampled() {

@@ -114,7 +114,7 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
         assert!(health.status().is_success(), "{mode}: {}", health.status());
 
         let text = metrics_text(&base).await;
-        let sample = |series: &str| gateway::metrics::sample(&text, series);
+        let sample = |series: &str| ::common::prometheus::sample(&text, series);
         assert_eq!(
             sample("gateway_shed_total{reason=\"queue_full\"}"),
             Some(1.0),
@@ -173,7 +173,7 @@ async fn a_queued_request_gets_the_place_a_finished_stream_frees() {
     let text = metrics_text(&base).await;
     for reason in ["queue_full", "queue_timeout"] {
         let series = format!("gateway_shed_total{{reason=\"{reason}\"}}");
-        let shed = gateway::metrics::sample(&text, &series);
+        let shed = ::common::prometheus::sample(&text, &series);
         assert_eq!(shed, Some(0.0), "nothing shed: {text}");
     }
 }
@@ -293,7 +293,7 @@ requests-per-minute = 2
         "{body}"
     );
     let text = metrics_text(&base).await;
-    let sample = |series: &str| gateway::metrics::sample(&text, series);
+    let sample = |series: &str| ::common::prometheus::sample(&text, series);
     assert_eq!(
         sample("gateway_upstream_in_use{provider=\"slow\"}"),
         Some(1.0),
@@ -444,7 +444,7 @@ async fn metrics_serves_every_family_in_openmetrics_text() {
             "{family}:\n{text}"
         );
     }
-    let sample = |series: &str| gateway::metrics::sample(&text, series);
+    let sample = |series: &str| ::common::prometheus::sample(&text, series);
     assert_eq!(
         sample("gateway_requests_total{route=\"/health\",status=\"200\"}"),
         Some(1.0),

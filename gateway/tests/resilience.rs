@@ -82,7 +82,7 @@ async fn the_retry_budget_runs_out_and_the_upstream_error_goes_through() {
     }
     assert_eq!(mock.chat().await["requests"], 5);
     let text = metrics_text(&gw.url()).await;
-    let sample = |s: &str| gateway::metrics::sample(&text, s);
+    let sample = |s: &str| ::common::prometheus::sample(&text, s);
     assert_eq!(
         sample("gateway_retries_given_up_total{reason=\"budget\"}"),
         Some(4.0),
@@ -258,7 +258,7 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
         mock.wait_chat("cancelled", 1, Duration::from_secs(10))
             .await;
         let text = metrics_text(&gw.url()).await;
-        let sample = |s: &str| gateway::metrics::sample(&text, s);
+        let sample = |s: &str| ::common::prometheus::sample(&text, s);
         assert_eq!(
             sample("gateway_hedges_fired_total"),
             Some(1.0),
@@ -330,7 +330,7 @@ async fn the_hedge_budget_stops_hedging_when_every_request_is_slow() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let text = metrics_text(&gw.url()).await;
-    let sample = |s: &str| gateway::metrics::sample(&text, s).unwrap_or(0.0);
+    let sample = |s: &str| ::common::prometheus::sample(&text, s).unwrap_or(0.0);
     let fired = sample("gateway_hedges_fired_total");
     // One token to start with, a tenth of one per request: at most 2 hedges in 10 requests,
     // where unbounded hedging would have sent 20.

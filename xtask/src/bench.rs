@@ -1230,18 +1230,8 @@ fn http_get(url: &str) -> Result<String> {
         .with_context(|| format!("GET {url}: cannot read the body"))
 }
 
-/// The samples of a Prometheus text exposition whose name (labels included, as written)
-/// starts with `prefix`, e.g. `gateway_shed_total{reason="queue_full"}` and its value.
-fn metric_samples(text: &str, prefix: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| {
-            // The value is the last field; a label value may contain spaces, so split from the right.
-            let (name, value) = l.trim_end().rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
+/// The Prometheus reader shared with the gateway's tests.
+use common::prometheus::samples as metric_samples;
 
 /// The value of the sample named exactly `name`, 0 when the gateway has not exposed it yet.
 fn metric(samples: &[(String, f64)], name: &str) -> f64 {

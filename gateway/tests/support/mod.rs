@@ -139,7 +139,7 @@ pub async fn metrics_text(base: &str) -> String {
 
 /// One series of `/metrics` (`name{labels}`), 0 when it does not exist yet.
 pub async fn metric(base: &str, series: &str) -> f64 {
-    gateway::metrics::sample(&metrics_text(base).await, series).unwrap_or(0.0)
+    ::common::prometheus::sample(&metrics_text(base).await, series).unwrap_or(0.0)
 }
 
 /// No overall timeout (streams are long), a connect timeout so a dead server fails fast, and no
