@@ -9,8 +9,10 @@
 //!   gateway and the mock both run inside tests and tools this way.
 //! - [`pool`]: the JSON of the gateway's `GET /debug/pool`, written by the gateway and read by
 //!   diag, so a field renamed on one side fails to compile on the other.
+//! - [`logging`]: the binaries' log set-up: `RUST_LOG`, and colors only on a terminal (`NO_COLOR`).
 //! - [`prometheus`]: reading a `/metrics` text exposition back (tests, benchmarks).
 
 pub mod embed;
+pub mod logging;
 pub mod pool;
 pub mod prometheus;

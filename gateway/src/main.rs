@@ -3,12 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
-
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    common::logging::init();
     // Flags, environment and the --config file; a mistake in any of them is a usage error,
     // printed by clap with exit status 2.
     let config = gateway::Config::load(std::env::args_os()).unwrap_or_else(|e| e.exit());

@@ -1,13 +1,10 @@
 //! `mock-llm` binary: parse flags, bind, serve until Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    common::logging::init();
     let config = mock_llm::Config::parse();
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, chunks = config.chunks,
