@@ -17,8 +17,8 @@
 //! (`diag llm` and `diag load`, each with `--json` into `target/bench/<run>/`), reads the JSON
 //! back, and writes `bench/results/<date>-bench[-quick].json` and `.md`. The Markdown is printed
 //! at the end. The run fails only when a step fails or a report lacks a field it needs, never on
-//! a number: speed is measured here, not asserted (GUIDE §4), so `make bench-quick` can run in CI
-//! on any machine.
+//! a number: speed is measured here, not asserted (ARCHITECTURE.md, "Testing": tests assert
+//! structure, speed is for benchmarks), so `make bench-quick` can run in CI on any machine.
 //!
 //! # The steps
 //!

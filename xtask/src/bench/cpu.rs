@@ -10,7 +10,9 @@
 //!
 //! `/v1/solve` never calls the upstream, so no mock runs: the gateway is pointed at a free port.
 //! Results: `bench/results/<date>-cpu.md` and diag's reports as `<date>-cpu-<mode>-solve.json`
-//! and `<date>-cpu-<mode>-health.json`.
+//! and `<date>-cpu-<mode>-health.json`. The committed numbers of 2026-11-23 are older than this
+//! benchmark: `bench/results/2026-11-23-modes.md` holds them, from the script it replaced (same
+//! load, no `/health answers` column), so no `2026-11-23-cpu.md` exists.
 
 use std::fmt::Write as _;
 use std::time::Duration;
