@@ -20,10 +20,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::{
-    BenchArgs, Session, commands_section, field, num, read_json, rel, results_name, run_diag,
-    secs_or_ms, strings, uint, write_results,
-};
+use crate::bench::reports::{field, num, read_json, uint};
+use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::session::{Session, run_diag, strings};
+use crate::cli::BenchArgs;
 use crate::services;
 
 const MODES: [&str; 3] = ["inline", "blocking", "bounded"];
@@ -31,7 +31,7 @@ const MODES: [&str; 3] = ["inline", "blocking", "bounded"];
 /// answer, so a slow probe is the work's doing.
 const HEAD_START: Duration = Duration::from_secs(1);
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     // The probe must outlast the work: 400 requests take ~3.5 s on 2 cores, 100 take ~1 s.
     let (requests, probe) = if args.quick {
         ("100", "5s")
@@ -39,7 +39,6 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         ("400", "12s")
     };
     let mut session = Session::begin("-cpu")?;
-    let bin_dir = session.bin_dir.clone();
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -47,11 +46,8 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         println!("\n=== bench cpu: {mode}");
         // Nothing listens here: /v1/solve and /health never reach the upstream.
         let upstream = services::free_addr()?;
-        let (gateway, listen) = runner.start_gateway(
-            &bin_dir,
-            upstream,
-            &strings(&["--mode", "fixed", "--cpu-mode", mode]),
-        )?;
+        let (gateway, listen) =
+            runner.start_gateway(upstream, &strings(&["--mode", "fixed", "--cpu-mode", mode]))?;
         let health_path = runner.work_dir.join(format!("cpu-health-{mode}.json"));
         let solve_path = runner.work_dir.join(format!("cpu-solve-{mode}.json"));
         let health_args = strings(&[

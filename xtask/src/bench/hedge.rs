@@ -17,10 +17,11 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{
-    BenchArgs, Session, commands_section, http_get, metric, metric_samples, read_json, rel,
-    results_name, secs_or_ms, section_num, strings, uint, write_results,
-};
+use crate::bench::observe::{http_get, metric, metric_samples};
+use crate::bench::reports::{read_json, section_num, uint};
+use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::session::{Session, strings};
+use crate::cli::BenchArgs;
 
 /// The hedging flags of the runs that hedge; the label in the table leaves out the route.
 const HEDGE_ROUTE: [&str; 2] = ["--hedge-routes", "/v1/chat/completions"];
@@ -39,10 +40,9 @@ const RUNS: [(&str, f64, Option<&[&str]>); 5] = [
 const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "100", "--itl-ms", "20", "--tokens", "20"];
 const SEED: &str = "7";
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-hedge")?;
-    let bin_dir = session.bin_dir.clone();
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -55,13 +55,13 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
             "--seed",
             SEED,
         ]));
-        let (mock, mock_listen) = runner.start_mock(&bin_dir, &mock_args)?;
+        let (mock, mock_listen) = runner.start_mock(&mock_args)?;
         let mut gateway_args = strings(&["--mode", "fixed"]);
         if let Some(flags) = hedge {
             gateway_args.extend(strings(&HEDGE_ROUTE));
             gateway_args.extend(strings(flags));
         }
-        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
+        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("hedge-{name}.json"));
         runner.diag(&strings(&[
             "llm",

@@ -18,10 +18,11 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{
-    BenchArgs, Session, commands_section, field, http_get, metric_samples, opt_num, read_json, rel,
-    results_name, secs_or_ms, section_num, status_kib, strings, uint, write_results,
-};
+use crate::bench::observe::{http_get, metric_samples, status_kib};
+use crate::bench::reports::{field, opt_num, read_json, section_num, uint};
+use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::session::{Session, strings};
+use crate::cli::BenchArgs;
 
 /// The mock's pacing: a stream takes ~2.2 s.
 const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "200", "--itl-ms", "50", "--tokens", "40"];
@@ -61,20 +62,19 @@ struct Row {
     shed_counters: Vec<(String, f64)>,
 }
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-shed")?;
-    let bin_dir = session.bin_dir.clone();
     let runner = &mut session.runner;
 
-    let (_mock, mock_listen) = runner.start_mock(&bin_dir, &strings(&MOCK_ARGS))?;
+    let (_mock, mock_listen) = runner.start_mock(&strings(&MOCK_ARGS))?;
 
     let mut rows = Vec::new();
     for (name, limits) in RUNS {
         println!("\n=== bench shed: {name}");
         let mut gateway_args = strings(&["--mode", "fixed"]);
         gateway_args.extend(strings(limits));
-        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
+        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("shed-{name}.json"));
         runner.diag(&strings(&[
             "llm",
