@@ -17,10 +17,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use serde_json::Value;
+use anyhow::{Result, anyhow};
 
-use crate::bench::reports::{field, num, read_json, uint};
+use crate::bench::reports::LoadReport;
 use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
 use crate::bench::session::{Session, run_diag, strings};
 use crate::cli::BenchArgs;
@@ -98,7 +97,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })?;
         drop(gateway);
 
-        let line = row(mode, &read_json(&solve_path)?, &read_json(&health_path)?)?;
+        let line = row(
+            mode,
+            &LoadReport::read(&solve_path)?,
+            &LoadReport::read(&health_path)?,
+        );
         println!("xtask: {mode} done: {line}");
         rows.push((mode, solve_path, health_path, line));
     }
@@ -147,40 +150,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// One mode's table row.
-fn row(mode: &str, solve: &Value, health: &Value) -> Result<String> {
+fn row(mode: &str, solve: &LoadReport, health: &LoadReport) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
         "| {mode} | {:.1} | {:.0} / {:.0} ms | {} | {} | {} |",
-        num(solve, "rps")?,
-        num(solve, "latency_ms.p50")?,
-        num(solve, "latency_ms.p99")?,
-        answers(solve)?,
-        secs_or_ms(Some(num(health, "latency_ms.p99")?), 1),
-        answers(health)?,
+        solve.rps,
+        solve.latency_ms.p50,
+        solve.latency_ms.p99,
+        answers(solve),
+        secs_or_ms(Some(health.latency_ms.p99), 1),
+        answers(health),
     );
-    Ok(line)
+    line
 }
 
 /// "400 × 200" or "67 × 200, 333 × 503", then the transport errors if there were any.
-fn answers(report: &Value) -> Result<String> {
-    let statuses = field(report, "status_codes")?
-        .as_object()
-        .context("`status_codes` in diag's report is not an object")?;
-    let mut parts = Vec::new();
-    for (status, count) in statuses {
-        let count = count
-            .as_u64()
-            .with_context(|| format!("`status_codes.{status}` is not an integer"))?;
-        parts.push(format!("{count} × {status}"));
-    }
-    let errors = uint(report, "requests.errors")?;
+fn answers(report: &LoadReport) -> String {
+    let mut parts: Vec<String> = report
+        .status_codes
+        .iter()
+        .map(|(status, count)| format!("{count} × {status}"))
+        .collect();
+    let errors = report.requests.errors;
     if errors > 0 {
         parts.push(format!("{errors} errors"));
     }
-    Ok(if parts.is_empty() {
+    if parts.is_empty() {
         "none".to_string()
     } else {
         parts.join(", ")
-    })
+    }
 }

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric, metric_samples};
-use crate::bench::reports::{read_json, section_num, uint};
+use crate::bench::reports::{LlmReport, mock_chat_requests};
 use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
@@ -76,9 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             &report_path.to_string_lossy(),
         ]))?;
         // Both counts are read before the services stop: they live in the processes.
-        let stats: serde_json::Value =
-            serde_json::from_str(&http_get(&format!("http://{mock_listen}/stats"))?)?;
-        let upstream = uint(&stats, "chat.requests")?;
+        let upstream = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)?;
         let metrics = metric_samples(
             &http_get(&format!("http://{listen}/metrics"))?,
             "gateway_hedges_",
@@ -86,27 +84,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         drop(mock);
 
-        let r = read_json(&report_path)?;
-        let started = uint(&r, "streams.started")?;
+        let r = LlmReport::read(&report_path)?;
+        let started = r.streams.started;
         let extra = if started > 0 {
             upstream as f64 / started as f64 - 1.0
         } else {
             0.0
         };
         let label = hedge.map_or_else(|| "off".to_string(), |f| format!("`{}`", f.join(" ")));
-        let ms = |section: &str, key: &str| -> Result<String> {
-            Ok(secs_or_ms(section_num(&r, section, key)?, 0))
-        };
+        let ms = |latency: Option<f64>| secs_or_ms(latency, 0);
         let mut line = String::new();
         let _ = write!(
             line,
             "| {:.0} % | {label} | {started} | {} | {} | {} | {} | {} | {upstream} | {:+.1} % | {:.0} / {:.0} / {:.0} |",
             tail * 100.0,
-            ms("ttft_ms", "p50")?,
-            ms("ttft_ms", "p90")?,
-            ms("ttft_ms", "p99")?,
-            ms("e2e_ms", "p50")?,
-            ms("e2e_ms", "p99")?,
+            ms(r.ttft_ms.p50),
+            ms(r.ttft_ms.p90),
+            ms(r.ttft_ms.p99),
+            ms(r.e2e_ms.p50),
+            ms(r.e2e_ms.p99),
             extra * 100.0,
             metric(&metrics, "gateway_hedges_fired_total"),
             metric(&metrics, "gateway_hedges_won_total"),

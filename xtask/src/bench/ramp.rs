@@ -51,14 +51,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::bench::observe::{find_on_path, open_files_limit, rss_kib};
 use crate::bench::ramp_results::{
     FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, LoadRun, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
     TOKENS, TTFT_MS,
 };
-use crate::bench::reports::{field, num, opt_num, read_json, str_field, uint};
+use crate::bench::reports::{LlmReport, LoadReport};
 use crate::bench::results::{
     commit, machine, opt_ms, rel, results_name, utc_datetime, write_results,
 };
@@ -267,29 +267,18 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
         "--json",
         &report.to_string_lossy(),
     ]))?;
-    let v = read_json(&report)?;
-    let statuses = field(&v, "status_codes")?
-        .as_object()
-        .context("status_codes is not an object")?;
-    let mut non_200 = 0;
-    for (status, count) in statuses {
-        let count = count.as_u64().context("a status count is not an integer")?;
-        if status != "200" {
-            non_200 += count;
-        }
-    }
-    let ok = uint(&v, "requests.ok")?;
-    if ok == 0 {
+    let r = LoadReport::read(&report)?;
+    if r.requests.ok == 0 {
         bail!("no response at all from {target}: see {}", report.display());
     }
     Ok(LoadRun {
         target: target.to_string(),
-        rps: num(&v, "rps")?,
-        p50_ms: num(&v, "latency_ms.p50")?,
-        p99_ms: num(&v, "latency_ms.p99")?,
-        ok,
-        errors: uint(&v, "requests.errors")?,
-        non_200,
+        rps: r.rps,
+        p50_ms: r.latency_ms.p50,
+        p99_ms: r.latency_ms.p99,
+        ok: r.requests.ok,
+        errors: r.requests.errors,
+        non_200: r.non_200(),
         report,
     })
 }
@@ -380,23 +369,19 @@ fn stream_level(
     });
     result?;
 
-    let v = read_json(&report)?;
-    let duration_s = num(&v, "duration_s")?;
-    let tokens = num(&v, "output_tokens.total")?;
-    let per_stream = ((duration_s * 1000.0 - TTFT_MS as f64) / ITL_MS as f64)
+    let r = LlmReport::read(&report)?;
+    let tokens = r.output_tokens.total;
+    let per_stream = ((r.duration_s * 1000.0 - TTFT_MS as f64) / ITL_MS as f64)
         .floor()
         .clamp(0.0, TOKENS as f64 - 1.0)
         + 1.0;
     let expected_tokens = f64::from(streams) * per_stream;
-    let health = field(&v, "health")?;
-    if health.is_null() {
+    let Some(health) = r.health else {
         bail!("{} has no health section", report.display());
-    }
-    let health_p99_ms = opt_num(&v, "health.p99_ms")?;
-    let diag_sustained = field(&v, "sustained")?
-        .as_bool()
-        .context("sustained is not a boolean")?;
-    let diag_reason = str_field(&v, "sustained_reason")?;
+    };
+    let health_p99_ms = health.p99_ms;
+    let diag_sustained = r.sustained;
+    let diag_reason = r.sustained_reason;
 
     let mut reasons = Vec::new();
     let streams_ok = diag_sustained && tokens >= MIN_TOKEN_RATIO * expected_tokens;
@@ -420,10 +405,10 @@ fn stream_level(
         diag_reason,
         tokens,
         expected_tokens,
-        events_per_s: num(&v, "output_tokens.per_s")?,
-        failed: uint(&v, "streams.failed")?,
-        max_gap_ms: opt_num(&v, "max_gap_ms")?,
-        ttft_p99_ms: opt_num(&v, "ttft_ms.p99")?,
+        events_per_s: r.output_tokens.per_s,
+        failed: r.streams.failed,
+        max_gap_ms: r.max_gap_ms,
+        ttft_p99_ms: r.ttft_ms.p99,
         health_p99_ms,
         rss_max_kib,
         streams_ok,

@@ -15,11 +15,10 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric_samples, status_kib};
-use crate::bench::reports::{field, opt_num, read_json, section_num, uint};
+use crate::bench::reports::LlmReport;
 use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
@@ -57,7 +56,7 @@ const RUNS: [(&str, &[&str]); 3] = [
 /// One run's row.
 struct Row {
     limits: String,
-    report: Value,
+    report: LlmReport,
     peak_rss_kib: Option<u64>,
     shed_counters: Vec<(String, f64)>,
 }
@@ -97,7 +96,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         let row = Row {
             limits: limits.join(" "),
-            report: read_json(&report_path)?,
+            report: LlmReport::read(&report_path)?,
             peak_rss_kib,
             shed_counters: {
                 // Sorted: the gateway exposes the labels in no fixed order.
@@ -106,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 counters
             },
         };
-        let line = row.markdown()?;
+        let line = row.markdown();
         println!("xtask: {name} done: {line}");
         rows.push((name, report_path, line));
     }
@@ -150,18 +149,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 impl Row {
     /// The table row: the columns of the committed `2026-11-23-shed.md`, so results compare.
-    fn markdown(&self) -> Result<String> {
+    fn markdown(&self) -> String {
         let r = &self.report;
-        let errors = field(r, "streams.errors")?
-            .as_object()
-            .context("`streams.errors` in diag's report is not an object")?;
         let mut shed = 0;
         let mut other = 0;
         let mut other_kinds = Vec::new();
-        for (kind, count) in errors {
-            let Some(count) = count.as_u64() else {
-                bail!("`streams.errors.{kind}` in diag's report is not an integer");
-            };
+        for (kind, &count) in &r.streams.errors {
             if kind == "http_503" {
                 shed += count;
             } else {
@@ -169,19 +162,15 @@ impl Row {
                 other_kinds.push(format!("{kind} {count}"));
             }
         }
-        let health = field(r, "health")?;
-        let (health_p99, health_failures) = if health.is_null() {
-            ("n/a".to_string(), "no samples".to_string())
-        } else {
-            (
-                secs_or_ms(opt_num(r, "health.p99_ms")?, 1),
+        let (health_p99, health_failures) = match &r.health {
+            None => ("n/a".to_string(), "no samples".to_string()),
+            Some(health) => (
+                secs_or_ms(health.p99_ms, 1),
                 format!(
                     "{} timeouts, {} errors of {}",
-                    uint(r, "health.timeouts")?,
-                    uint(r, "health.errors")?,
-                    uint(r, "health.samples")?
+                    health.timeouts, health.errors, health.samples
                 ),
-            )
+            ),
         };
         let counters = self
             .shed_counters
@@ -198,15 +187,15 @@ impl Row {
             row,
             "| `{}` | {} | {} | {shed} | {other}{} | {} | {} | {health_p99} | {health_failures} | {} | {} |",
             self.limits,
-            uint(r, "streams.started")?,
-            uint(r, "streams.completed")?,
+            r.streams.started,
+            r.streams.completed,
             if other_kinds.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", other_kinds.join(", "))
             },
-            secs_or_ms(section_num(r, "ttft_ms", "p99")?, 1),
-            secs_or_ms(section_num(r, "e2e_ms", "p99")?, 1),
+            secs_or_ms(r.ttft_ms.p99, 1),
+            secs_or_ms(r.e2e_ms.p99, 1),
             self.peak_rss_kib
                 .map_or_else(|| "n/a".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
             if counters.is_empty() {
@@ -215,6 +204,6 @@ impl Row {
                 counters
             },
         );
-        Ok(row)
+        row
     }
 }
