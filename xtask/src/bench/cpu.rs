@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use crate::bench::reports::LoadReport;
-use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, run_diag, strings};
 use crate::cli::BenchArgs;
 use crate::services;
@@ -38,6 +38,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ("400", "12s")
     };
     let mut session = Session::begin("-cpu")?;
+    let mut results = Results::new(args, &session.clock, "cpu");
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -103,50 +104,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             &LoadReport::read(&health_path)?,
         );
         println!("xtask: {mode} done: {line}");
-        rows.push((mode, solve_path, health_path, line));
+        results.diag_report(&format!("{mode}-solve"), &solve_path)?;
+        results.diag_report(&format!("{mode}-health"), &health_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "cpu", args.quick);
-    let mut md = session.head(
+    results.table(
         "CPU-bound work per --cpu-mode",
-        "cpu",
-        args.quick,
-        &[format!(
+        &format!(
             "Load: {requests} `POST /v1/solve {{\"work\":20000}}` at c = 100 (`diag load -c 100 -n {requests}`) \
              against a fixed gateway with its default CPU pool, while `diag load -q 4 -c 4 -z {probe}` \
-             probes `/health`, open loop, from {} s before."
-            , HEAD_START.as_secs()
-        )],
-    );
-    md.push_str(
+             probes `/health`, open loop, from {} s before.",
+            HEAD_START.as_secs()
+        ),
         "\n| --cpu-mode | solve req/s | solve p50 / p99 | answers | /health p99 | /health answers |\n\
          |---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (mode, solve_path, health_path, _) in &rows {
-        files.push((
-            format!("{name}-{mode}-solve.json"),
-            std::fs::read_to_string(solve_path)?,
-        ));
-        files.push((
-            format!("{name}-{mode}-health.json"),
-            std::fs::read_to_string(health_path)?,
-        ));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench cpu done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench cpu done")
 }
 
 /// One mode's table row.

@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric, metric_samples};
 use crate::bench::reports::{LlmReport, mock_chat_requests};
-use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
 
@@ -43,6 +43,7 @@ const SEED: &str = "7";
 pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-hedge")?;
+    let mut results = Results::new(args, &session.clock, "hedge");
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -109,44 +110,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             metric(&metrics, "gateway_hedges_skipped_total{reason=\"budget\"}"),
         );
         println!("xtask: {name} done: {line}");
-        rows.push((name, report_path, line));
+        results.diag_report(name, &report_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "hedge", args.quick);
-    let mut md = session.head(
+    results.table(
         "Hedged requests against a heavy-tailed upstream",
-        "hedge",
-        args.quick,
-        &[format!(
+        &format!(
             "Upstream: `mock-llm {} --heavy-tail TAIL --seed {SEED}`. Load: `diag llm -c 50 -z {duration}` \
              through the gateway (fixed mode).",
             MOCK_ARGS.join(" ")
-        )],
-    );
-    md.push_str(
+        ),
         "\n| heavy tail | hedging | streams | TTFT p50 | TTFT p90 | TTFT p99 | E2E p50 | E2E p99 \
          | upstream requests | extra upstream load | hedges fired / won / skipped (budget) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (run, report_path, _) in &rows {
-        files.push((
-            format!("{name}-{run}.json"),
-            std::fs::read_to_string(report_path)?,
-        ));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench hedge done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench hedge done")
 }

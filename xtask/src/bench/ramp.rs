@@ -59,9 +59,7 @@ use crate::bench::ramp_results::{
     TOKENS, TTFT_MS,
 };
 use crate::bench::reports::{LlmReport, LoadReport};
-use crate::bench::results::{
-    commit, machine, opt_ms, rel, results_name, utc_datetime, write_results,
-};
+use crate::bench::results::{Results, commit, machine, opt_ms};
 use crate::bench::session::{Runner, Session, strings};
 use crate::cli::BenchArgs;
 use crate::services::Service;
@@ -74,11 +72,7 @@ const FD_RESERVE: u64 = 256;
 /// `cargo xtask bench [--quick]`: the capacity ramp, overhead and memory.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let plan = if args.quick { &QUICK } else { &FULL };
-    let Session {
-        started,
-        build_time,
-        mut runner,
-    } = Session::begin(if args.quick { "-quick" } else { "" })?;
+    let Session { clock, mut runner } = Session::begin(if args.quick { "-quick" } else { "" })?;
 
     let nofile = open_files_limit();
     // The gateway holds two sockets per stream; diag and the mock one each.
@@ -147,8 +141,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             max_streams,
         )?;
         ramp.idle_rss_kib = idle;
-        std::thread::sleep(Duration::from_secs(3));
-        ramp.after_rss_kib = rss_kib(gateway.pid());
         (ramp, (overhead, nginx_note))
     };
 
@@ -168,16 +160,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             max_streams,
         )?;
         ramp.idle_rss_kib = idle;
-        std::thread::sleep(Duration::from_secs(3));
-        ramp.after_rss_kib = rss_kib(gateway.pid());
         ramp
     };
 
     let (overhead, nginx_note) = overhead;
-    let elapsed = started.elapsed().unwrap_or_default();
-    let results = RampResults {
+    let elapsed = clock.elapsed();
+    let found = RampResults {
         quick: args.quick,
-        date: utc_datetime(started),
+        date: clock.date(),
         machine: machine(),
         commit: commit(),
         nofile,
@@ -188,31 +178,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         overhead,
         commands: runner.commands,
         elapsed,
-        build_time,
+        build_time: clock.build_time,
     };
-    let markdown = results.markdown();
-    let name = results_name(&results.date, "bench", args.quick);
-    let paths = write_results(
-        &args.results_dir(),
-        &[
-            (
-                format!("{name}.json"),
-                serde_json::to_string_pretty(&results.to_json())? + "\n",
-            ),
-            (format!("{name}.md"), markdown.clone()),
-        ],
-    )?;
-    println!("\n{markdown}");
-    println!(
-        "xtask: bench done in {:.0} s; results in {}",
-        elapsed.as_secs_f64(),
-        paths
-            .iter()
-            .map(|p| rel(p))
-            .collect::<Vec<_>>()
-            .join(" and ")
-    );
-    Ok(())
+    let mut results = Results::new(args, &clock, "bench");
+    results.json(&found.to_json())?;
+    results.markdown(found.markdown());
+    results.write(&format!("bench done in {:.0} s", elapsed.as_secs_f64()))
 }
 
 /// A ramp gateway: `mode` with a pool of `blocking_threads`, and its base URL.
@@ -283,6 +254,8 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
     })
 }
 
+/// One mode's ramp: `levels` up to the first whose streams are not sustained (or past what the
+/// open files limit allows), then the gateway's memory 3 s after the last.
 #[allow(clippy::too_many_arguments)]
 fn ramp(
     runner: &mut Runner,
@@ -325,6 +298,9 @@ fn ramp(
         // Let the cancelled streams' sockets close before the next level opens more.
         std::thread::sleep(Duration::from_secs(1));
     }
+    // Does the gateway give memory back once the load is gone?
+    std::thread::sleep(Duration::from_secs(3));
+    ramp.after_rss_kib = rss_kib(gateway.pid());
     Ok(ramp)
 }
 

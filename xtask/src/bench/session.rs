@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::results::{command_line, commit, machine, utc_datetime};
+use crate::bench::results::{Clock, command_line};
 use crate::services::{self, INTERRUPTED, Service};
 
 /// Runs commands and remembers them, for the results' "commands" list.
@@ -164,8 +164,7 @@ pub fn run_diag(program: &Path, args: &[String]) -> Result<()> {
 /// What every benchmark does first: Ctrl-C handling, the release build, a work directory
 /// `target/bench/<unix time><suffix>` for diag's reports and the services' logs.
 pub struct Session {
-    pub started: SystemTime,
-    pub build_time: Duration,
+    pub clock: Clock,
     pub runner: Runner,
 }
 
@@ -183,43 +182,12 @@ impl Session {
             .join(format!("{stamp}{suffix}"));
         let runner = Runner::new(bin_dir, work_dir)?;
         Ok(Session {
-            started,
-            build_time,
+            clock: Clock {
+                started,
+                build_time,
+            },
             runner,
         })
-    }
-
-    /// `YYYY-MM-DD HH:MM UTC` of the start; results are named after its first ten characters.
-    pub fn date(&self) -> String {
-        utc_datetime(self.started)
-    }
-
-    /// The Markdown head the shed, hedge and cpu results share: title, then date, machine,
-    /// commit, the command that made them and how long it took, then `lines` (the load).
-    pub fn head(&self, title: &str, what: &str, quick: bool, lines: &[String]) -> String {
-        use std::fmt::Write as _;
-        let elapsed = self.started.elapsed().unwrap_or_default();
-        let mut md = format!("# {title}\n\n");
-        let _ = writeln!(
-            md,
-            "Date: {}. Machine: {}. Commit: {}.",
-            self.date(),
-            machine().describe(),
-            commit()
-        );
-        let _ = writeln!(
-            md,
-            "Command: `make bench-{what}{}` (`cargo xtask bench {what}{}`; release build, loopback, \
-             every process on the same cores), {:.0} s of which {:.0} s building.",
-            if quick { " ARGS=--quick" } else { "" },
-            if quick { " --quick" } else { "" },
-            elapsed.as_secs_f64(),
-            self.build_time.as_secs_f64()
-        );
-        for line in lines {
-            let _ = writeln!(md, "{line}");
-        }
-        md
     }
 }
 

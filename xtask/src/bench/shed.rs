@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric_samples, status_kib};
 use crate::bench::reports::LlmReport;
-use crate::bench::results::{commands_section, rel, results_name, secs_or_ms, write_results};
+use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
 
@@ -64,6 +64,7 @@ struct Row {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-shed")?;
+    let mut results = Results::new(args, &session.clock, "shed");
     let runner = &mut session.runner;
 
     let (_mock, mock_listen) = runner.start_mock(&strings(&MOCK_ARGS))?;
@@ -107,44 +108,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         };
         let line = row.markdown();
         println!("xtask: {name} done: {line}");
-        rows.push((name, report_path, line));
+        results.diag_report(name, &report_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "shed", args.quick);
-    let mut md = session.head(
+    results.table(
         "Load shedding at 5x the configured concurrency",
-        "shed",
-        args.quick,
-        &[format!(
+        &format!(
             "Load: `diag llm -q {RATE} -z {duration} --health --timeout 30s` against \
              `mock-llm {}`: {RATE} streams/s x ~2.2 s each = ~1000 wanted at once.",
             MOCK_ARGS.join(" ")
-        )],
-    );
-    md.push_str(
+        ),
         "\n| gateway limits | streams offered | accepted (completed) | shed (503) | other failures \
          | TTFT p99 accepted | E2E p99 accepted | /health p99 | /health failures | gateway peak RSS \
          | shed counters |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (run, report_path, _) in &rows {
-        let report = std::fs::read_to_string(report_path)?;
-        files.push((format!("{name}-{run}.json"), report));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench shed done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench shed done")
 }
 
 impl Row {
