@@ -55,7 +55,8 @@ bench-hedge:
 	$(CARGO) xtask bench hedge $(ARGS)
 
 ## CPU-bound work per --cpu-mode while /health is probed (under a minute).
-## Results: bench/results/<date>-cpu.md and diag's reports per mode.
+## Results: bench/results/<date>-cpu.md and diag's reports per mode. The committed numbers of
+## 2026-11-23 predate this target: bench/results/2026-11-23-modes.md (same load, older script).
 bench-cpu:
 	$(CARGO) xtask bench cpu $(ARGS)
 

@@ -1,6 +1,7 @@
 //! The subcommands and their flags. `cargo xtask --help` prints this.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -30,7 +31,7 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
     /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`.
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 /// The gateway's upstream client.
@@ -129,4 +130,78 @@ pub struct RolloutArgs {
     /// Use debug builds instead of release builds.
     #[arg(long)]
     pub debug: bool,
+}
+
+/// `cargo xtask bench`: which benchmark, and where its results go.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Which benchmark. A positional with a default, so `cargo xtask bench [--quick]` (what
+    /// `make bench`, `make bench-quick` and CI run) still means the capacity ramp.
+    #[arg(value_enum, default_value_t = What::Ramp)]
+    pub what: What,
+
+    /// Short levels and durations; results get a `-quick` suffix. For the ramp it is what CI
+    /// runs (under two minutes with a warm build); for the others, a check that they still run.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Where the results go instead of bench/results/, e.g. a scratch directory for a trial run:
+    /// results are named by date, and those committed for today carry hand-written prose.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// `--out`, else the committed `bench/results/`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| crate::project_root().join("bench").join("results"))
+    }
+}
+
+/// The benchmarks `cargo xtask bench` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum What {
+    /// Stream capacity per mode, overhead, memory: `<date>-bench[-quick].{json,md}`.
+    Ramp,
+    /// Load shedding at 5x the configured concurrency (lesson 8): `<date>-shed.md` + JSON per run.
+    Shed,
+    /// Hedged requests against a heavy-tailed upstream (lesson 9): `<date>-hedge.md` + JSON per run.
+    Hedge,
+    /// CPU-bound work per `--cpu-mode` while `/health` is probed: `<date>-cpu.md` + JSON per run.
+    Cpu,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_without_a_name_is_still_the_ramp() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Bench(b) => Some((b.what, b.quick)),
+                _ => None,
+            })
+        };
+        // What `make bench`, `make bench-quick` and CI run must keep meaning the ramp.
+        assert_eq!(
+            parse(&["xtask", "bench"]).ok(),
+            Some(Some((What::Ramp, false)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "--quick"]).ok(),
+            Some(Some((What::Ramp, true)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "shed"]).ok(),
+            Some(Some((What::Shed, false)))
+        );
+        assert_eq!(
+            parse(&["xtask", "bench", "hedge", "--quick"]).ok(),
+            Some(Some((What::Hedge, true)))
+        );
+        assert!(parse(&["xtask", "bench", "nope"]).is_err());
+    }
 }

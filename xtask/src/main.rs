@@ -16,7 +16,11 @@
 //! - [`bench`]: `bench [ramp|shed|hedge|cpu] [--quick]`: stream capacity, overhead and memory
 //!   (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged requests
 //!   (`make bench-hedge`) and CPU-bound work per `--cpu-mode` (`make bench-cpu`), written to
-//!   `bench/results/`.
+//!   `bench/results/`. A folder of its own: one file per benchmark, the shared session, the one
+//!   results writer, and the one reader of diag's JSON reports (its layers in `bench/mod.rs`).
+//!
+//! Layers point one way: `cli` (the flags) and `services` need nothing but the workspace root;
+//! `demo`, `compat` and `bench` use them; `e2e` uses `demo`; this file only dispatches.
 
 mod bench;
 mod cli;

@@ -10,18 +10,19 @@
 //!
 //! `/v1/solve` never calls the upstream, so no mock runs: the gateway is pointed at a free port.
 //! Results: `bench/results/<date>-cpu.md` and diag's reports as `<date>-cpu-<mode>-solve.json`
-//! and `<date>-cpu-<mode>-health.json`.
+//! and `<date>-cpu-<mode>-health.json`. The committed numbers of 2026-11-23 are older than this
+//! benchmark: `bench/results/2026-11-23-modes.md` holds them, from the script it replaced (same
+//! load, no `/health answers` column), so no `2026-11-23-cpu.md` exists.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use serde_json::Value;
+use anyhow::{Result, anyhow};
 
-use super::{
-    BenchArgs, Session, commands_section, field, num, read_json, rel, results_name, run_diag,
-    secs_or_ms, strings, uint, write_results,
-};
+use crate::bench::reports::LoadReport;
+use crate::bench::results::{Results, secs_or_ms};
+use crate::bench::session::{Session, run_diag, strings};
+use crate::cli::BenchArgs;
 use crate::services;
 
 const MODES: [&str; 3] = ["inline", "blocking", "bounded"];
@@ -29,7 +30,7 @@ const MODES: [&str; 3] = ["inline", "blocking", "bounded"];
 /// answer, so a slow probe is the work's doing.
 const HEAD_START: Duration = Duration::from_secs(1);
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     // The probe must outlast the work: 400 requests take ~3.5 s on 2 cores, 100 take ~1 s.
     let (requests, probe) = if args.quick {
         ("100", "5s")
@@ -37,7 +38,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         ("400", "12s")
     };
     let mut session = Session::begin("-cpu")?;
-    let bin_dir = session.bin_dir.clone();
+    let mut results = Results::new(args, &session.clock, "cpu");
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -45,11 +46,8 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         println!("\n=== bench cpu: {mode}");
         // Nothing listens here: /v1/solve and /health never reach the upstream.
         let upstream = services::free_addr()?;
-        let (gateway, listen) = runner.start_gateway(
-            &bin_dir,
-            upstream,
-            &strings(&["--mode", "fixed", "--cpu-mode", mode]),
-        )?;
+        let (gateway, listen) =
+            runner.start_gateway(upstream, &strings(&["--mode", "fixed", "--cpu-mode", mode]))?;
         let health_path = runner.work_dir.join(format!("cpu-health-{mode}.json"));
         let solve_path = runner.work_dir.join(format!("cpu-solve-{mode}.json"));
         let health_args = strings(&[
@@ -100,89 +98,63 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         })?;
         drop(gateway);
 
-        let line = row(mode, &read_json(&solve_path)?, &read_json(&health_path)?)?;
+        let line = row(
+            mode,
+            &LoadReport::read(&solve_path)?,
+            &LoadReport::read(&health_path)?,
+        );
         println!("xtask: {mode} done: {line}");
-        rows.push((mode, solve_path, health_path, line));
+        results.diag_report(&format!("{mode}-solve"), &solve_path)?;
+        results.diag_report(&format!("{mode}-health"), &health_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "cpu", args.quick);
-    let mut md = session.head(
+    results.table(
         "CPU-bound work per --cpu-mode",
-        "cpu",
-        args.quick,
-        &[format!(
+        &format!(
             "Load: {requests} `POST /v1/solve {{\"work\":20000}}` at c = 100 (`diag load -c 100 -n {requests}`) \
              against a fixed gateway with its default CPU pool, while `diag load -q 4 -c 4 -z {probe}` \
-             probes `/health`, open loop, from {} s before."
-            , HEAD_START.as_secs()
-        )],
-    );
-    md.push_str(
+             probes `/health`, open loop, from {} s before.",
+            HEAD_START.as_secs()
+        ),
         "\n| --cpu-mode | solve req/s | solve p50 / p99 | answers | /health p99 | /health answers |\n\
          |---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (mode, solve_path, health_path, _) in &rows {
-        files.push((
-            format!("{name}-{mode}-solve.json"),
-            std::fs::read_to_string(solve_path)?,
-        ));
-        files.push((
-            format!("{name}-{mode}-health.json"),
-            std::fs::read_to_string(health_path)?,
-        ));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench cpu done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench cpu done")
 }
 
 /// One mode's table row.
-fn row(mode: &str, solve: &Value, health: &Value) -> Result<String> {
+fn row(mode: &str, solve: &LoadReport, health: &LoadReport) -> String {
     let mut line = String::new();
     let _ = write!(
         line,
         "| {mode} | {:.1} | {:.0} / {:.0} ms | {} | {} | {} |",
-        num(solve, "rps")?,
-        num(solve, "latency_ms.p50")?,
-        num(solve, "latency_ms.p99")?,
-        answers(solve)?,
-        secs_or_ms(Some(num(health, "latency_ms.p99")?), 1),
-        answers(health)?,
+        solve.rps,
+        solve.latency_ms.p50,
+        solve.latency_ms.p99,
+        answers(solve),
+        secs_or_ms(Some(health.latency_ms.p99), 1),
+        answers(health),
     );
-    Ok(line)
+    line
 }
 
 /// "400 × 200" or "67 × 200, 333 × 503", then the transport errors if there were any.
-fn answers(report: &Value) -> Result<String> {
-    let statuses = field(report, "status_codes")?
-        .as_object()
-        .context("`status_codes` in diag's report is not an object")?;
-    let mut parts = Vec::new();
-    for (status, count) in statuses {
-        let count = count
-            .as_u64()
-            .with_context(|| format!("`status_codes.{status}` is not an integer"))?;
-        parts.push(format!("{count} × {status}"));
-    }
-    let errors = uint(report, "requests.errors")?;
+fn answers(report: &LoadReport) -> String {
+    let mut parts: Vec<String> = report
+        .status_codes
+        .iter()
+        .map(|(status, count)| format!("{count} × {status}"))
+        .collect();
+    let errors = report.requests.errors;
     if errors > 0 {
         parts.push(format!("{errors} errors"));
     }
-    Ok(if parts.is_empty() {
+    if parts.is_empty() {
         "none".to_string()
     } else {
         parts.join(", ")
-    })
+    }
 }

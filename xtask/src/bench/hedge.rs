@@ -17,10 +17,11 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{
-    BenchArgs, Session, commands_section, http_get, metric, metric_samples, read_json, rel,
-    results_name, secs_or_ms, section_num, strings, uint, write_results,
-};
+use crate::bench::observe::{http_get, metric, metric_samples};
+use crate::bench::reports::{LlmReport, mock_chat_requests};
+use crate::bench::results::{Results, secs_or_ms};
+use crate::bench::session::{Session, strings};
+use crate::cli::BenchArgs;
 
 /// The hedging flags of the runs that hedge; the label in the table leaves out the route.
 const HEDGE_ROUTE: [&str; 2] = ["--hedge-routes", "/v1/chat/completions"];
@@ -39,10 +40,10 @@ const RUNS: [(&str, f64, Option<&[&str]>); 5] = [
 const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "100", "--itl-ms", "20", "--tokens", "20"];
 const SEED: &str = "7";
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-hedge")?;
-    let bin_dir = session.bin_dir.clone();
+    let mut results = Results::new(args, &session.clock, "hedge");
     let runner = &mut session.runner;
 
     let mut rows = Vec::new();
@@ -55,13 +56,13 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
             "--seed",
             SEED,
         ]));
-        let (mock, mock_listen) = runner.start_mock(&bin_dir, &mock_args)?;
+        let (mock, mock_listen) = runner.start_mock(&mock_args)?;
         let mut gateway_args = strings(&["--mode", "fixed"]);
         if let Some(flags) = hedge {
             gateway_args.extend(strings(&HEDGE_ROUTE));
             gateway_args.extend(strings(flags));
         }
-        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
+        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("hedge-{name}.json"));
         runner.diag(&strings(&[
             "llm",
@@ -76,9 +77,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
             &report_path.to_string_lossy(),
         ]))?;
         // Both counts are read before the services stop: they live in the processes.
-        let stats: serde_json::Value =
-            serde_json::from_str(&http_get(&format!("http://{mock_listen}/stats"))?)?;
-        let upstream = uint(&stats, "chat.requests")?;
+        let upstream = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)?;
         let metrics = metric_samples(
             &http_get(&format!("http://{listen}/metrics"))?,
             "gateway_hedges_",
@@ -86,71 +85,47 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         drop(mock);
 
-        let r = read_json(&report_path)?;
-        let started = uint(&r, "streams.started")?;
+        let r = LlmReport::read(&report_path)?;
+        let started = r.streams.started;
         let extra = if started > 0 {
             upstream as f64 / started as f64 - 1.0
         } else {
             0.0
         };
         let label = hedge.map_or_else(|| "off".to_string(), |f| format!("`{}`", f.join(" ")));
-        let ms = |section: &str, key: &str| -> Result<String> {
-            Ok(secs_or_ms(section_num(&r, section, key)?, 0))
-        };
+        let ms = |latency: Option<f64>| secs_or_ms(latency, 0);
         let mut line = String::new();
         let _ = write!(
             line,
             "| {:.0} % | {label} | {started} | {} | {} | {} | {} | {} | {upstream} | {:+.1} % | {:.0} / {:.0} / {:.0} |",
             tail * 100.0,
-            ms("ttft_ms", "p50")?,
-            ms("ttft_ms", "p90")?,
-            ms("ttft_ms", "p99")?,
-            ms("e2e_ms", "p50")?,
-            ms("e2e_ms", "p99")?,
+            ms(r.ttft_ms.p50),
+            ms(r.ttft_ms.p90),
+            ms(r.ttft_ms.p99),
+            ms(r.e2e_ms.p50),
+            ms(r.e2e_ms.p99),
             extra * 100.0,
             metric(&metrics, "gateway_hedges_fired_total"),
             metric(&metrics, "gateway_hedges_won_total"),
             metric(&metrics, "gateway_hedges_skipped_total{reason=\"budget\"}"),
         );
         println!("xtask: {name} done: {line}");
-        rows.push((name, report_path, line));
+        results.diag_report(name, &report_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "hedge", args.quick);
-    let mut md = session.head(
+    results.table(
         "Hedged requests against a heavy-tailed upstream",
-        "hedge",
-        args.quick,
-        &[format!(
+        &format!(
             "Upstream: `mock-llm {} --heavy-tail TAIL --seed {SEED}`. Load: `diag llm -c 50 -z {duration}` \
              through the gateway (fixed mode).",
             MOCK_ARGS.join(" ")
-        )],
-    );
-    md.push_str(
+        ),
         "\n| heavy tail | hedging | streams | TTFT p50 | TTFT p90 | TTFT p99 | E2E p50 | E2E p99 \
          | upstream requests | extra upstream load | hedges fired / won / skipped (budget) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (run, report_path, _) in &rows {
-        files.push((
-            format!("{name}-{run}.json"),
-            std::fs::read_to_string(report_path)?,
-        ));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench hedge done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench hedge done")
 }

@@ -15,13 +15,13 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::Result;
 
-use super::{
-    BenchArgs, Session, commands_section, field, http_get, metric_samples, opt_num, read_json, rel,
-    results_name, secs_or_ms, section_num, status_kib, strings, uint, write_results,
-};
+use crate::bench::observe::{http_get, metric_samples, status_kib};
+use crate::bench::reports::LlmReport;
+use crate::bench::results::{Results, secs_or_ms};
+use crate::bench::session::{Session, strings};
+use crate::cli::BenchArgs;
 
 /// The mock's pacing: a stream takes ~2.2 s.
 const MOCK_ARGS: [&str; 6] = ["--ttft-ms", "200", "--itl-ms", "50", "--tokens", "40"];
@@ -56,25 +56,25 @@ const RUNS: [(&str, &[&str]); 3] = [
 /// One run's row.
 struct Row {
     limits: String,
-    report: Value,
+    report: LlmReport,
     peak_rss_kib: Option<u64>,
     shed_counters: Vec<(String, f64)>,
 }
 
-pub(super) fn run(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     let duration = if args.quick { "5s" } else { "20s" };
     let mut session = Session::begin("-shed")?;
-    let bin_dir = session.bin_dir.clone();
+    let mut results = Results::new(args, &session.clock, "shed");
     let runner = &mut session.runner;
 
-    let (_mock, mock_listen) = runner.start_mock(&bin_dir, &strings(&MOCK_ARGS))?;
+    let (_mock, mock_listen) = runner.start_mock(&strings(&MOCK_ARGS))?;
 
     let mut rows = Vec::new();
     for (name, limits) in RUNS {
         println!("\n=== bench shed: {name}");
         let mut gateway_args = strings(&["--mode", "fixed"]);
         gateway_args.extend(strings(limits));
-        let (gateway, listen) = runner.start_gateway(&bin_dir, mock_listen, &gateway_args)?;
+        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("shed-{name}.json"));
         runner.diag(&strings(&[
             "llm",
@@ -97,7 +97,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         let row = Row {
             limits: limits.join(" "),
-            report: read_json(&report_path)?,
+            report: LlmReport::read(&report_path)?,
             peak_rss_kib,
             shed_counters: {
                 // Sorted: the gateway exposes the labels in no fixed order.
@@ -106,62 +106,36 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
                 counters
             },
         };
-        let line = row.markdown()?;
+        let line = row.markdown();
         println!("xtask: {name} done: {line}");
-        rows.push((name, report_path, line));
+        results.diag_report(name, &report_path)?;
+        rows.push(line);
     }
 
-    let date = session.date();
-    let name = results_name(&date, "shed", args.quick);
-    let mut md = session.head(
+    results.table(
         "Load shedding at 5x the configured concurrency",
-        "shed",
-        args.quick,
-        &[format!(
+        &format!(
             "Load: `diag llm -q {RATE} -z {duration} --health --timeout 30s` against \
              `mock-llm {}`: {RATE} streams/s x ~2.2 s each = ~1000 wanted at once.",
             MOCK_ARGS.join(" ")
-        )],
-    );
-    md.push_str(
+        ),
         "\n| gateway limits | streams offered | accepted (completed) | shed (503) | other failures \
          | TTFT p99 accepted | E2E p99 accepted | /health p99 | /health failures | gateway peak RSS \
          | shed counters |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        &rows,
+        &session.runner.commands,
     );
-    for (_, _, line) in &rows {
-        md.push_str(line);
-        md.push('\n');
-    }
-    md.push_str(&commands_section(&session.runner.commands));
-
-    let mut files = vec![(format!("{name}.md"), md.clone())];
-    for (run, report_path, _) in &rows {
-        let report = std::fs::read_to_string(report_path)?;
-        files.push((format!("{name}-{run}.json"), report));
-    }
-    let paths = write_results(&args.results_dir(), &files)?;
-    println!("\n{md}");
-    println!(
-        "xtask: bench shed done; results in {}",
-        paths.iter().map(|p| rel(p)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
+    results.write("bench shed done")
 }
 
 impl Row {
     /// The table row: the columns of the committed `2026-11-23-shed.md`, so results compare.
-    fn markdown(&self) -> Result<String> {
+    fn markdown(&self) -> String {
         let r = &self.report;
-        let errors = field(r, "streams.errors")?
-            .as_object()
-            .context("`streams.errors` in diag's report is not an object")?;
         let mut shed = 0;
         let mut other = 0;
         let mut other_kinds = Vec::new();
-        for (kind, count) in errors {
-            let Some(count) = count.as_u64() else {
-                bail!("`streams.errors.{kind}` in diag's report is not an integer");
-            };
+        for (kind, &count) in &r.streams.errors {
             if kind == "http_503" {
                 shed += count;
             } else {
@@ -169,19 +143,15 @@ impl Row {
                 other_kinds.push(format!("{kind} {count}"));
             }
         }
-        let health = field(r, "health")?;
-        let (health_p99, health_failures) = if health.is_null() {
-            ("n/a".to_string(), "no samples".to_string())
-        } else {
-            (
-                secs_or_ms(opt_num(r, "health.p99_ms")?, 1),
+        let (health_p99, health_failures) = match &r.health {
+            None => ("n/a".to_string(), "no samples".to_string()),
+            Some(health) => (
+                secs_or_ms(health.p99_ms, 1),
                 format!(
                     "{} timeouts, {} errors of {}",
-                    uint(r, "health.timeouts")?,
-                    uint(r, "health.errors")?,
-                    uint(r, "health.samples")?
+                    health.timeouts, health.errors, health.samples
                 ),
-            )
+            ),
         };
         let counters = self
             .shed_counters
@@ -198,15 +168,15 @@ impl Row {
             row,
             "| `{}` | {} | {} | {shed} | {other}{} | {} | {} | {health_p99} | {health_failures} | {} | {} |",
             self.limits,
-            uint(r, "streams.started")?,
-            uint(r, "streams.completed")?,
+            r.streams.started,
+            r.streams.completed,
             if other_kinds.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", other_kinds.join(", "))
             },
-            secs_or_ms(section_num(r, "ttft_ms", "p99")?, 1),
-            secs_or_ms(section_num(r, "e2e_ms", "p99")?, 1),
+            secs_or_ms(r.ttft_ms.p99, 1),
+            secs_or_ms(r.e2e_ms.p99, 1),
             self.peak_rss_kib
                 .map_or_else(|| "n/a".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
             if counters.is_empty() {
@@ -215,6 +185,6 @@ impl Row {
                 counters
             },
         );
-        Ok(row)
+        row
     }
 }

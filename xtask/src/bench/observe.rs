@@ -1,0 +1,98 @@
+//! What the benchmarks read from the machine and from the processes they run, besides diag's
+//! reports: a process's memory and the open files limit from `/proc`, a program on `PATH`, and
+//! the gateway's `/metrics`.
+//!
+//! The lesson here is to read the numbers where the kernel and the gateway keep them, not to
+//! estimate them: `VmRSS` is what the gateway holds now, `VmHWM` its peak, and
+//! `gateway_shed_total` is the gateway's own count of what it turned away (diag only sees 503s).
+//! Each reader answers `None` (or 0 for a counter) rather than failing, because a process that
+//! just exited or a counter not yet exposed is a blank in the table, not a failed benchmark.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+/// The Prometheus reader shared with the gateway's tests.
+pub use common::prometheus::samples as metric_samples;
+
+/// The soft `RLIMIT_NOFILE` this process (and so its children) runs with, from /proc.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// `program` in the first directory of `PATH` that has it; the benchmarks install nothing.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`), or `None` if it cannot be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), or `None` if it cannot be read.
+pub fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kib_field(&status, name)
+}
+
+/// The number after `name` in a `/proc` text of `Name:   1234 kB` lines.
+pub fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The body of `GET url`; a non-2xx answer is an error.
+pub fn http_get(url: &str) -> Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("GET {url}: cannot read the body"))
+}
+
+/// The value of the sample named exactly `name`, 0 when the gateway has not exposed it yet.
+pub fn metric(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_read_by_prefix() {
+        let text = "# HELP gateway_shed_total x\n\
+                    gateway_shed_total{reason=\"queue_full\"} 6100\n\
+                    gateway_shed_total{reason=\"queue_timeout\"} 900\n\
+                    gateway_hedges_fired_total 77\n";
+        let shed = metric_samples(text, "gateway_shed_total{");
+        assert_eq!(shed.len(), 2);
+        assert_eq!(
+            metric(&shed, "gateway_shed_total{reason=\"queue_timeout\"}"),
+            900.0
+        );
+        let hedges = metric_samples(text, "gateway_hedges_");
+        assert_eq!(metric(&hedges, "gateway_hedges_fired_total"), 77.0);
+        assert_eq!(metric(&hedges, "gateway_hedges_won_total"), 0.0);
+    }
+}

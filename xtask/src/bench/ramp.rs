@@ -1,0 +1,394 @@
+//! `cargo xtask bench [--quick]` (`ramp`, the default): the capacity ramp. How much the gateway
+//! carries, what it costs, what it holds.
+//!
+//! Release build only: a debug build's numbers say nothing about the gateway. xtask builds the
+//! binaries, starts `mock-llm` and the gateway on free ports, drives them with the `diag` binary
+//! (`diag llm` and `diag load`, each with `--json` into `target/bench/<run>/`), reads the JSON
+//! back, and writes `bench/results/<date>-bench[-quick].json` and `.md`. The Markdown is printed
+//! at the end. The run fails only when a step fails or a report lacks a field it needs, never on
+//! a number: speed is measured here, not asserted (ARCHITECTURE.md, "Testing": tests assert
+//! structure, speed is for benchmarks), so `make bench-quick` can run in CI on any machine.
+//!
+//! # The steps
+//!
+//! 1. **Stream capacity.** The mock paces every chat stream at 60 tokens, one every 200 ms after a
+//!    200 ms TTFT, like a real model, so a stream is mostly *waiting*: what limits a relay is how
+//!    many open, slow streams it can keep moving, not bytes per second. For each mode the
+//!    concurrency is **ramped** (`diag llm -c LEVEL -z D --health --pacing-ms 200`), because a
+//!    single number of streams either sits below the limit (and shows nothing) or far above it
+//!    (and shows only collapse); the ramp finds the knee. A level is **held** when
+//!    - diag calls it sustained (no gap between two tokens above 10 × the 200 ms pacing, fewer
+//!      than 0.1% of streams failed),
+//!    - the tokens relayed reach 75% of what that many streams paced at 200 ms deliver in the
+//!      run's time (a stream queued behind a starved pool gets no token at all, so it has no gap
+//!      and does not fail, and only this count sees it), and
+//!    - the gateway's `/health` p99 stays within 10 ms.
+//!
+//!    `/health` is the stop signal because it is what an orchestrator acts on, and because it
+//!    runs a job on the blocking pool: when the gateway is starved or saturated, new requests
+//!    wait and `/health` shows it first, while the streams already open still flow. The
+//!    capacity reported is the **highest level held** (the last of the unbroken run of held
+//!    levels from the bottom). The ramp itself goes on past a `/health`-only miss and stops when
+//!    the streams are no longer sustained, so the table shows both limits: where the gateway
+//!    stops answering its health check in time, and where it stops relaying. The broken mode
+//!    (`--blocking-threads 4`) is ramped from 2 (2, 4, 8): it can only carry its pool size; at 4
+//!    its pool is full, so `/health` waits for a thread, and at 8 four streams queue for one and
+//!    get no token at all.
+//! 2. **Overhead.** Small non-streaming completions (`max_tokens: 1`, no delay in the mock) at
+//!    `-c 50` with `diag load`, straight to the mock, through nginx when installed, and through
+//!    the gateway (fixed). nginx is the reference: a mature C proxy doing the same relay, so the
+//!    gateway's added latency can be read against what relaying costs at all on this machine.
+//!    nginx is looked up on `PATH` and never installed; without it the step says so.
+//! 3. **Memory.** The gateway's resident memory (`VmRSS` of its pid): idle, the peak at 1,000
+//!    streams (the highest level in `--quick`), the peak at the highest level held, and 3 s
+//!    after the load is gone (does it give memory back?).
+//!
+//! Open files: each stream costs the gateway two sockets (client and upstream) and diag and the
+//! mock one each. Children inherit xtask's `RLIMIT_NOFILE`; xtask does not raise it, it caps the
+//! ramp at what the soft limit allows the gateway and says so in the results.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::bench::observe::{find_on_path, open_files_limit, rss_kib};
+use crate::bench::ramp_results::{
+    FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, LoadRun, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
+    TOKENS, TTFT_MS,
+};
+use crate::bench::reports::{LlmReport, LoadReport};
+use crate::bench::results::{Results, commit, machine, opt_ms};
+use crate::bench::session::{Runner, Session, strings};
+use crate::cli::BenchArgs;
+use crate::services::Service;
+
+/// The broken gateway's pool size.
+const BROKEN_POOL: u16 = 4;
+/// File descriptors kept aside for everything that is not a stream.
+const FD_RESERVE: u64 = 256;
+
+/// `cargo xtask bench [--quick]`: the capacity ramp, overhead and memory.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let plan = if args.quick { &QUICK } else { &FULL };
+    let Session { clock, mut runner } = Session::begin(if args.quick { "-quick" } else { "" })?;
+
+    let nofile = open_files_limit();
+    // The gateway holds two sockets per stream; diag and the mock one each.
+    let max_streams = nofile.map(|n| n.saturating_sub(FD_RESERVE) / 2);
+    let nginx = find_on_path("nginx");
+
+    let (_mock, mock_listen) = runner.start_mock(&strings(&[
+        "--ttft-ms",
+        &TTFT_MS.to_string(),
+        "--itl-ms",
+        &ITL_MS.to_string(),
+        "--tokens",
+        &TOKENS.to_string(),
+        "--seed",
+        "1",
+    ]))?;
+
+    // Fixed gateway: idle memory, overhead, ramp, memory after.
+    let (fixed_ramp, overhead) = {
+        let (gateway, gateway_url) = ramp_gateway(&mut runner, "fixed", 4, mock_listen)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = rss_kib(gateway.pid());
+
+        println!(
+            "\n=== bench: overhead (non-streaming, -c 50, {})",
+            plan.overhead_duration
+        );
+        let mut overhead = vec![load_run(
+            &mut runner,
+            "mock-llm (direct)",
+            &format!("http://{mock_listen}"),
+            plan.overhead_duration,
+        )?];
+        let nginx_note = match &nginx {
+            Some(path) => {
+                let (service, url) = runner.start_nginx(path, mock_listen)?;
+                overhead.push(load_run(
+                    &mut runner,
+                    "nginx (reference proxy)",
+                    &url,
+                    plan.overhead_duration,
+                )?);
+                drop(service);
+                format!("nginx {} as the reference proxy", path.display())
+            }
+            None => "nginx not on PATH: reference proxy skipped (the bench installs nothing)"
+                .to_string(),
+        };
+        println!("xtask: {nginx_note}");
+        overhead.push(load_run(
+            &mut runner,
+            "gateway (fixed)",
+            &gateway_url,
+            plan.overhead_duration,
+        )?);
+
+        println!("\n=== bench: stream capacity, fixed gateway");
+        let mut ramp = ramp(
+            &mut runner,
+            &gateway,
+            &gateway_url,
+            "fixed",
+            4,
+            plan.fixed_levels,
+            plan.level_duration,
+            max_streams,
+        )?;
+        ramp.idle_rss_kib = idle;
+        (ramp, (overhead, nginx_note))
+    };
+
+    println!("\n=== bench: stream capacity, broken gateway");
+    let broken_ramp = {
+        let (gateway, gateway_url) = ramp_gateway(&mut runner, "broken", BROKEN_POOL, mock_listen)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = rss_kib(gateway.pid());
+        let mut ramp = ramp(
+            &mut runner,
+            &gateway,
+            &gateway_url,
+            "broken",
+            BROKEN_POOL,
+            plan.broken_levels,
+            plan.level_duration,
+            max_streams,
+        )?;
+        ramp.idle_rss_kib = idle;
+        ramp
+    };
+
+    let (overhead, nginx_note) = overhead;
+    let elapsed = clock.elapsed();
+    let found = RampResults {
+        quick: args.quick,
+        date: clock.date(),
+        machine: machine(),
+        commit: commit(),
+        nofile,
+        max_streams,
+        plan,
+        nginx_note,
+        ramps: vec![fixed_ramp, broken_ramp],
+        overhead,
+        commands: runner.commands,
+        elapsed,
+        build_time: clock.build_time,
+    };
+    let mut results = Results::new(args, &clock, "bench");
+    results.json(&found.to_json())?;
+    results.markdown(found.markdown());
+    results.write(&format!("bench done in {:.0} s", elapsed.as_secs_f64()))
+}
+
+/// A ramp gateway: `mode` with a pool of `blocking_threads`, and its base URL.
+fn ramp_gateway(
+    runner: &mut Runner,
+    mode: &str,
+    blocking_threads: u16,
+    mock_listen: SocketAddr,
+) -> Result<(Service, String)> {
+    let (gateway, listen) = runner.start_gateway(
+        mock_listen,
+        &strings(&[
+            "--mode",
+            mode,
+            "--blocking-threads",
+            &blocking_threads.to_string(),
+            // The ramp measures the gateway's own capacity (up to 8,000 streams), so the
+            // inbound cap, 1,024 by default, must not shed first.
+            "--max-concurrent-requests",
+            "100000",
+        ]),
+    )?;
+    Ok((gateway, format!("http://{listen}")))
+}
+
+/// The overhead step against one target: small completions, no mock delay, `-c 50`.
+fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Result<LoadRun> {
+    let slug: String = target
+        .chars()
+        .take_while(|c| *c != ' ')
+        .collect::<String>()
+        .replace('-', "_");
+    let report = runner.work_dir.join(format!("load-{slug}.json"));
+    runner.diag(&strings(&[
+        "load",
+        &format!("{base}/v1/chat/completions"),
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-d",
+        r#"{"model":"mock-1","messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#,
+        "-H",
+        "x-mock-ttft-ms: 0",
+        "-H",
+        "x-mock-itl-ms: 0",
+        "-c",
+        "50",
+        "-z",
+        duration,
+        "--no-progress",
+        "--json",
+        &report.to_string_lossy(),
+    ]))?;
+    let r = LoadReport::read(&report)?;
+    if r.requests.ok == 0 {
+        bail!("no response at all from {target}: see {}", report.display());
+    }
+    Ok(LoadRun {
+        target: target.to_string(),
+        rps: r.rps,
+        p50_ms: r.latency_ms.p50,
+        p99_ms: r.latency_ms.p99,
+        ok: r.requests.ok,
+        errors: r.requests.errors,
+        non_200: r.non_200(),
+        report,
+    })
+}
+
+/// One mode's ramp: `levels` up to the first whose streams are not sustained (or past what the
+/// open files limit allows), then the gateway's memory 3 s after the last.
+#[allow(clippy::too_many_arguments)]
+fn ramp(
+    runner: &mut Runner,
+    gateway: &Service,
+    url: &str,
+    mode: &'static str,
+    blocking_threads: u16,
+    levels: &[u32],
+    duration: &str,
+    max_streams: Option<u64>,
+) -> Result<Ramp> {
+    let mut ramp = Ramp {
+        mode,
+        blocking_threads,
+        levels: Vec::new(),
+        skipped_levels: Vec::new(),
+        idle_rss_kib: None,
+        after_rss_kib: None,
+    };
+    for &streams in levels {
+        if max_streams.is_some_and(|max| u64::from(streams) > max) {
+            ramp.skipped_levels.push(streams);
+            continue;
+        }
+        let level = stream_level(runner, gateway, url, mode, streams, duration)?;
+        let streams_ok = level.streams_ok;
+        println!(
+            "xtask: {mode} {streams} streams: {:.0} events/s, /health p99 {}, {}",
+            level.events_per_s,
+            opt_ms(level.health_p99_ms),
+            level
+                .not_held
+                .as_ref()
+                .map_or("held".to_string(), |why| format!("not held: {why}"))
+        );
+        ramp.levels.push(level);
+        if !streams_ok {
+            break;
+        }
+        // Let the cancelled streams' sockets close before the next level opens more.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Does the gateway give memory back once the load is gone?
+    std::thread::sleep(Duration::from_secs(3));
+    ramp.after_rss_kib = rss_kib(gateway.pid());
+    Ok(ramp)
+}
+
+fn stream_level(
+    runner: &mut Runner,
+    gateway: &Service,
+    url: &str,
+    mode: &str,
+    streams: u32,
+    duration: &str,
+) -> Result<Level> {
+    let report = runner.work_dir.join(format!("llm-{mode}-{streams}.json"));
+    let args = strings(&[
+        "llm",
+        "--base-url",
+        url,
+        "-c",
+        &streams.to_string(),
+        "-z",
+        duration,
+        "--health",
+        "--pacing-ms",
+        &ITL_MS.to_string(),
+        "--no-progress",
+        "--json",
+        &report.to_string_lossy(),
+    ]);
+    let pid = gateway.pid();
+    let stop = AtomicBool::new(false);
+    let (result, rss_max_kib) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut max = None;
+            while !stop.load(Ordering::SeqCst) {
+                max = max.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            max
+        });
+        let result = runner.diag(&args);
+        stop.store(true, Ordering::SeqCst);
+        (result, sampler.join().ok().flatten())
+    });
+    result?;
+
+    let r = LlmReport::read(&report)?;
+    let tokens = r.output_tokens.total;
+    let per_stream = ((r.duration_s * 1000.0 - TTFT_MS as f64) / ITL_MS as f64)
+        .floor()
+        .clamp(0.0, TOKENS as f64 - 1.0)
+        + 1.0;
+    let expected_tokens = f64::from(streams) * per_stream;
+    let Some(health) = r.health else {
+        bail!("{} has no health section", report.display());
+    };
+    let health_p99_ms = health.p99_ms;
+    let diag_sustained = r.sustained;
+    let diag_reason = r.sustained_reason;
+
+    let mut reasons = Vec::new();
+    let streams_ok = diag_sustained && tokens >= MIN_TOKEN_RATIO * expected_tokens;
+    if !diag_sustained {
+        reasons.push(format!("diag: not sustained ({diag_reason})"));
+    }
+    if tokens < MIN_TOKEN_RATIO * expected_tokens {
+        reasons.push(format!(
+            "{tokens:.0} tokens relayed < {:.0}% of the {expected_tokens:.0} paced streams deliver",
+            MIN_TOKEN_RATIO * 100.0
+        ));
+    }
+    match health_p99_ms {
+        Some(p99) if p99 <= HEALTH_P99_MAX_MS => {}
+        Some(p99) => reasons.push(format!("/health p99 {p99:.1} ms > {HEALTH_P99_MAX_MS} ms")),
+        None => reasons.push("no /health answer".to_string()),
+    }
+    Ok(Level {
+        streams,
+        diag_sustained,
+        diag_reason,
+        tokens,
+        expected_tokens,
+        events_per_s: r.output_tokens.per_s,
+        failed: r.streams.failed,
+        max_gap_ms: r.max_gap_ms,
+        ttft_p99_ms: r.ttft_ms.p99,
+        health_p99_ms,
+        rss_max_kib,
+        streams_ok,
+        not_held: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        report,
+    })
+}

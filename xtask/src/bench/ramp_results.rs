@@ -1,0 +1,419 @@
+//! What the capacity ramp measures and how it is written: the mock's pacing and the rule for a
+//! held level, the plans (full and `--quick`), one level, one mode's ramp, one overhead run, and
+//! the `<date>-bench[-quick].{json,md}` they become.
+//!
+//! The rule lives here, beside the tables, because the results state it: a reader of
+//! `bench/results/` sees the thresholds a level was judged by, in the same file as the numbers
+//! (`held_rule` in the JSON, the **Load** line in the Markdown). [`crate::bench::ramp`] applies
+//! it; what each step measures and why is written there.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::bench::results::{Machine, commands_section, mib, opt_ms, rel, round3};
+
+/// The mock's pacing for the stream step: TTFT, inter-token latency, tokens per stream.
+pub const TTFT_MS: u64 = 200;
+pub const ITL_MS: u64 = 200;
+pub const TOKENS: u64 = 60;
+/// A level is not held when fewer tokens than this share of the paced ideal were relayed.
+pub const MIN_TOKEN_RATIO: f64 = 0.75;
+/// A level is not held when the gateway's `/health` p99 is above this.
+pub const HEALTH_P99_MAX_MS: f64 = 10.0;
+/// The level whose memory is reported as "at 1,000 streams" (or the quick run's top level).
+pub const REFERENCE_LEVEL: u32 = 1000;
+
+/// How far and how long a ramp goes: the levels per mode, and how long each step runs.
+pub struct Plan {
+    pub fixed_levels: &'static [u32],
+    pub broken_levels: &'static [u32],
+    pub level_duration: &'static str,
+    pub overhead_duration: &'static str,
+}
+
+/// `--quick`: what CI runs, to check the structure, not the speed.
+pub const QUICK: Plan = Plan {
+    fixed_levels: &[50, 100, 200],
+    broken_levels: &[2, 4, 8],
+    level_duration: "4s",
+    overhead_duration: "4s",
+};
+
+/// `make bench`: up to 8,000 streams, the numbers the README quotes.
+pub const FULL: Plan = Plan {
+    fixed_levels: &[100, 200, 500, 1000, 2000, 4000, 8000],
+    broken_levels: &[2, 4, 8],
+    level_duration: "6s",
+    overhead_duration: "10s",
+};
+
+/// One level of the ramp, as measured.
+#[derive(Debug)]
+pub struct Level {
+    pub streams: u32,
+    pub diag_sustained: bool,
+    pub diag_reason: String,
+    pub tokens: f64,
+    pub expected_tokens: f64,
+    pub events_per_s: f64,
+    pub failed: u64,
+    pub max_gap_ms: Option<f64>,
+    pub ttft_p99_ms: Option<f64>,
+    pub health_p99_ms: Option<f64>,
+    pub rss_max_kib: Option<u64>,
+    /// Diag's sustained rule and the token count held (whatever `/health` said).
+    pub streams_ok: bool,
+    /// Why the level was not held; `None` when it was.
+    pub not_held: Option<String>,
+    pub report: PathBuf,
+}
+
+impl Level {
+    fn to_json(&self) -> Value {
+        json!({
+            "streams": self.streams,
+            "held": self.not_held.is_none(),
+            "streams_sustained": self.streams_ok,
+            "not_held_because": self.not_held,
+            "diag_sustained": self.diag_sustained,
+            "diag_sustained_reason": self.diag_reason,
+            "output_tokens": self.tokens,
+            "expected_tokens": self.expected_tokens,
+            "events_per_s": self.events_per_s,
+            "failed_streams": self.failed,
+            "max_gap_ms": self.max_gap_ms,
+            "ttft_p99_ms": self.ttft_p99_ms,
+            "health_p99_ms": self.health_p99_ms,
+            "gateway_rss_max_kib": self.rss_max_kib,
+            "diag_report": rel(&self.report),
+        })
+    }
+}
+
+/// The ramp of one mode.
+#[derive(Debug)]
+pub struct Ramp {
+    pub mode: &'static str,
+    pub blocking_threads: u16,
+    pub levels: Vec<Level>,
+    pub skipped_levels: Vec<u32>,
+    pub idle_rss_kib: Option<u64>,
+    pub after_rss_kib: Option<u64>,
+}
+
+impl Ramp {
+    /// The last level of the unbroken run of held levels from the bottom of the ramp.
+    fn highest_held(&self) -> Option<&Level> {
+        self.levels
+            .iter()
+            .take_while(|l| l.not_held.is_none())
+            .last()
+    }
+
+    /// The highest level whose streams were sustained, `/health` aside.
+    fn highest_streams_ok(&self) -> Option<&Level> {
+        self.levels.iter().rfind(|l| l.streams_ok)
+    }
+
+    fn to_json(&self) -> Value {
+        let held = self.highest_held();
+        json!({
+            "mode": self.mode,
+            "blocking_threads": self.blocking_threads,
+            "highest_level_held": held.map(|l| l.streams),
+            "events_per_s_at_highest_held": held.map(|l| l.events_per_s),
+            "highest_level_streams_sustained": self.highest_streams_ok().map(|l| l.streams),
+            "levels": self.levels.iter().map(Level::to_json).collect::<Vec<_>>(),
+            "levels_skipped_for_open_files": self.skipped_levels,
+        })
+    }
+}
+
+/// One `diag load` run of the overhead step.
+#[derive(Debug)]
+pub struct LoadRun {
+    pub target: String,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub non_200: u64,
+    pub report: PathBuf,
+}
+
+impl LoadRun {
+    fn to_json(&self) -> Value {
+        json!({
+            "target": self.target,
+            "rps": self.rps,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "responses": self.ok,
+            "non_200": self.non_200,
+            "errors": self.errors,
+            "diag_report": rel(&self.report),
+        })
+    }
+}
+
+/// Everything one ramp run found, for its JSON and Markdown.
+pub struct RampResults {
+    pub quick: bool,
+    pub date: String,
+    pub machine: Machine,
+    pub commit: String,
+    pub nofile: Option<u64>,
+    pub max_streams: Option<u64>,
+    pub plan: &'static Plan,
+    pub nginx_note: String,
+    pub ramps: Vec<Ramp>,
+    pub overhead: Vec<LoadRun>,
+    pub commands: Vec<String>,
+    pub elapsed: Duration,
+    pub build_time: Duration,
+}
+
+impl RampResults {
+    fn fixed(&self) -> Option<&Ramp> {
+        self.ramps.iter().find(|r| r.mode == "fixed")
+    }
+
+    /// The added latency of the gateway over the direct run: (p50, p99) in ms.
+    fn added_latency(&self) -> Option<(f64, f64)> {
+        let direct = self
+            .overhead
+            .iter()
+            .find(|r| r.target.starts_with("mock"))?;
+        let gateway = self
+            .overhead
+            .iter()
+            .find(|r| r.target.starts_with("gateway"))?;
+        Some((
+            round3(gateway.p50_ms - direct.p50_ms),
+            round3(gateway.p99_ms - direct.p99_ms),
+        ))
+    }
+
+    /// Memory of the fixed gateway: (label, level, KiB).
+    fn memory(&self) -> Vec<(String, Option<u32>, Option<u64>)> {
+        let Some(fixed) = self.fixed() else {
+            return Vec::new();
+        };
+        let reference = fixed
+            .levels
+            .iter()
+            .find(|l| l.streams == REFERENCE_LEVEL)
+            .or_else(|| fixed.levels.iter().rfind(|l| l.streams <= REFERENCE_LEVEL));
+        let held = fixed.highest_held();
+        let mut rows = vec![("idle".to_string(), None, fixed.idle_rss_kib)];
+        if let Some(l) = reference {
+            rows.push((
+                format!("{} streams (peak)", l.streams),
+                Some(l.streams),
+                l.rss_max_kib,
+            ));
+        }
+        if let Some(l) = held {
+            rows.push((
+                format!("highest level held, {} streams (peak)", l.streams),
+                Some(l.streams),
+                l.rss_max_kib,
+            ));
+        }
+        rows.push((
+            "3 s after the load is gone".to_string(),
+            None,
+            fixed.after_rss_kib,
+        ));
+        rows
+    }
+
+    pub fn to_json(&self) -> Value {
+        let added = self.added_latency();
+        json!({
+            "kind": if self.quick { "bench-quick" } else { "bench" },
+            "date": self.date,
+            "machine": {
+                "cores": self.machine.cores,
+                "cpu": self.machine.cpu,
+                "memory_kib": self.machine.memory_kib,
+                "kernel": self.machine.kernel,
+            },
+            "commit": self.commit,
+            "build": "release",
+            "open_files_limit": self.nofile,
+            "max_streams_for_open_files": self.max_streams,
+            "mock": { "ttft_ms": TTFT_MS, "itl_ms": ITL_MS, "tokens": TOKENS },
+            "level_duration": self.plan.level_duration,
+            "held_rule": {
+                "diag_sustained": true,
+                "min_token_ratio": MIN_TOKEN_RATIO,
+                "health_p99_max_ms": HEALTH_P99_MAX_MS,
+            },
+            "nginx": self.nginx_note,
+            "stream_capacity": self.ramps.iter().map(Ramp::to_json).collect::<Vec<_>>(),
+            "overhead": {
+                "concurrency": 50,
+                "duration": self.plan.overhead_duration,
+                "runs": self.overhead.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
+                "gateway_added_p50_ms": added.map(|a| a.0),
+                "gateway_added_p99_ms": added.map(|a| a.1),
+            },
+            "memory_fixed_gateway": self.memory().iter().map(|(label, level, kib)| json!({
+                "when": label, "streams": level, "rss_kib": kib,
+            })).collect::<Vec<_>>(),
+            "memory_broken_gateway": self.ramps.iter().find(|r| r.mode == "broken").map(|r| json!({
+                "idle_rss_kib": r.idle_rss_kib,
+                "after_rss_kib": r.after_rss_kib,
+            })),
+            "commands": self.commands,
+            "elapsed_s": (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            "of_which_build_s": (self.build_time.as_secs_f64() * 10.0).round() / 10.0,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# Benchmark{}, {}\n",
+            if self.quick { " (quick)" } else { "" },
+            self.date
+        );
+        let _ = writeln!(
+            md,
+            "- **Machine:** {}, open files limit {}.",
+            self.machine.describe(),
+            self.nofile
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "unknown".into())
+        );
+        let _ = writeln!(
+            md,
+            "- **Build:** release. **Commit:** {}. **Run:** `{}`, {:.0} s (of which {:.0} s building).",
+            self.commit,
+            if self.quick {
+                "make bench-quick"
+            } else {
+                "make bench"
+            },
+            self.elapsed.as_secs_f64(),
+            self.build_time.as_secs_f64()
+        );
+        let _ = writeln!(
+            md,
+            "- **Load:** mock-llm streams of {TOKENS} tokens, {ITL_MS} ms apart after a {TTFT_MS} ms TTFT; \
+             `diag llm` for {} per level. A level is *held* when diag says sustained (no gap > 10 × 200 ms, \
+             < 0.1% failed), ≥ {:.0}% of the paced tokens arrived, and `/health` p99 ≤ {HEALTH_P99_MAX_MS} ms.",
+            self.plan.level_duration,
+            MIN_TOKEN_RATIO * 100.0
+        );
+        let _ = writeln!(md, "- **Reference proxy:** {}.", self.nginx_note);
+        if let Some(max) = self.max_streams {
+            let _ = writeln!(
+                md,
+                "- **Open files:** the gateway holds 2 sockets per stream, so its limit allows about {max} streams."
+            );
+            let skipped: Vec<String> = self
+                .ramps
+                .iter()
+                .flat_map(|r| r.skipped_levels.iter().map(|l| format!("{} {l}", r.mode)))
+                .collect();
+            if !skipped.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "- **Capped:** the open files limit allows the gateway about {max} streams; \
+                     levels not run: {}.",
+                    skipped.join(", ")
+                );
+            }
+        }
+
+        let _ = writeln!(md, "\n## Stream capacity\n");
+        let _ = writeln!(
+            md,
+            "| mode | highest level held | events/s there | highest level with streams sustained (`/health` aside) |\n|---|---|---|---|"
+        );
+        for r in &self.ramps {
+            let held = r.highest_held();
+            let _ = writeln!(
+                md,
+                "| {} (pool {}) | {} | {} | {} |",
+                r.mode,
+                r.blocking_threads,
+                held.map(|l| l.streams.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                held.map(|l| format!("{:.0}", l.events_per_s))
+                    .unwrap_or_else(|| "-".into()),
+                r.highest_streams_ok()
+                    .map(|l| l.streams.to_string())
+                    .unwrap_or_else(|| "none".into()),
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n| mode | streams | events/s | tokens / paced ideal | max gap | TTFT p99 | `/health` p99 | gateway RSS (peak) | held |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for r in &self.ramps {
+            for l in &r.levels {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.0} | {:.0}% | {} | {} | {} | {} | {} |",
+                    r.mode,
+                    l.streams,
+                    l.events_per_s,
+                    if l.expected_tokens > 0.0 {
+                        100.0 * l.tokens / l.expected_tokens
+                    } else {
+                        0.0
+                    },
+                    opt_ms(l.max_gap_ms),
+                    opt_ms(l.ttft_p99_ms),
+                    opt_ms(l.health_p99_ms),
+                    mib(l.rss_max_kib),
+                    match &l.not_held {
+                        None => "yes".to_string(),
+                        Some(why) => format!("no: {why}"),
+                    }
+                );
+            }
+        }
+
+        let _ = writeln!(
+            md,
+            "\n## Overhead (non-streaming, `max_tokens: 1`, no mock delay, -c 50, {})\n",
+            self.plan.overhead_duration
+        );
+        let _ = writeln!(
+            md,
+            "| target | req/s | p50 | p99 | non-200 | errors |\n|---|---|---|---|---|---|"
+        );
+        for o in &self.overhead {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.3} ms | {:.3} ms | {} | {} |",
+                o.target, o.rps, o.p50_ms, o.p99_ms, o.non_200, o.errors
+            );
+        }
+        if let Some((p50, p99)) = self.added_latency() {
+            let _ = writeln!(
+                md,
+                "\nThe gateway adds {p50:.3} ms at p50 and {p99:.3} ms at p99 over the direct run."
+            );
+        }
+
+        let _ = writeln!(md, "\n## Gateway memory (fixed, VmRSS)\n");
+        let _ = writeln!(md, "| when | RSS |\n|---|---|");
+        for (label, _, kib) in self.memory() {
+            let _ = writeln!(md, "| {label} | {} |", mib(kib));
+        }
+
+        md.push_str(&commands_section(&self.commands));
+        md
+    }
+}

@@ -1,0 +1,197 @@
+//! What every benchmark runs inside: a [`Session`] (Ctrl-C handling, the release build, a work
+//! directory `target/bench/<run>/`) and its [`Runner`], which starts the services (mock-llm, the
+//! gateway, nginx) on free ports, runs diag, and records every command for the results.
+//!
+//! The lesson is the one `services` teaches for the demo, applied to measurements: every child's
+//! exit status is checked, readiness is polled, ports are free ones (so a benchmark runs beside a
+//! demo on 8000-8002), and a [`Service`] stops when it is dropped, so a run that fails or is
+//! interrupted leaves nothing behind. Recording each command as it runs is what lets a results
+//! file end with what to paste into a shell to do it again.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::results::{Clock, command_line};
+use crate::services::{self, INTERRUPTED, Service};
+
+/// Runs commands and remembers them, for the results' "commands" list.
+pub struct Runner {
+    bin_dir: PathBuf,
+    /// Where diag's reports, the pid files and the services' logs of this run go.
+    pub work_dir: PathBuf,
+    /// Every command run so far, as it could be pasted into a shell.
+    pub commands: Vec<String>,
+}
+
+impl Runner {
+    /// A fresh run: the directory for its diag reports, pid files and logs, and no commands yet.
+    fn new(bin_dir: PathBuf, work_dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&work_dir)?;
+        Ok(Runner {
+            bin_dir,
+            work_dir,
+            commands: Vec::new(),
+        })
+    }
+
+    /// Runs diag with `args`, recorded; fails if diag does.
+    pub fn diag(&mut self, args: &[String]) -> Result<()> {
+        let program = self.note_diag(args, "");
+        run_diag(&program, args)
+    }
+
+    /// Records (and prints) a diag command line and returns diag's path, for a caller that runs
+    /// it with [`run_diag`] itself, e.g. on another thread beside a second diag. `suffix` is
+    /// appended to the recorded line (" &" for one that runs in the background).
+    pub fn note_diag(&mut self, args: &[String], suffix: &str) -> PathBuf {
+        let program = self.bin_dir.join("diag");
+        let line = command_line(&program, args) + suffix;
+        println!("xtask: {line}");
+        self.commands.push(line);
+        program
+    }
+
+    fn start(
+        &mut self,
+        bin_dir: &Path,
+        program: &'static str,
+        listen: SocketAddr,
+        args: &[String],
+        ready_url: &str,
+    ) -> Result<Service> {
+        self.commands
+            .push(command_line(&bin_dir.join(program), args) + " &");
+        services::start_in(&self.work_dir, bin_dir, program, listen, args, ready_url)
+    }
+
+    /// A mock-llm on a free port with `flags`; ready when its `/health` answers.
+    pub fn start_mock(&mut self, flags: &[String]) -> Result<(Service, SocketAddr)> {
+        let listen = services::free_addr()?;
+        let mut args = strings(&["--listen", &listen.to_string()]);
+        args.extend_from_slice(flags);
+        let ready = format!("http://{listen}/health");
+        let bin_dir = self.bin_dir.clone();
+        Ok((
+            self.start(&bin_dir, "mock-llm", listen, &args, &ready)?,
+            listen,
+        ))
+    }
+
+    /// A gateway on a free port in front of `upstream`, with `flags` (mode, limits, ...); ready
+    /// when `/debug/health-async` answers. `--drain-secs 1` only bounds how long its stop waits
+    /// for open streams once diag is done: no effect on the numbers.
+    pub fn start_gateway(
+        &mut self,
+        upstream: SocketAddr,
+        flags: &[String],
+    ) -> Result<(Service, SocketAddr)> {
+        let listen = services::free_addr()?;
+        let mut args = strings(&[
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--drain-secs",
+            "1",
+        ]);
+        args.extend_from_slice(flags);
+        let ready = format!("http://{listen}/debug/health-async");
+        let bin_dir = self.bin_dir.clone();
+        Ok((
+            self.start(&bin_dir, "gateway", listen, &args, &ready)?,
+            listen,
+        ))
+    }
+
+    /// nginx as a plain reverse proxy in front of the mock: keep-alive upstream connections, no
+    /// buffering, no access log, everything under the run's directory.
+    pub fn start_nginx(&mut self, nginx: &Path, mock: SocketAddr) -> Result<(Service, String)> {
+        let listen = services::free_addr()?;
+        let dir = self.work_dir.join("nginx");
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  \
+             proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  \
+             uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  \
+             upstream mock {{ server {mock}; keepalive 128; }}\n  \
+             server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://mock;\n      \
+             proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
+             proxy_buffering off;\n    }}\n  }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let bin_dir = nginx.parent().context("nginx path has no directory")?;
+        let service = self.start(
+            bin_dir,
+            "nginx",
+            listen,
+            &strings(&["-p", &format!("{d}/"), "-c", &conf_path.to_string_lossy()]),
+            &format!("http://{listen}/health"),
+        )?;
+        Ok((service, format!("http://{listen}")))
+    }
+}
+
+/// Runs diag with `args`; fails if it exits with a status other than 0 or Ctrl-C was pressed.
+pub fn run_diag(program: &Path, args: &[String]) -> Result<()> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program:?}"))?;
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    if !output.status.success() {
+        bail!(
+            "{} failed ({}):\n{}{}",
+            command_line(program, args),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// What every benchmark does first: Ctrl-C handling, the release build, a work directory
+/// `target/bench/<unix time><suffix>` for diag's reports and the services' logs.
+pub struct Session {
+    pub clock: Clock,
+    pub runner: Runner,
+}
+
+impl Session {
+    /// `suffix` ends the work directory's name: "" for the ramp (as it always was), "-quick",
+    /// "-shed" and so on for the others.
+    pub fn begin(suffix: &str) -> Result<Self> {
+        services::catch_ctrl_c();
+        let started = SystemTime::now();
+        let bin_dir = services::build(false)?;
+        let build_time = started.elapsed().unwrap_or_default();
+        let stamp = started.duration_since(UNIX_EPOCH)?.as_secs();
+        let work_dir = services::target_dir()
+            .join("bench")
+            .join(format!("{stamp}{suffix}"));
+        let runner = Runner::new(bin_dir, work_dir)?;
+        Ok(Session {
+            clock: Clock {
+                started,
+                build_time,
+            },
+            runner,
+        })
+    }
+}
+
+/// Owned arguments from string slices, for the command lines built here.
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_string()).collect()
+}
