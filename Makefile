@@ -3,62 +3,65 @@
 
 CARGO ?= cargo
 ARGS ?=
+# `cargo xtask` is an alias with --quiet, so a first run used to sit silent for ~20 s while cargo
+# compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
+XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
 .PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
-	$(CARGO) xtask demo broken $(ARGS)
+	$(XTASK) demo broken $(ARGS)
 
 ## The same load against the async client: all 8 flow, health answers in milliseconds.
 demo-fixed:
-	$(CARGO) xtask demo fixed $(ARGS)
+	$(XTASK) demo fixed $(ARGS)
 
 ## The blocking client called on the async workers (2 of them): even the async probe stalls.
 demo-inline:
-	$(CARGO) xtask demo inline --worker-threads 2 $(ARGS)
+	$(XTASK) demo inline --worker-threads 2 $(ARGS)
 
 ## Broken mode with 0, 50 and 100 % of streams on the async client, 12 s each; three verdicts.
 demo-rollout:
-	$(CARGO) xtask rollout $(ARGS)
+	$(XTASK) rollout $(ARGS)
 
 ## Stop whatever a demo or `cargo xtask up` left running (by pid file, nothing else).
 stop:
-	$(CARGO) xtask stop
+	$(XTASK) stop
 
 ## Unit and integration tests, then the end-to-end demo check (both modes, then stop).
 test:
 	$(CARGO) test --workspace --locked
-	$(CARGO) xtask e2e
+	$(XTASK) e2e
 
 ## OpenAI's Python client (pinned, in a venv under target/) against the gateway in both modes.
 test-compat:
-	$(CARGO) xtask compat
+	$(XTASK) compat
 
 ## Benchmarks, release build: stream capacity per mode, overhead, memory (about 2 minutes once built).
 ## Results: bench/results/<date>-bench.{json,md}.
 bench:
-	$(CARGO) xtask bench $(ARGS)
+	$(XTASK) bench $(ARGS)
 
 ## The same, short (under 2 minutes with a warm build); CI runs it and checks structure, not speed.
 bench-quick:
-	$(CARGO) xtask bench --quick $(ARGS)
+	$(XTASK) bench --quick $(ARGS)
 
 ## Load shedding at 5x the configured concurrency: capped, without a queue, uncapped (about 1.5 minutes).
 ## Results: bench/results/<date>-shed.md and a diag report per run.
 bench-shed:
-	$(CARGO) xtask bench shed $(ARGS)
+	$(XTASK) bench shed $(ARGS)
 
 ## Hedged requests against a heavy-tailed mock, five runs (about 2 minutes).
 ## Results: bench/results/<date>-hedge.md and a diag report per run.
 bench-hedge:
-	$(CARGO) xtask bench hedge $(ARGS)
+	$(XTASK) bench hedge $(ARGS)
 
 ## CPU-bound work per --cpu-mode while /health is probed (under a minute).
 ## Results: bench/results/<date>-cpu.md and diag's reports per mode. The committed numbers of
 ## 2026-11-23 predate this target: bench/results/2026-11-23-modes.md (same load, older script).
 bench-cpu:
-	$(CARGO) xtask bench cpu $(ARGS)
+	$(XTASK) bench cpu $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all
@@ -66,3 +69,4 @@ fmt:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(XTASK) msrv

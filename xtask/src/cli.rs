@@ -27,6 +27,8 @@ pub enum Command {
     E2e,
     /// OpenAI's Python client (pinned, in target/compat-venv) against the gateway in both modes.
     Compat,
+    /// Check that the declared rust-version covers every locked package (part of `make lint`).
+    Msrv,
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
@@ -92,6 +94,11 @@ pub struct ServiceArgs {
     /// (the gateway's `--async-rollout-percent`).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub rollout: Option<u8>,
+
+    /// Where pid files, logs, reports and pictures go: `target/demo/` from the command line;
+    /// `make test`'s check uses its own, so it never overwrites a user's demo output.
+    #[arg(skip = crate::services::demo_dir())]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -46,7 +46,10 @@ pub fn run() -> Result<ExitCode> {
 fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Result<()> {
     let mock_listen = services::free_addr()?;
     // Fast pacing, fixed seed: the script checks behaviour, not speed.
+    // Its own pid files and logs: a demo running in target/demo/ is not disturbed.
+    let dir = services::target_dir().join("compat");
     let _mock = services::start(
+        &dir,
         bin_dir,
         "mock-llm",
         mock_listen,
@@ -67,6 +70,7 @@ fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Resul
     )?;
     let listen = services::free_addr()?;
     let _gateway = services::start(
+        &dir,
         bin_dir,
         "gateway",
         listen,

@@ -19,6 +19,7 @@ use crate::services::{self, INTERRUPTED, Service};
 fn start_both(bin_dir: &Path, args: &ServiceArgs) -> Result<(Service, Service)> {
     let mock_listen = args.mock_listen;
     let mock = services::start(
+        &args.dir,
         bin_dir,
         "mock-llm",
         mock_listen,
@@ -34,6 +35,7 @@ fn start_both(bin_dir: &Path, args: &ServiceArgs) -> Result<(Service, Service)> 
         extra.extend(["--async-rollout-percent".to_owned(), percent.to_string()]);
     }
     let gateway = services::start(
+        &args.dir,
         bin_dir,
         "gateway",
         listen,
@@ -71,8 +73,8 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         Some(percent) => format!("{}-rollout{percent}", mode.as_str()),
         None => mode.as_str().to_owned(),
     };
-    let report = services::demo_dir().join(format!("report-{name}.json"));
-    let plot = services::demo_dir().join(format!("{name}.svg"));
+    let report = service_args.dir.join(format!("report-{name}.json"));
+    let plot = service_args.dir.join(format!("{name}.svg"));
     println!(
         "xtask: {} streams of {} chunks x {} ms through the {} gateway (blocking pool {}), for {}\n",
         args.streams,
@@ -125,7 +127,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         "xtask: JSON report in {}, picture in {}, service logs in {}",
         report.display(),
         plot.display(),
-        services::demo_dir().display()
+        service_args.dir.display()
     );
     Ok(())
 }
@@ -144,6 +146,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<()> {
                 debug: args.debug,
                 worker_threads: None,
                 rollout: Some(percent),
+                dir: services::demo_dir(),
             },
             streams: 8,
             duration: args.duration.clone(),
@@ -152,7 +155,10 @@ pub fn rollout(args: &RolloutArgs) -> Result<()> {
             check: false,
         };
         demo(&demo_args)?;
-        let path = services::demo_dir().join(format!("report-broken-rollout{percent}.json"));
+        let path = demo_args
+            .services
+            .dir
+            .join(format!("report-broken-rollout{percent}.json"));
         let text = std::fs::read_to_string(&path)?;
         let report: serde_json::Value = serde_json::from_str(&text)?;
         let verdict = report["verdict"].as_str().unwrap_or("?").to_uppercase();

@@ -5,12 +5,18 @@
 //! stopped again with nothing left behind. It uses free ports and short streams so it runs in
 //! seconds and never collides with a demo someone left running on 8000/8001.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail, ensure};
 
 use crate::cli::{DemoArgs, Mode, ServiceArgs};
 use crate::{demo, services};
+
+/// The check's own pid files, logs, reports and pictures: a user's `target/demo/` stays theirs.
+fn e2e_dir() -> PathBuf {
+    services::target_dir().join("e2e")
+}
 
 fn service_args(mode: Mode) -> Result<ServiceArgs> {
     Ok(ServiceArgs {
@@ -22,6 +28,7 @@ fn service_args(mode: Mode) -> Result<ServiceArgs> {
         debug: true,
         worker_threads: None,
         rollout: None,
+        dir: e2e_dir(),
     })
 }
 
@@ -45,7 +52,7 @@ fn up_then_stop() -> Result<()> {
         running.len() == 2,
         "after `up`, expected mock-llm and gateway running, found {running:?}"
     );
-    services::stop_all()?;
+    services::stop_all(&e2e_dir())?;
     Ok(())
 }
 
@@ -54,7 +61,7 @@ fn nothing_left() -> Result<()> {
     if !left.is_empty() {
         bail!("processes of ours are still running: {left:?}");
     }
-    let pid_files: Vec<_> = std::fs::read_dir(services::demo_dir())?
+    let pid_files: Vec<_> = std::fs::read_dir(e2e_dir())?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "pid"))
         .collect();

@@ -12,6 +12,7 @@
 //! - [`demo`]: `demo broken|fixed|inline`, `rollout` and `up`: build, start, run `diag demo`,
 //!   stop.
 //! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
+//! - [`msrv`]: `msrv` (in `make lint`): the declared minimum Rust can build every locked package.
 //! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
 //! - [`bench`]: `bench [ramp|shed|hedge|cpu] [--quick]`: stream capacity, overhead and memory
 //!   (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged requests
@@ -19,14 +20,16 @@
 //!   `bench/results/`. A folder of its own: one file per benchmark, the shared session, the one
 //!   results writer, and the one reader of diag's JSON reports (its layers in `bench/mod.rs`).
 //!
-//! Layers point one way: `cli` (the flags) and `services` need nothing but the workspace root;
-//! `demo`, `compat` and `bench` use them; `e2e` uses `demo`; this file only dispatches.
+//! Layers point one way: `services` needs nothing but the workspace root; `cli` (the flags) uses
+//! it for the default demo directory; `demo`, `compat` and `bench` use both; `e2e` uses `demo`;
+//! this file only dispatches.
 
 mod bench;
 mod cli;
 mod compat;
 mod demo;
 mod e2e;
+mod msrv;
 mod services;
 
 use std::path::PathBuf;
@@ -40,8 +43,9 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => demo::demo(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Up(args) => demo::up(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Rollout(args) => demo::rollout(&args).map(|()| ExitCode::SUCCESS),
-        cli::Command::Stop => services::stop_all().map(|()| ExitCode::SUCCESS),
+        cli::Command::Stop => services::stop_all(&services::demo_dir()).map(|()| ExitCode::SUCCESS),
         cli::Command::E2e => e2e::run(),
+        cli::Command::Msrv => msrv::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Compat => compat::run(),
         cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     };

@@ -9,6 +9,13 @@
 //!   removes its pid file.
 //! - **`stop` signals only what our pid files name,** and only after checking that the process
 //!   behind the pid is still the program we started (pids get reused).
+//! - **A pid file names its owner**: the xtask process that runs a demo writes its own pid beside
+//!   the service's, so a second demo can tell "a demo is running right now" (leave it alone) from
+//!   "left over by `up` or a crashed run" (`make stop` is the cure), and say which.
+//!
+//! Every function takes the directory its pid files and logs live in: `target/demo/` for the
+//! demos and `up`/`stop`, `target/e2e/` for `make test`'s check (so a test run never overwrites
+//! a user's demo report or picture), `target/compat/` and a fresh one per benchmark run.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -55,13 +62,48 @@ pub fn free_addr() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Pid files, logs and reports.
+/// Pid files, logs and reports of the demos, `up` and `stop`.
 pub fn demo_dir() -> PathBuf {
     target_dir().join("demo")
 }
 
-fn pid_file(program: &str) -> PathBuf {
-    demo_dir().join(format!("{program}.pid"))
+fn pid_file(dir: &Path, program: &str) -> PathBuf {
+    dir.join(format!("{program}.pid"))
+}
+
+/// What a pid file says: the service's pid and, while a demo runs it, the demo's xtask pid.
+#[derive(Debug, Clone, Copy)]
+struct PidFile {
+    pid: u32,
+    owner: Option<u32>,
+}
+
+impl PidFile {
+    /// `PID` on the first line; `owner XTASK_PID` on the second while an xtask owns the service.
+    fn render(self) -> String {
+        match self.owner {
+            Some(owner) => format!("{}\nowner {owner}\n", self.pid),
+            None => format!("{}\n", self.pid),
+        }
+    }
+
+    fn read(dir: &Path, program: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(pid_file(dir, program)).ok()?;
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let owner = lines
+            .find_map(|line| line.strip_prefix("owner "))
+            .and_then(|owner| owner.trim().parse().ok());
+        Some(Self { pid, owner })
+    }
+
+    /// The owning xtask, if it is still alive: then a demo is using this service right now.
+    /// "Alive" means the pid runs this same program (by file name): pids get reused.
+    fn live_owner(self) -> Option<u32> {
+        let me = std::env::current_exe().ok()?;
+        let me = me.file_name()?.to_str()?;
+        self.owner.filter(|&owner| is_our_program(owner, me))
+    }
 }
 
 /// Builds the three binaries and returns the directory they are in.
@@ -105,9 +147,15 @@ impl Service {
         self.child.id()
     }
 
-    /// Leaves the process running after xtask exits; its pid file lets `stop` find it.
+    /// Leaves the process running after xtask exits; its pid file lets `stop` find it, and no
+    /// longer names an owner (nothing runs a demo on it).
     pub fn detach(mut self) {
         self.owned = false;
+        let unowned = PidFile {
+            pid: self.pid(),
+            owner: None,
+        };
+        let _ = std::fs::write(&self.pid_file, unowned.render());
     }
 }
 
@@ -125,21 +173,9 @@ impl Drop for Service {
     }
 }
 
-/// Starts `program` from `bin_dir` with `args`, then polls `ready_url` until it answers.
+/// Starts `program` from `bin_dir` with `args`, then polls `ready_url` until it answers. Its pid
+/// file and log go in `dir`; the pid file names this xtask as the owner until [`Service::detach`].
 pub fn start(
-    bin_dir: &Path,
-    program: &'static str,
-    listen: SocketAddr,
-    args: &[String],
-    ready_url: &str,
-) -> Result<Service> {
-    refuse_if_running(program)?;
-    start_in(&demo_dir(), bin_dir, program, listen, args, ready_url)
-}
-
-/// [`start`], with the pid file and log in `dir` instead of `target/demo/` (the benchmark keeps
-/// its own, so it runs beside a demo; `stop` does not see these: they stop when dropped).
-pub fn start_in(
     dir: &Path,
     bin_dir: &Path,
     program: &'static str,
@@ -147,6 +183,7 @@ pub fn start_in(
     args: &[String],
     ready_url: &str,
 ) -> Result<Service> {
+    refuse_if_running(dir, program)?;
     // Fail with a sentence rather than a bind error buried in a log file.
     if let Err(e) = TcpListener::bind(listen) {
         bail!(
@@ -156,7 +193,7 @@ pub fn start_in(
     }
     std::fs::create_dir_all(dir)?;
     let log_path = dir.join(format!("{program}.log"));
-    let pid_path = dir.join(format!("{program}.pid"));
+    let pid_path = pid_file(dir, program);
     let log = File::create(&log_path).with_context(|| format!("cannot create {log_path:?}"))?;
     let binary = bin_dir.join(program);
     let child = Command::new(&binary)
@@ -173,7 +210,11 @@ pub fn start_in(
         pid_file: pid_path,
         owned: true,
     };
-    std::fs::write(&service.pid_file, format!("{}\n", service.pid()))?;
+    let owned = PidFile {
+        pid: service.pid(),
+        owner: Some(std::process::id()),
+    };
+    std::fs::write(&service.pid_file, owned.render())?;
     wait_ready(&mut service, ready_url, &log_path)?;
     println!(
         "xtask: {program} is up (pid {}, log {})",
@@ -222,21 +263,29 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn refuse_if_running(program: &str) -> Result<()> {
-    if let Some(pid) = read_pid(program)
-        && is_our_program(pid, program)
-    {
-        bail!("{program} from an earlier run is still up (pid {pid}): run `make stop` first");
+/// Refuses to start `program` over one that is still up, and says whose it is: a demo running
+/// right now (stopping it would cut that demo short) or a leftover that `make stop` clears.
+fn refuse_if_running(dir: &Path, program: &str) -> Result<()> {
+    let Some(file) = PidFile::read(dir, program) else {
+        return Ok(());
+    };
+    if !is_our_program(file.pid, program) {
+        return Ok(());
     }
-    Ok(())
-}
-
-fn read_pid(program: &str) -> Option<u32> {
-    std::fs::read_to_string(pid_file(program))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    match file.live_owner() {
+        Some(owner) => bail!(
+            "{program} (pid {}) belongs to a demo that is running right now (xtask pid {owner}): \
+             wait for it to finish or press Ctrl-C in its terminal; `make stop` would cut it \
+             short. To run a second one beside it, give other ports (--gateway-listen, \
+             --mock-listen)",
+            file.pid
+        ),
+        None => bail!(
+            "{program} (pid {}) was left running by `cargo xtask up` or an interrupted run: \
+             `make stop` stops it",
+            file.pid
+        ),
+    }
 }
 
 /// True when `pid` is alive and runs a binary called `program`. Pids are reused: a stale pid
@@ -265,20 +314,29 @@ fn terminate(pid: u32, mut exited: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask stop`: stops what the pid files name, after checking each is still ours.
-pub fn stop_all() -> Result<()> {
+/// `cargo xtask stop`: stops what the pid files in `dir` name, after checking each is still ours,
+/// and says when a stopped service was in use by a running demo (that demo will now fail).
+pub fn stop_all(dir: &Path) -> Result<()> {
     for program in PROGRAMS {
-        let Some(pid) = read_pid(program) else {
+        let Some(file) = PidFile::read(dir, program) else {
             continue;
         };
+        let pid = file.pid;
         if is_our_program(pid, program) {
+            let owner = file.live_owner();
             // Not our child (an earlier xtask started it): it is gone when /proc says so.
             terminate(pid, || !is_our_program(pid, program))?;
-            println!("xtask: stopped {program} (pid {pid})");
+            match owner {
+                Some(owner) => println!(
+                    "xtask: stopped {program} (pid {pid}), which the demo in xtask pid {owner} \
+                     was using: that demo ends with an error"
+                ),
+                None => println!("xtask: stopped {program} (pid {pid})"),
+            }
         } else {
             println!("xtask: {program} (pid {pid}) had already exited");
         }
-        std::fs::remove_file(pid_file(program))?;
+        std::fs::remove_file(pid_file(dir, program))?;
     }
     Ok(())
 }
@@ -304,4 +362,48 @@ pub fn leftover_processes() -> Vec<(u32, PathBuf)> {
             ours.contains(&live_path).then_some((pid, exe))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real process stands in for a service; the pid file decides what we are told.
+    #[test]
+    fn a_running_demo_is_told_from_a_leftover() {
+        let dir = std::env::temp_dir().join(format!("xtask-pidfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut service = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let pid = service.id();
+        let write = |owner| {
+            let file = PidFile { pid, owner };
+            std::fs::write(pid_file(&dir, "sleep"), file.render()).expect("pid file")
+        };
+
+        // Owned by a live xtask (this test process plays it): a demo is running right now.
+        write(Some(std::process::id()));
+        let error = refuse_if_running(&dir, "sleep")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("running right now"), "{error}");
+        assert!(!error.contains("`make stop` stops it"), "{error}");
+
+        // No owner (as `up` leaves it), or an owner that is gone: a leftover.
+        write(None);
+        let error = refuse_if_running(&dir, "sleep")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("left running"), "{error}");
+        write(Some(u32::MAX - 1));
+        let error = refuse_if_running(&dir, "sleep")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("left running"), "{error}");
+
+        // The service is gone: nothing to refuse.
+        let _ = service.kill();
+        let _ = service.wait();
+        assert!(refuse_if_running(&dir, "sleep").is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

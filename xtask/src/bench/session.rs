@@ -66,7 +66,7 @@ impl Runner {
     ) -> Result<Service> {
         self.commands
             .push(command_line(&bin_dir.join(program), args) + " &");
-        services::start_in(&self.work_dir, bin_dir, program, listen, args, ready_url)
+        services::start(&self.work_dir, bin_dir, program, listen, args, ready_url)
     }
 
     /// A mock-llm on a free port with `flags`; ready when its `/health` answers.
