@@ -125,6 +125,8 @@ mod tests {
             queued: 3,
             peak_running: 4,
             peak_queued: 5,
+            saturation: 1.0,
+            completed: 12,
         };
         assert_eq!(pool_cell(Some(&pool)), "4/4 +3 queued");
         assert_eq!(

@@ -12,29 +12,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::timeline::Timeline;
 use crate::{lock, root_cause};
 
-/// The fields of `/debug/pool` diag uses (the gateway sends more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct PoolSnapshot {
-    pub max_threads: usize,
-    pub running: usize,
-    pub queued: usize,
-    pub peak_running: usize,
-    pub peak_queued: usize,
-}
-
-impl PoolSnapshot {
-    /// Every thread busy and work waiting: the pool is the bottleneck right now.
-    pub fn saturated(&self) -> bool {
-        self.running >= self.max_threads && self.queued > 0
-    }
-}
+/// The `/debug/pool` body: the gateway's own type (in `common`), so the two ends cannot drift.
+pub use common::pool::PoolSnapshot;
 
 /// One `GET /debug/pool`. `Err` carries a short reason (`HTTP 404`, `timeout`, a socket error).
 pub async fn fetch(
@@ -215,6 +201,8 @@ mod tests {
             queued,
             peak_running: 0,
             peak_queued: 0,
+            saturation: running as f64 / 4.0,
+            completed: 0,
         };
         assert!(pool(4, 1).saturated());
         assert!(!pool(4, 0).saturated(), "busy but nobody waits");
