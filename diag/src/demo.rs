@@ -18,6 +18,7 @@
 //! Along the way the probes, the pool sampler and the flowing count also record each point
 //! with its time in a [`Timeline`], which the picture is drawn from.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,7 +32,7 @@ use crate::plot::{self, PlotInfo};
 use crate::pool::PoolWatch;
 use crate::probe::{self, Endpoint, Prober};
 use crate::process::ProcessWatch;
-use crate::report::{Measurements, Report, Verdict};
+use crate::report::{Measurements, ProbeReport, Report, Verdict};
 use crate::timeline::{Series, Timeline};
 
 /// How often the flowing streams are counted: well under the chunk interval of any sensible
@@ -128,12 +129,18 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
             }
         },
     };
-    let prober = Prober::start_with_timeline(
-        gateway.clone(),
-        args.probe_interval,
-        args.probe_timeout,
-        timeline.clone(),
-    )?;
+    let prober = {
+        let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
+        Prober::start(
+            gateway.clone(),
+            &Endpoint::ALL,
+            args.probe_interval,
+            args.probe_timeout,
+            Some(Arc::new(move |endpoint, sent, outcome| {
+                timeline.record_probe(endpoint, sent, outcome, timeout);
+            })),
+        )?
+    };
 
     let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
     println!(
@@ -158,7 +165,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
                 timeline.record_flowing(std::time::Instant::now(), flowing);
             }
             _ = live_ticks.tick() => {
-                let [sync, async_, health] = prober.cells();
+                let [sync, async_, health] = live::prober_cells(&prober);
                 let pool_cell = live::pool_cell(pool.latest().as_ref());
                 println!(
                     "{:>3}s  {} | streams {flowing}/{} flowing",
@@ -171,7 +178,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     }
 
     let streams = load.finish().await;
-    let probes = prober.finish().await;
+    let probes = ProbeReport::from(prober.finish().await);
     let pool = pool.finish().await;
     let process = match process {
         Some(watch) => watch.finish().await,

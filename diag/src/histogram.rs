@@ -7,8 +7,8 @@
 //! `Vec` of samples would grow by 8 bytes a request and need a sort at the end; the histogram
 //! also merges (per-worker shards into one) without losing anything.
 //!
-//! Values are reported in milliseconds with 3 decimals, as in the rest of diag
-//! ([`crate::probe::round_ms`]).
+//! Values are reported in milliseconds with 3 decimals, as in the rest of diag ([`round_ms`]),
+//! and the health prober ([`crate::probe`]) keeps its latencies in the same histograms.
 
 use std::fmt;
 use std::time::Duration;
@@ -17,10 +17,13 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::probe::round_ms;
-
 /// Highest latency a histogram holds, in microseconds: one hour. Longer values are clamped.
 const MAX_MICROS: u64 = 3_600_000_000;
+
+/// Milliseconds to three decimals (microsecond resolution), as every JSON report carries them.
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3
+}
 
 /// Latencies in microseconds. See the module docs for why a histogram.
 #[derive(Debug, Clone)]

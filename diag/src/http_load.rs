@@ -488,7 +488,7 @@ impl LoadReport {
             method: args.method.to_string(),
             concurrency,
             rate: args.rate,
-            duration_s: crate::probe::round_ms(duration_s),
+            duration_s: crate::histogram::round_ms(duration_s),
             requests: RequestCounts {
                 total: responses + errors,
                 ok: responses,
@@ -496,7 +496,7 @@ impl LoadReport {
                 aborted: tally.aborted,
                 unsent: due.saturating_sub(sent),
             },
-            rps: crate::probe::round_ms((responses + errors) as f64 / duration_s.max(1e-9)),
+            rps: crate::histogram::round_ms((responses + errors) as f64 / duration_s.max(1e-9)),
             latency_ms: LatencyMs {
                 fastest: l.min_ms(),
                 slowest: l.max_ms(),

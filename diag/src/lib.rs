@@ -30,7 +30,6 @@
 //! - [`http_load`]: `diag load`: workers, tickets, intended start times, the report.
 //! - [`llm`]: `diag llm`: the streams, SSE parsing, TTFT/ITL, the sustained rule, the report.
 //! - [`histogram`]: latency histograms shared by load and llm (HDR, percentiles, hey's bars).
-//! - [`poll`]: one endpoint probed open loop from its own thread (`diag llm --health`).
 //! - [`progress`]: the live progress line of load and llm (stderr, terminals only).
 //!
 //! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
@@ -43,7 +42,6 @@ pub mod live;
 pub mod llm;
 pub mod load;
 pub mod plot;
-pub mod poll;
 pub mod pool;
 pub mod probe;
 pub mod process;

@@ -11,11 +11,26 @@
 use std::time::Duration;
 
 use crate::pool::PoolSnapshot;
-use crate::probe::Outcome;
+use crate::probe::{Endpoint, Outcome, Prober};
 
 /// The four readings, joined in the fixed order.
 pub fn readings(sync: &str, async_: &str, health: &str, pool: &str) -> String {
     format!("sync {sync} | async {async_} | health {health} | pool {pool}")
+}
+
+/// The three probe cells (sync, async, health) of a running prober: the demo's live line.
+pub fn prober_cells(prober: &Prober) -> [String; 3] {
+    Endpoint::ALL.map(|endpoint| {
+        let latest = prober.latest(endpoint);
+        match endpoint {
+            Endpoint::Health => health_cell(latest.outcome.as_ref()),
+            _ => latency_cell(
+                latest.outcome.as_ref(),
+                latest.oldest_waiting,
+                prober.every(),
+            ),
+        }
+    })
 }
 
 /// A latency probe's cell: the latest finished probe, unless an unanswered one is older than

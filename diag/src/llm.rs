@@ -55,10 +55,10 @@ use tokio::time::Instant;
 
 use crate::Error;
 use crate::cli::{Arrivals, LlmArgs, StreamsUntil};
+use crate::histogram::round_ms;
 use crate::histogram::{Latencies, Spread};
 use crate::live::seconds;
-use crate::poll::{Poll, PollStats};
-use crate::probe::{Endpoint, round_ms};
+use crate::probe::{Endpoint, ProbeStats, Prober};
 use crate::progress::Progress;
 use crate::{lock, root_cause};
 
@@ -460,11 +460,12 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     });
 
     let health = if args.health {
-        Some(Poll::start(
+        Some(Prober::start(
             args.base_url.clone(),
-            Endpoint::Health,
+            &[Endpoint::Health],
             HEALTH_EVERY,
             HEALTH_TIMEOUT,
+            None,
         )?)
     } else {
         None
@@ -534,7 +535,9 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     let elapsed = start.elapsed();
     progress.finish().await;
     let health = match health {
-        Some(poll) => Some(poll.finish().await),
+        Some(prober) => Some(PollStats::from(
+            &prober.finish().await.stats(Endpoint::Health),
+        )),
         None => None,
     };
     let tally = lock(&shared.tally);
@@ -590,6 +593,35 @@ pub struct LlmReport {
     /// One message per error kind, for the printed report.
     #[serde(skip)]
     error_examples: BTreeMap<String, String>,
+}
+
+/// What `--health`'s probes of `{base}/health` saw. Milliseconds, 3 decimals. The prober's
+/// [`ProbeStats`] less what this report never carried (p95, the `/health` statuses).
+#[derive(Debug, Clone, Serialize)]
+pub struct PollStats {
+    /// Probes answered or timed out: the percentiles' population.
+    pub samples: u64,
+    /// `null` when there were no samples.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// Probes with no answer within the probe timeout (in the percentiles at that value).
+    pub timeouts: u64,
+    /// Probes with no usable answer (refused, an unexpected status): not in the percentiles.
+    pub errors: u64,
+}
+
+impl From<&ProbeStats> for PollStats {
+    fn from(stats: &ProbeStats) -> Self {
+        Self {
+            samples: stats.samples,
+            p50_ms: stats.p50_ms,
+            p99_ms: stats.p99_ms,
+            max_ms: stats.max_ms,
+            timeouts: stats.timeouts,
+            errors: stats.errors,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -858,6 +890,32 @@ mod tests {
         assert!(judge(5, 0, &no_errors(), Some(5.0), Some(0.01)).0);
         // 1 failure in 2000 is 0.05%: below the bar.
         assert!(judge(2000, 1, &no_errors(), Some(1.0), Some(1.0)).0);
+    }
+
+    #[test]
+    fn health_stats_keep_their_own_json_fields() {
+        let mut stats = ProbeStats {
+            samples: 3,
+            p95_ms: Some(2.0),
+            last_status: Some("ok".into()),
+            ..ProbeStats::default()
+        };
+        stats.statuses.insert("ok".into(), 3);
+        let json = serde_json::to_value(PollStats::from(&stats)).expect("serialisable");
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "errors", "max_ms", "p50_ms", "p99_ms", "samples", "timeouts"
+            ]
+        );
+        assert_eq!(json["samples"], 3);
     }
 
     #[test]

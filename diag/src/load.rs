@@ -18,7 +18,7 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::probe::round_ms;
+use crate::histogram::round_ms;
 use crate::{lock, root_cause};
 
 /// What one stream has seen so far.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::load::StreamStats;
 use crate::pool::PoolStats;
-use crate::probe::{ProbeReport, ProbeStats};
+use crate::probe::{Endpoint, ProbeStats, Probed};
 use crate::process::ProcessStats;
 
 /// The verdict: can the gateway serve the load without anyone waiting for a pool thread?
@@ -40,6 +40,28 @@ impl fmt::Display for Verdict {
             Verdict::Exhausted => "exhausted",
             Verdict::Healthy => "healthy",
         })
+    }
+}
+
+/// The three endpoints' stats, under the names the JSON report uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub health_sync: ProbeStats,
+    pub health_async: ProbeStats,
+    pub health: ProbeStats,
+    /// The gateway's `--mode`, from the last `/health` answer that named it.
+    #[serde(skip)]
+    pub mode: Option<String>,
+}
+
+impl From<Probed> for ProbeReport {
+    fn from(probed: Probed) -> Self {
+        Self {
+            health_sync: probed.stats(Endpoint::HealthSync),
+            health_async: probed.stats(Endpoint::HealthAsync),
+            health: probed.stats(Endpoint::Health),
+            mode: probed.mode,
+        }
     }
 }
 
