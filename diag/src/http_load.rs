@@ -528,7 +528,7 @@ impl LoadReport {
 
     /// Writes the report as pretty JSON.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::report::write_json(path, self)
+        crate::write_json(path, self)
     }
 }
 

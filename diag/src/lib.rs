@@ -18,13 +18,13 @@
 //!
 //! - [`cli`]: every flag, its default, its environment override and its validation.
 //! - [`demo`]: runs a demo: reachability check, load, side measurements, report, exit status.
-//! - [`load`]: the N streams, what each one saw, and how many were *flowing* at once.
-//! - [`probe`]: health probes, open loop, on their own OS thread and runtime.
+//!   - [`demo::streams`]: the N streams, what each one saw, and how many were *flowing* at once.
+//!   - [`demo::report`]: the demo's result: the JSON shape, the table, and the verdict rules.
+//!   - [`demo::timeline`]: the demo's time series (each probe, pool sample and flowing count).
+//!   - [`demo::plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
+//! - [`probe`]: health probes, open loop, on their own OS thread and runtime (demo, llm --health).
 //! - [`pool`]: samples the gateway's `/debug/pool` counters.
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
-//! - [`report`]: the demo's result: the JSON shape, the table, and the verdict rules.
-//! - [`timeline`]: the demo's time series (each probe, pool sample and flowing count, with when).
-//! - [`plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
 //! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
 //! - [`watch`]: `diag watch`.
 //! - [`http_load`]: `diag load`: workers, tickets, intended start times, the report.
@@ -40,15 +40,18 @@ pub mod histogram;
 pub mod http_load;
 pub mod live;
 pub mod llm;
-pub mod load;
-pub mod plot;
 pub mod pool;
 pub mod probe;
 pub mod process;
 pub mod progress;
-pub mod report;
-pub mod timeline;
 pub mod watch;
+
+/// The demo's report keeps its path, `diag::report`.
+pub use demo::report;
+
+use std::path::Path;
+
+use anyhow::Context as _;
 
 use cli::{Cli, Command};
 use report::Verdict;
@@ -103,6 +106,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Load(args) => http_load::run(&args),
         Command::Llm(args) => llm::run(&args),
     }
+}
+
+/// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
+pub(crate) fn write_json(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    json.push('\n');
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The innermost cause of an error. reqwest's own message ("error sending request for url

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use crate::pool::PoolSnapshot;
+use common::pool::PoolSnapshot;
+
 use crate::probe::{Endpoint, Outcome, Prober};
 
 /// The four readings, joined in the fixed order.

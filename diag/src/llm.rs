@@ -702,7 +702,7 @@ impl LlmReport {
 
     /// Writes the report as pretty JSON.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::report::write_json(path, self)
+        crate::write_json(path, self)
     }
 
     /// `SUSTAINED: <reason>` or `NOT SUSTAINED: <reason>`.

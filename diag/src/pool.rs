@@ -10,13 +10,12 @@
 //! and the highest sampled value otherwise.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::timeline::Timeline;
 use crate::{lock, root_cause};
 
 /// The `/debug/pool` body: the gateway's own type (in `common`), so the two ends cannot drift.
@@ -78,6 +77,10 @@ impl Tally {
     }
 }
 
+/// Called with each `/debug/pool` answer and when it arrived. The demo records them in its
+/// timeline this way; the sampler needs to know nothing of it.
+pub type OnSample = Box<dyn Fn(Instant, &PoolSnapshot) + Send + Sync>;
+
 /// Samples `/debug/pool` on a period, in a task on diag's load runtime. (Unlike the probes,
 /// these are not latency measurements, so a little scheduling delay does not matter.)
 #[derive(Debug)]
@@ -92,33 +95,14 @@ pub struct PoolWatch {
 }
 
 impl PoolWatch {
-    /// Takes the baseline sample, then samples every `every` until [`PoolWatch::finish`].
+    /// Takes the baseline sample, then samples every `every` until [`PoolWatch::finish`];
+    /// `on_sample`, if given, sees every answer.
     pub async fn start(
         client: reqwest::Client,
         gateway: String,
         every: Duration,
         timeout: Duration,
-    ) -> Self {
-        Self::launch(client, gateway, every, timeout, None).await
-    }
-
-    /// Like [`PoolWatch::start`], and also records every sample in `timeline`.
-    pub async fn start_with_timeline(
-        client: reqwest::Client,
-        gateway: String,
-        every: Duration,
-        timeout: Duration,
-        timeline: Timeline,
-    ) -> Self {
-        Self::launch(client, gateway, every, timeout, Some(timeline)).await
-    }
-
-    async fn launch(
-        client: reqwest::Client,
-        gateway: String,
-        every: Duration,
-        timeout: Duration,
-        timeline: Option<Timeline>,
+        on_sample: Option<OnSample>,
     ) -> Self {
         let baseline = fetch(&client, &gateway, timeout).await.ok();
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -128,7 +112,7 @@ impl PoolWatch {
             every,
             timeout,
             Arc::clone(&tally),
-            timeline,
+            on_sample,
         ));
         Self {
             tally,
@@ -174,15 +158,15 @@ async fn sample(
     every: Duration,
     timeout: Duration,
     tally: Arc<Mutex<Tally>>,
-    timeline: Option<Timeline>,
+    on_sample: Option<OnSample>,
 ) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         if let Ok(snapshot) = fetch(&client, &gateway, timeout).await {
-            if let Some(timeline) = &timeline {
-                timeline.record_pool(std::time::Instant::now(), &snapshot);
+            if let Some(on_sample) = &on_sample {
+                on_sample(Instant::now(), &snapshot);
             }
             lock(&tally).record(snapshot);
         }

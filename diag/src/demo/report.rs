@@ -18,10 +18,9 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::load::StreamStats;
+use crate::demo::streams::StreamStats;
 use crate::pool::PoolStats;
 use crate::probe::{Endpoint, ProbeStats, Probed};
 use crate::process::ProcessStats;
@@ -128,7 +127,7 @@ impl Report {
 
     /// Writes the report as pretty JSON, creating the file's directory if needed.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        write_json(path, self)
+        crate::write_json(path, self)
     }
 
     /// The verdict line: `EXHAUSTED: <reason>` or `HEALTHY: <reason>`.
@@ -139,16 +138,6 @@ impl Report {
         };
         format!("{word}: {}", self.verdict_reason)
     }
-}
-
-/// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
-pub(crate) fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
-    json.push('\n');
-    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Applies the three rules of the module docs. Returns the verdict and its reason.
@@ -381,7 +370,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::load::FirstByte;
+    use crate::demo::streams::FirstByte;
 
     fn streams(requested: u32, flowing: usize) -> StreamStats {
         StreamStats {

@@ -1,4 +1,5 @@
-//! The load: N concurrent streams through `GET /chat/stream`, and what each one saw.
+//! The demo's load: N concurrent streams through `GET /chat/stream`, and what each one saw.
+//! (Not `diag load`, the HTTP load generator: that one is [`crate::load`].)
 //!
 //! An exhausted pool does not make streams fail; it makes them *wait*. In broken mode stream
 //! N+1 gets its response headers only when a pool thread frees up, i.e. when an earlier stream
@@ -75,7 +76,7 @@ pub struct FirstByte {
 
 /// The running streams. Lives on diag's load runtime.
 #[derive(Debug)]
-pub struct Load {
+pub struct Streams {
     records: Arc<Mutex<Vec<StreamRecord>>>,
     tasks: JoinSet<()>,
     /// The chunk interval the query asked for: the pace that counts as flowing.
@@ -83,7 +84,7 @@ pub struct Load {
     max_flowing: usize,
 }
 
-impl Load {
+impl Streams {
     /// Opens `count` streams to `url` at once. Must be called inside a tokio runtime.
     pub fn start(client: &reqwest::Client, url: &str, count: u32, pace: Duration) -> Self {
         let records = Arc::new(Mutex::new(vec![StreamRecord::default(); count as usize]));
