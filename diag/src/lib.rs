@@ -27,7 +27,9 @@
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
 //! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
 //! - [`watch`]: `diag watch`.
-//! - [`http_load`]: `diag load`: workers, tickets, intended start times, the report.
+//! - [`load`]: `diag load`: workers, tickets, intended start times ([`load::tally`]: what they
+//!   count; [`load::report`]: hey's report and the JSON one).
+//! - [`reachable`]: the TCP check `diag load` and `diag llm` make before measuring.
 //! - [`llm`]: `diag llm`: the streams, SSE parsing, TTFT/ITL, the sustained rule, the report.
 //! - [`histogram`]: latency histograms shared by load and llm (HDR, percentiles, hey's bars).
 //! - [`progress`]: the live progress line of load and llm (stderr, terminals only).
@@ -37,13 +39,14 @@
 pub mod cli;
 pub mod demo;
 pub mod histogram;
-pub mod http_load;
 pub mod live;
 pub mod llm;
+pub mod load;
 pub mod pool;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod reachable;
 pub mod watch;
 
 /// The demo's report keeps its path, `diag::report`.
@@ -103,7 +106,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Watch(args) => watch::run(&args),
-        Command::Load(args) => http_load::run(&args),
+        Command::Load(args) => load::run(&args),
         Command::Llm(args) => llm::run(&args),
     }
 }

@@ -423,7 +423,7 @@ async fn worker(shared: Arc<Shared>, until: StreamsUntil) {
 async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     let url = format!("{}/v1/chat/completions", args.base_url);
     let base = reqwest::Url::parse(&args.base_url).context("bad --base-url")?;
-    crate::http_load::check_reachable(&base, args.timeout).await?;
+    crate::reachable::check_reachable(&base, args.timeout).await?;
 
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
