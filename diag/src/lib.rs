@@ -16,23 +16,41 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: every flag, its default, its environment override and its validation.
-//! - [`demo`]: runs a demo: reachability check, load, side measurements, report, exit status.
+//! One folder (or file) per subcommand, the pieces they share beside them, and imports that
+//! point one way: a subcommand uses the shared pieces, a shared piece uses none of the
+//! subcommands, and no module imports one that imports it back.
+//!
+//! The subcommands:
+//!
+//! - [`demo`]: `diag demo`: reachability check, load, side measurements, report, exit status.
 //!   - [`demo::streams`]: the N streams, what each one saw, and how many were *flowing* at once.
-//!   - [`demo::report`]: the demo's result: the JSON shape, the table, and the verdict rules.
+//!   - [`demo::report`]: the demo's result: the JSON shape, the table, and the verdict rules
+//!     (also at [`report`], its older path).
 //!   - [`demo::timeline`]: the demo's time series (each probe, pool sample and flowing count).
 //!   - [`demo::plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
-//! - [`probe`]: health probes, open loop, on their own OS thread and runtime (demo, llm --health).
-//! - [`pool`]: samples the gateway's `/debug/pool` counters.
-//! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
-//! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
 //! - [`watch`]: `diag watch`.
-//! - [`load`]: `diag load`: workers, tickets, intended start times ([`load::tally`]: what they
-//!   count; [`load::report`]: hey's report and the JSON one).
-//! - [`reachable`]: the TCP check `diag load` and `diag llm` make before measuring.
-//! - [`llm`]: `diag llm`: the streams, SSE parsing, TTFT/ITL, the sustained rule, the report.
-//! - [`histogram`]: latency histograms shared by load and llm (HDR, percentiles, hey's bars).
+//! - [`load`]: `diag load`: workers, tickets, intended start times.
+//!   - [`load::tally`]: what the workers count, one tally per shard.
+//!   - [`load::report`]: hey's report and the JSON one.
+//! - [`llm`]: `diag llm`: set-up and printing.
+//!   - [`llm::schedule`]: closed loop (`-c`) or open loop (`-q`), and the end of the run.
+//!   - [`llm::stream`]: one stream's state (TTFT, gaps, tokens) and the tally of all streams.
+//!   - [`llm::sse`]: the wire: the request, the server-sent events, how a stream fails.
+//!   - [`llm::report`]: the result, the sustained rule, the JSON and the human report.
+//!
+//! What they share:
+//!
+//! - [`cli`]: every flag, its default, its environment override and its validation.
+//! - [`probe`]: the one prober: health probes, open loop, on their own OS thread and runtime
+//!   (the demo's three endpoints, `diag llm --health`'s one; `diag watch` sends single probes).
+//! - [`pool`]: samples the gateway's `/debug/pool` counters (demo, watch).
+//! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo (demo).
+//! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) of demo and watch.
+//! - [`histogram`]: latency histograms (HDR, percentiles, hey's bars) of the prober, load, llm.
 //! - [`progress`]: the live progress line of load and llm (stderr, terminals only).
+//! - [`reachable`]: the TCP check `diag load` and `diag llm` make before measuring.
+//! - this root: [`Error`] and its exit codes, and the helpers every module may use
+//!   (`write_json`, `root_cause`, `lock`).
 //!
 //! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
 

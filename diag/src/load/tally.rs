@@ -1,4 +1,4 @@
-//! What `diag load`'s workers count: one [`Tally`] per shard of workers, merged at the end.
+//! What `diag load`'s workers count: one `Tally` per shard of workers, merged at the end.
 //!
 //! Nothing is kept per request, so memory stays bounded however long the run: latencies go into
 //! an HDR histogram, statuses and error kinds into small maps with one example message each.
