@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest latency a histogram holds, in microseconds: one hour. Longer values are clamped.
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -126,7 +126,7 @@ impl Latencies {
 }
 
 /// Percentiles of one latency in ms; each `null` when nothing was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub p50: Option<f64>,
     pub p90: Option<f64>,

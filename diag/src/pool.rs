@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -44,7 +44,7 @@ pub async fn fetch(
 }
 
 /// What the run saw of the pool. `None` (JSON null) when `/debug/pool` never answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolStats {
     /// The pool's size (tokio `max_blocking_threads`).
     pub max_threads: Option<usize>,

@@ -131,7 +131,7 @@ pub async fn probe(
 
 /// Latency percentiles and counts for one endpoint over a run. Milliseconds, 3 decimals;
 /// the histogram keeps 3 significant digits, so a value is exact to 0.1%.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProbeStats {
     /// Probes that answered or timed out: the histogram's population.
     pub samples: u64,
@@ -148,10 +148,10 @@ pub struct ProbeStats {
     pub errors: u64,
     /// The `status` of the last `/health` answer (`ok`, `degraded`); only for `/health`.
     /// The last answers may come after the streams were dropped, hence `statuses`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<String>,
     /// How many `/health` answers carried each `status`; only for `/health`.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use crate::histogram::round_ms;
@@ -44,7 +44,7 @@ impl StreamRecord {
 }
 
 /// How the streams fared. Milliseconds, 3 decimals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamStats {
     /// `--streams`: opened at once at the start.
     pub requested: u32,
@@ -68,7 +68,7 @@ pub struct StreamStats {
 }
 
 /// Time to first byte over the streams that received one; null when none did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FirstByte {
     pub p50: Option<f64>,
     pub max: Option<f64>,

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{Arrivals, LlmArgs};
 use crate::histogram::{Spread, round_ms};
@@ -23,11 +23,19 @@ pub const MIN_PACING_MS: f64 = 1.0;
 /// Failed streams must stay below this fraction of the streams started.
 pub const MAX_ERROR_RATE: f64 = 0.001;
 
+/// The `kind` of the report: one value, so that reading a load report as this one fails on its
+/// first field instead of on some number further down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Llm,
+}
+
 /// `diag llm`'s result, as printed and as written by `--json` (schema in the README).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LlmReport {
     /// Always `llm`.
-    pub kind: &'static str,
+    pub kind: Kind,
     pub base_url: String,
     pub model: String,
     /// `-c`; `null` under `-q`.
@@ -56,7 +64,7 @@ pub struct LlmReport {
 
 /// What `--health`'s probes of `{base}/health` saw. Milliseconds, 3 decimals. The prober's
 /// [`ProbeStats`] less what this report never carried (p95, the `/health` statuses).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PollStats {
     /// Probes answered or timed out: the percentiles' population.
     pub samples: u64,
@@ -83,7 +91,7 @@ impl From<&ProbeStats> for PollStats {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamCounts {
     pub started: u64,
     /// Ended with `data: [DONE]`.
@@ -97,7 +105,7 @@ pub struct StreamCounts {
     pub errors: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputTokens {
     /// Over all streams: usage tokens of those that reported them, else content events.
     pub total: u64,
@@ -126,7 +134,7 @@ impl LlmReport {
         let (sustained, sustained_reason) =
             judge(t.started, t.failed, &errors, max_gap_ms, pacing_ms);
         Self {
-            kind: "llm",
+            kind: Kind::Llm,
             base_url: args.base_url.clone(),
             model: args.model.clone(),
             concurrency: match args.arrivals() {
@@ -305,6 +313,47 @@ impl fmt::Display for LlmReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{self, Command};
+
+    #[test]
+    fn the_report_reads_back_as_it_was_written() {
+        let Command::Llm(args) = cli::parse(&["llm", "-n", "4", "-c", "2", "--pacing-ms", "20"])
+        else {
+            panic!("not diag llm");
+        };
+        let mut tally = Tally::new().expect("tally");
+        tally.ttft.record(Duration::from_millis(100));
+        tally.itl.record(Duration::from_millis(21));
+        tally.e2e.record(Duration::from_millis(300));
+        tally.stream_rates.saturating_record(33_000);
+        tally.max_gap = Some(Duration::from_millis(25));
+        (tally.started, tally.completed, tally.failed, tally.tokens) = (4, 3, 1, 30);
+        tally
+            .errors
+            .insert("http_500".into(), (1, "HTTP 500: boom".into()));
+        let health = PollStats {
+            samples: 4,
+            p50_ms: Some(0.4),
+            p99_ms: Some(1.2),
+            max_ms: Some(1.2),
+            timeouts: 0,
+            errors: 0,
+        };
+        let report = LlmReport::new(&args, Duration::from_secs(1), &tally, Some(health));
+        let json = serde_json::to_string_pretty(&report).expect("serialisable");
+        let back: crate::LlmReport = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(
+            serde_json::to_value(&back).expect("serialisable"),
+            serde_json::to_value(&report).expect("serialisable")
+        );
+        assert_eq!(back.kind, Kind::Llm);
+        assert_eq!(back.concurrency, Some(2));
+        assert_eq!(back.streams.errors["http_500"], 1);
+        assert!(!back.sustained);
+        // Another report's kind is refused on that field.
+        let load = json.replace(r#""kind": "llm""#, r#""kind": "load""#);
+        assert!(serde_json::from_str::<LlmReport>(&load).is_err());
+    }
 
     fn no_errors() -> BTreeMap<String, u64> {
         BTreeMap::new()

@@ -6,17 +6,25 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{LoadArgs, Until};
 use crate::histogram::{self, round_ms, secs};
 use crate::load::tally::{ErrorCount, Tally};
 
+/// The `kind` of the report: one value, so that reading an llm report as this one fails on its
+/// first field instead of on some number further down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Load,
+}
+
 /// `diag load`'s result, as printed and as written by `--json` (schema in the README).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Always `load`.
-    pub kind: &'static str,
+    pub kind: Kind,
     pub url: String,
     pub method: String,
     /// Workers (requests in flight at most).
@@ -38,7 +46,7 @@ pub struct LoadReport {
     bars: Vec<histogram::Bar>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestCounts {
     /// `ok + errors`.
     pub total: u64,
@@ -54,7 +62,7 @@ pub struct RequestCounts {
 }
 
 /// Latency in ms, 3 decimals; `null` when nothing was measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyMs {
     pub fastest: Option<f64>,
     pub slowest: Option<f64>,
@@ -69,7 +77,7 @@ pub struct LatencyMs {
     pub p99_9: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ByteCount {
     /// Response body bytes received.
     pub total: u64,
@@ -107,7 +115,7 @@ impl LoadReport {
             _ => sent,
         };
         Self {
-            kind: "load",
+            kind: Kind::Load,
             url: args.url.to_string(),
             method: args.method.to_string(),
             concurrency,
@@ -216,5 +224,42 @@ impl fmt::Display for LoadReport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{self, Command};
+
+    #[test]
+    fn the_report_reads_back_as_it_was_written() {
+        let Command::Load(args) = cli::parse(&["load", "-z", "1s", "-q", "50", "http://[::1]:9/"])
+        else {
+            panic!("not diag load");
+        };
+        let mut tally = Tally::new().expect("tally");
+        for ms in [2, 3, 5] {
+            tally.latencies.record(Duration::from_millis(ms));
+        }
+        tally.statuses.insert(200, 2);
+        tally.statuses.insert(503, 1);
+        tally.error("timeout", || "no complete response within 1s".into());
+        tally.bytes = 45;
+        tally.aborted = 1;
+        let report = LoadReport::new(&args, 5, Duration::from_secs(1), &tally);
+        let json = serde_json::to_string_pretty(&report).expect("serialisable");
+        let back: crate::LoadReport = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(
+            serde_json::to_value(&back).expect("serialisable"),
+            serde_json::to_value(&report).expect("serialisable")
+        );
+        assert_eq!(back.kind, Kind::Load);
+        assert_eq!(back.status_codes[&503], 1);
+        assert_eq!(back.errors["timeout"].count, 1);
+        assert_eq!(back.rate, Some(50.0));
+        // Another report's kind is refused on that field.
+        let llm = json.replace(r#""kind": "load""#, r#""kind": "llm""#);
+        assert!(serde_json::from_str::<LoadReport>(&llm).is_err());
     }
 }

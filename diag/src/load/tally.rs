@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::Latencies;
 
@@ -23,7 +23,7 @@ pub(super) fn error_kind(error: &reqwest::Error) -> &'static str {
 }
 
 /// One error kind: how many, and the first message seen.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorCount {
     pub count: u64,
     pub example: String,
