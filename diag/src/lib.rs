@@ -145,6 +145,23 @@ pub(crate) fn write_json(path: &Path, report: &impl serde::Serialize) -> anyhow:
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Writes `report` as `--json` does and reads it back: the text, and the report read. Asserts
+/// that the report read writes the same JSON again, i.e. that nothing was lost on the way.
+#[cfg(test)]
+pub(crate) fn read_back<T>(report: &T) -> (String, T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let json = serde_json::to_string_pretty(report).expect("serialisable");
+    let back: T = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(
+        serde_json::to_value(&back).expect("serialisable"),
+        serde_json::to_value(report).expect("serialisable"),
+        "{json}"
+    );
+    (json, back)
+}
+
 /// The innermost cause of an error. reqwest's own message ("error sending request for url
 /// (…)") repeats the URL and hides the part a person needs, e.g. "Connection refused".
 pub(crate) fn root_cause(error: &dyn std::error::Error) -> String {
