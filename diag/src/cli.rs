@@ -206,6 +206,14 @@ fn parse_pid_file(path: &str) -> Result<u32, String> {
     })
 }
 
+/// The command `diag <argv>` runs, for tests that need real arguments (a report's, say).
+#[cfg(test)]
+pub(crate) fn parse(argv: &[&str]) -> Command {
+    Cli::try_parse_from(std::iter::once("diag").chain(argv.iter().copied()))
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+        .command
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,20 +7,23 @@
 //! `Vec` of samples would grow by 8 bytes a request and need a sort at the end; the histogram
 //! also merges (per-worker shards into one) without losing anything.
 //!
-//! Values are reported in milliseconds with 3 decimals, as in the rest of diag
-//! ([`crate::probe::round_ms`]).
+//! Values are reported in milliseconds with 3 decimals, as in the rest of diag ([`round_ms`]),
+//! and the health prober ([`crate::probe`]) keeps its latencies in the same histograms.
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
-
-use crate::probe::round_ms;
+use serde::{Deserialize, Serialize};
 
 /// Highest latency a histogram holds, in microseconds: one hour. Longer values are clamped.
 const MAX_MICROS: u64 = 3_600_000_000;
+
+/// Milliseconds to three decimals (microsecond resolution), as every JSON report carries them.
+pub fn round_ms(ms: f64) -> f64 {
+    (ms * 1e3).round() / 1e3
+}
 
 /// Latencies in microseconds. See the module docs for why a histogram.
 #[derive(Debug, Clone)]
@@ -123,7 +126,7 @@ impl Latencies {
 }
 
 /// Percentiles of one latency in ms; each `null` when nothing was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub p50: Option<f64>,
     pub p90: Option<f64>,

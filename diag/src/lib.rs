@@ -16,41 +16,69 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: every flag, its default, its environment override and its validation.
-//! - [`demo`]: runs a demo: reachability check, load, side measurements, report, exit status.
-//! - [`load`]: the N streams, what each one saw, and how many were *flowing* at once.
-//! - [`probe`]: health probes, open loop, on their own OS thread and runtime.
-//! - [`pool`]: samples the gateway's `/debug/pool` counters.
-//! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo.
-//! - [`report`]: the demo's result: the JSON shape, the table, and the verdict rules.
-//! - [`timeline`]: the demo's time series (each probe, pool sample and flowing count, with when).
-//! - [`plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
-//! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) shared by demo and watch.
+//! One folder (or file) per subcommand, the pieces they share beside them, and imports that
+//! point one way: a subcommand uses the shared pieces, a shared piece uses none of the
+//! subcommands, and no module imports one that imports it back.
+//!
+//! The subcommands:
+//!
+//! - [`demo`]: `diag demo`: reachability check, load, side measurements, report, exit status.
+//!   - [`demo::streams`]: the N streams, what each one saw, and how many were *flowing* at once.
+//!   - [`demo::report`]: the demo's result: the JSON shape, the table, and the verdict rules
+//!     (also at [`report`], its older path).
+//!   - [`demo::timeline`]: the demo's time series (each probe, pool sample and flowing count).
+//!   - [`demo::plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
 //! - [`watch`]: `diag watch`.
-//! - [`http_load`]: `diag load`: workers, tickets, intended start times, the report.
-//! - [`llm`]: `diag llm`: the streams, SSE parsing, TTFT/ITL, the sustained rule, the report.
-//! - [`histogram`]: latency histograms shared by load and llm (HDR, percentiles, hey's bars).
-//! - [`poll`]: one endpoint probed open loop from its own thread (`diag llm --health`).
+//! - [`load`]: `diag load`: workers, tickets, intended start times.
+//!   - [`load::tally`]: what the workers count, one tally per shard.
+//!   - [`load::report`]: hey's report and the JSON one.
+//! - [`llm`]: `diag llm`: set-up and printing.
+//!   - [`llm::schedule`]: closed loop (`-c`) or open loop (`-q`), and the end of the run.
+//!   - [`llm::stream`]: one stream's state (TTFT, gaps, tokens) and the tally of all streams.
+//!   - [`llm::sse`]: the wire: the request, the server-sent events, how a stream fails.
+//!   - [`llm::report`]: the result, the sustained rule, the JSON and the human report.
+//!
+//! What they share:
+//!
+//! - [`cli`]: every flag, its default, its environment override and its validation.
+//! - [`probe`]: the one prober: health probes, open loop, on their own OS thread and runtime
+//!   (the demo's three endpoints, `diag llm --health`'s one; `diag watch` sends single probes).
+//! - [`pool`]: samples the gateway's `/debug/pool` counters (demo, watch).
+//! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo (demo).
+//! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) of demo and watch.
+//! - [`histogram`]: latency histograms (HDR, percentiles, hey's bars) of the prober, load, llm.
 //! - [`progress`]: the live progress line of load and llm (stderr, terminals only).
+//! - [`reachable`]: the TCP check `diag load` and `diag llm` make before measuring.
+//! - this root: [`Error`] and its exit codes, and the helpers every module may use
+//!   (`write_json`, `root_cause`, `lock`).
 //!
 //! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
 
 pub mod cli;
 pub mod demo;
 pub mod histogram;
-pub mod http_load;
 pub mod live;
 pub mod llm;
 pub mod load;
-pub mod plot;
-pub mod poll;
 pub mod pool;
 pub mod probe;
 pub mod process;
 pub mod progress;
-pub mod report;
-pub mod timeline;
+pub mod reachable;
 pub mod watch;
+
+/// The demo's report keeps its path, `diag::report`.
+pub use demo::report;
+
+// The three reports, under the names a reader of diag's JSON (xtask's benchmarks) uses: each
+// derives `Deserialize` as well as `Serialize`, so a schema change fails to compile there.
+pub use demo::report::Report as DemoReport;
+pub use llm::report::LlmReport;
+pub use load::report::LoadReport;
+
+use std::path::Path;
+
+use anyhow::Context as _;
 
 use cli::{Cli, Command};
 use report::Verdict;
@@ -102,9 +130,36 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Watch(args) => watch::run(&args),
-        Command::Load(args) => http_load::run(&args),
+        Command::Load(args) => load::run(&args),
         Command::Llm(args) => llm::run(&args),
     }
+}
+
+/// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
+pub(crate) fn write_json(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
+    json.push('\n');
+    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `report` as `--json` does and reads it back: the text, and the report read. Asserts
+/// that the report read writes the same JSON again, i.e. that nothing was lost on the way.
+#[cfg(test)]
+pub(crate) fn read_back<T>(report: &T) -> (String, T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let json = serde_json::to_string_pretty(report).expect("serialisable");
+    let back: T = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(
+        serde_json::to_value(&back).expect("serialisable"),
+        serde_json::to_value(report).expect("serialisable"),
+        "{json}"
+    );
+    (json, back)
 }
 
 /// The innermost cause of an error. reqwest's own message ("error sending request for url

@@ -10,12 +10,28 @@
 
 use std::time::Duration;
 
-use crate::pool::PoolSnapshot;
-use crate::probe::Outcome;
+use common::pool::PoolSnapshot;
+
+use crate::probe::{Endpoint, Outcome, Prober};
 
 /// The four readings, joined in the fixed order.
 pub fn readings(sync: &str, async_: &str, health: &str, pool: &str) -> String {
     format!("sync {sync} | async {async_} | health {health} | pool {pool}")
+}
+
+/// The three probe cells (sync, async, health) of a running prober: the demo's live line.
+pub fn prober_cells(prober: &Prober) -> [String; 3] {
+    Endpoint::ALL.map(|endpoint| {
+        let latest = prober.latest(endpoint);
+        match endpoint {
+            Endpoint::Health => health_cell(latest.outcome.as_ref()),
+            _ => latency_cell(
+                latest.outcome.as_ref(),
+                latest.oldest_waiting,
+                prober.every(),
+            ),
+        }
+    })
 }
 
 /// A latency probe's cell: the latest finished probe, unless an unanswered one is older than
@@ -125,6 +141,8 @@ mod tests {
             queued: 3,
             peak_running: 4,
             peak_queued: 5,
+            saturation: 1.0,
+            completed: 12,
         };
         assert_eq!(pool_cell(Some(&pool)), "4/4 +3 queued");
         assert_eq!(

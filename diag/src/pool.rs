@@ -10,31 +10,16 @@
 //! and the highest sampled value otherwise.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::timeline::Timeline;
 use crate::{lock, root_cause};
 
-/// The fields of `/debug/pool` diag uses (the gateway sends more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct PoolSnapshot {
-    pub max_threads: usize,
-    pub running: usize,
-    pub queued: usize,
-    pub peak_running: usize,
-    pub peak_queued: usize,
-}
-
-impl PoolSnapshot {
-    /// Every thread busy and work waiting: the pool is the bottleneck right now.
-    pub fn saturated(&self) -> bool {
-        self.running >= self.max_threads && self.queued > 0
-    }
-}
+/// The `/debug/pool` body: the gateway's own type (in `common`), so the two ends cannot drift.
+pub use common::pool::PoolSnapshot;
 
 /// One `GET /debug/pool`. `Err` carries a short reason (`HTTP 404`, `timeout`, a socket error).
 pub async fn fetch(
@@ -59,7 +44,7 @@ pub async fn fetch(
 }
 
 /// What the run saw of the pool. `None` (JSON null) when `/debug/pool` never answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolStats {
     /// The pool's size (tokio `max_blocking_threads`).
     pub max_threads: Option<usize>,
@@ -92,6 +77,10 @@ impl Tally {
     }
 }
 
+/// Called with each `/debug/pool` answer and when it arrived. The demo records them in its
+/// timeline this way; the sampler needs to know nothing of it.
+pub type OnSample = Box<dyn Fn(Instant, &PoolSnapshot) + Send + Sync>;
+
 /// Samples `/debug/pool` on a period, in a task on diag's load runtime. (Unlike the probes,
 /// these are not latency measurements, so a little scheduling delay does not matter.)
 #[derive(Debug)]
@@ -106,33 +95,14 @@ pub struct PoolWatch {
 }
 
 impl PoolWatch {
-    /// Takes the baseline sample, then samples every `every` until [`PoolWatch::finish`].
+    /// Takes the baseline sample, then samples every `every` until [`PoolWatch::finish`];
+    /// `on_sample`, if given, sees every answer.
     pub async fn start(
         client: reqwest::Client,
         gateway: String,
         every: Duration,
         timeout: Duration,
-    ) -> Self {
-        Self::launch(client, gateway, every, timeout, None).await
-    }
-
-    /// Like [`PoolWatch::start`], and also records every sample in `timeline`.
-    pub async fn start_with_timeline(
-        client: reqwest::Client,
-        gateway: String,
-        every: Duration,
-        timeout: Duration,
-        timeline: Timeline,
-    ) -> Self {
-        Self::launch(client, gateway, every, timeout, Some(timeline)).await
-    }
-
-    async fn launch(
-        client: reqwest::Client,
-        gateway: String,
-        every: Duration,
-        timeout: Duration,
-        timeline: Option<Timeline>,
+        on_sample: Option<OnSample>,
     ) -> Self {
         let baseline = fetch(&client, &gateway, timeout).await.ok();
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -142,7 +112,7 @@ impl PoolWatch {
             every,
             timeout,
             Arc::clone(&tally),
-            timeline,
+            on_sample,
         ));
         Self {
             tally,
@@ -188,15 +158,15 @@ async fn sample(
     every: Duration,
     timeout: Duration,
     tally: Arc<Mutex<Tally>>,
-    timeline: Option<Timeline>,
+    on_sample: Option<OnSample>,
 ) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         if let Ok(snapshot) = fetch(&client, &gateway, timeout).await {
-            if let Some(timeline) = &timeline {
-                timeline.record_pool(std::time::Instant::now(), &snapshot);
+            if let Some(on_sample) = &on_sample {
+                on_sample(Instant::now(), &snapshot);
             }
             lock(&tally).record(snapshot);
         }
@@ -215,6 +185,8 @@ mod tests {
             queued,
             peak_running: 0,
             peak_queued: 0,
+            saturation: running as f64 / 4.0,
+            completed: 0,
         };
         assert!(pool(4, 1).saturated());
         assert!(!pool(4, 0).saturated(), "busy but nobody waits");

@@ -1,5 +1,7 @@
-//! Health probes: one request to one health endpoint, timed; and, for `diag demo`, a prober
-//! that fires them on a fixed schedule from its own OS thread.
+//! Health probes: one request to one health endpoint, timed; and the one prober that fires them
+//! on a fixed schedule from its own OS thread, for `diag demo` (all three endpoints) and for
+//! `diag llm --health` (`/health` alone: the demo's three would add two probes to the load, one of
+//! them holding a gateway pool thread).
 //!
 //! Two rules keep the numbers honest:
 //!
@@ -19,14 +21,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::timeline::Timeline;
-use crate::{live, lock, root_cause};
+use crate::histogram::Latencies;
+use crate::{lock, root_cause};
 
 /// The gateway's health endpoints, each answering a different question (see the gateway's
 /// `health` module).
@@ -128,9 +129,9 @@ pub async fn probe(
     }
 }
 
-/// Latency percentiles and counts for one endpoint over a demo run. Milliseconds, 3 decimals;
+/// Latency percentiles and counts for one endpoint over a run. Milliseconds, 3 decimals;
 /// the histogram keeps 3 significant digits, so a value is exact to 0.1%.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProbeStats {
     /// Probes that answered or timed out: the histogram's population.
     pub samples: u64,
@@ -147,32 +148,19 @@ pub struct ProbeStats {
     pub errors: u64,
     /// The `status` of the last `/health` answer (`ok`, `degraded`); only for `/health`.
     /// The last answers may come after the streams were dropped, hence `statuses`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<String>,
     /// How many `/health` answers carried each `status`; only for `/health`.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
 }
-
-/// The three endpoints' stats, under the names the JSON report uses.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeReport {
-    pub health_sync: ProbeStats,
-    pub health_async: ProbeStats,
-    pub health: ProbeStats,
-    /// The gateway's `--mode`, from the last `/health` answer that named it.
-    #[serde(skip)]
-    pub mode: Option<String>,
-}
-
-/// Highest latency the histogram holds, in microseconds: one hour. Longer values are clamped.
-const MAX_MICROS: u64 = 3_600_000_000;
 
 /// One endpoint's running tally. Written by the probe thread, read by the live line.
 #[derive(Debug)]
 struct Tally {
-    /// Microseconds, answers and timeouts alike.
-    latencies: Histogram<u64>,
+    endpoint: Endpoint,
+    /// Answers and timeouts alike.
+    latencies: Latencies,
     timeouts: u64,
     errors: u64,
     /// The most recent probe to finish, whatever it saw.
@@ -185,10 +173,10 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Self> {
+    fn new(endpoint: Endpoint) -> anyhow::Result<Self> {
         Ok(Self {
-            latencies: Histogram::new_with_bounds(1, MAX_MICROS, 3)
-                .context("cannot create a latency histogram")?,
+            endpoint,
+            latencies: Latencies::new()?,
             timeouts: 0,
             errors: 0,
             latest: None,
@@ -203,14 +191,14 @@ impl Tally {
             Outcome::Answered {
                 latency, status, ..
             } => {
-                self.latencies.saturating_record(micros(*latency));
+                self.latencies.record(*latency);
                 if let Some(status) = status {
                     *self.statuses.entry(status.clone()).or_insert(0) += 1;
                     self.last_status = Some(status.clone());
                 }
             }
             Outcome::TimedOut => {
-                self.latencies.saturating_record(micros(timeout));
+                self.latencies.record(timeout);
                 self.timeouts += 1;
             }
             Outcome::Status(_) | Outcome::Failed(_) => self.errors += 1,
@@ -219,14 +207,13 @@ impl Tally {
     }
 
     fn stats(&self) -> ProbeStats {
-        let samples = self.latencies.len();
-        let ms = |micros: u64| (samples > 0).then(|| round_ms(micros as f64 / 1e3));
+        let latencies = &self.latencies;
         ProbeStats {
-            samples,
-            p50_ms: ms(self.latencies.value_at_quantile(0.50)),
-            p95_ms: ms(self.latencies.value_at_quantile(0.95)),
-            p99_ms: ms(self.latencies.value_at_quantile(0.99)),
-            max_ms: ms(self.latencies.max()),
+            samples: latencies.len(),
+            p50_ms: latencies.quantile_ms(0.50),
+            p95_ms: latencies.quantile_ms(0.95),
+            p99_ms: latencies.quantile_ms(0.99),
+            max_ms: latencies.max_ms(),
             timeouts: self.timeouts,
             errors: self.errors,
             last_status: self.last_status.clone(),
@@ -235,24 +222,54 @@ impl Tally {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Milliseconds to three decimals (microsecond resolution), as the JSON report carries them.
-pub(crate) fn round_ms(ms: f64) -> f64 {
-    (ms * 1e3).round() / 1e3
-}
-
-/// State shared by the probe thread and the demo's live line.
+/// State shared by the probe thread and whoever reads the probes while they run.
 #[derive(Debug)]
 struct Shared {
-    tallies: [Tally; 3],
+    /// One per probed endpoint, in the order given to [`Prober::start`].
+    tallies: Vec<Tally>,
     mode: Option<String>,
     next_id: u64,
 }
 
-/// Probes the three health endpoints every `every`, open loop, from its own thread.
+impl Shared {
+    fn tally(&mut self, endpoint: Endpoint) -> Option<&mut Tally> {
+        self.tallies.iter_mut().find(|t| t.endpoint == endpoint)
+    }
+}
+
+/// Called as each probe finishes, with its endpoint, when it was sent, and what it saw. The
+/// demo records every probe in its timeline this way; the prober needs to know nothing of it.
+pub type OnProbe = Arc<dyn Fn(Endpoint, Instant, &Outcome) + Send + Sync>;
+
+/// What is known of one endpoint while the probes run: enough for a live line.
+#[derive(Debug, Clone, Default)]
+pub struct Latest {
+    /// The most recent probe to finish, whatever it saw.
+    pub outcome: Option<Outcome>,
+    /// How long the oldest probe still unanswered has been waiting.
+    pub oldest_waiting: Option<Duration>,
+}
+
+/// What the probes saw, once they are done.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    stats: Vec<(Endpoint, ProbeStats)>,
+    /// The gateway's `--mode`, from the last `/health` answer that named it.
+    pub mode: Option<String>,
+}
+
+impl Probed {
+    /// The stats of `endpoint`; no samples if it was not probed.
+    pub fn stats(&self, endpoint: Endpoint) -> ProbeStats {
+        self.stats
+            .iter()
+            .find(|(probed, _)| *probed == endpoint)
+            .map(|(_, stats)| stats.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Probes some health endpoints every `every`, open loop, from its own thread.
 #[derive(Debug)]
 pub struct Prober {
     shared: Arc<Mutex<Shared>>,
@@ -263,29 +280,20 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the probe thread; the first probes fire at once.
-    pub fn start(gateway: String, every: Duration, timeout: Duration) -> anyhow::Result<Self> {
-        Self::launch(gateway, every, timeout, None)
-    }
-
-    /// Like [`Prober::start`], and also records every probe (send time, latency) in `timeline`.
-    pub fn start_with_timeline(
+    /// Starts the probe thread; the first probes (one per endpoint) fire at once. `on_probe`, if
+    /// given, sees every probe as it finishes.
+    pub fn start(
         gateway: String,
+        endpoints: &[Endpoint],
         every: Duration,
         timeout: Duration,
-        timeline: Timeline,
-    ) -> anyhow::Result<Self> {
-        Self::launch(gateway, every, timeout, Some(timeline))
-    }
-
-    fn launch(
-        gateway: String,
-        every: Duration,
-        timeout: Duration,
-        timeline: Option<Timeline>,
+        on_probe: Option<OnProbe>,
     ) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
-            tallies: [Tally::new()?, Tally::new()?, Tally::new()?],
+            tallies: endpoints
+                .iter()
+                .map(|endpoint| Tally::new(*endpoint))
+                .collect::<anyhow::Result<_>>()?,
             mode: None,
             next_id: 0,
         }));
@@ -299,20 +307,18 @@ impl Prober {
             .build()
             .context("cannot build the probe HTTP client")?;
         let (stop, stopped) = oneshot::channel();
-        let thread_shared = Arc::clone(&shared);
+        let schedule = Schedule {
+            client,
+            gateway: gateway.into(),
+            endpoints: endpoints.to_vec(),
+            every,
+            timeout,
+            shared: Arc::clone(&shared),
+            on_probe,
+        };
         let thread = std::thread::Builder::new()
             .name("diag-probe".into())
-            .spawn(move || {
-                runtime.block_on(schedule(
-                    client,
-                    gateway,
-                    every,
-                    timeout,
-                    thread_shared,
-                    stopped,
-                    timeline,
-                ));
-            })
+            .spawn(move || runtime.block_on(schedule.run(stopped)))
             .context("cannot start the probe thread")?;
         Ok(Self {
             shared,
@@ -322,94 +328,119 @@ impl Prober {
         })
     }
 
-    /// The three cells of the live line (sync, async, health), from the probes so far.
-    pub fn cells(&self) -> [String; 3] {
-        let shared = lock(&self.shared);
+    /// The probe period.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The latest probe of `endpoint` and the age of its oldest unanswered one.
+    pub fn latest(&self, endpoint: Endpoint) -> Latest {
+        let mut shared = lock(&self.shared);
+        let Some(tally) = shared.tally(endpoint) else {
+            return Latest::default();
+        };
         let now = Instant::now();
-        Endpoint::ALL.map(|endpoint| {
-            let tally = &shared.tallies[endpoint.index()];
-            let oldest = tally
+        Latest {
+            outcome: tally.latest.clone(),
+            oldest_waiting: tally
                 .in_flight
                 .values()
                 .next()
-                .map(|sent| now.duration_since(*sent));
-            match endpoint {
-                Endpoint::Health => live::health_cell(tally.latest.as_ref()),
-                _ => live::latency_cell(tally.latest.as_ref(), oldest, self.every),
-            }
-        })
+                .map(|sent| now.duration_since(*sent)),
+        }
     }
 
     /// Stops the schedule, waits for the probes still in flight (each at most its timeout),
     /// and returns the stats.
-    pub async fn finish(mut self) -> ProbeReport {
+    pub async fn finish(mut self) -> Probed {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             // `join` blocks; let a blocking-pool thread of diag's own runtime do the waiting.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let shared = lock(&self.shared);
-        let [sync, async_, health] = &shared.tallies;
-        ProbeReport {
-            health_sync: sync.stats(),
-            health_async: async_.stats(),
-            health: health.stats(),
+        Probed {
+            stats: shared
+                .tallies
+                .iter()
+                .map(|tally| (tally.endpoint, tally.stats()))
+                .collect(),
             mode: shared.mode.clone(),
         }
     }
 }
 
-/// The probe thread's whole life: fire on every tick until told to stop, then drain.
-async fn schedule(
+/// Everything the probe thread needs, moved onto it.
+struct Schedule {
     client: reqwest::Client,
-    gateway: String,
+    gateway: Arc<str>,
+    endpoints: Vec<Endpoint>,
     every: Duration,
     timeout: Duration,
     shared: Arc<Mutex<Shared>>,
-    mut stopped: oneshot::Receiver<()>,
-    timeline: Option<Timeline>,
-) {
-    let gateway: Arc<str> = gateway.into();
-    let mut ticks = tokio::time::interval(every);
-    // Should this thread itself ever be late, skip the missed ticks rather than fire a burst:
-    // a burst would be load diag made up, not the steady probing the report describes.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut in_flight = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            _ = ticks.tick() => {
-                for endpoint in Endpoint::ALL {
-                    let sent = Instant::now();
-                    let id = {
-                        let mut shared = lock(&shared);
-                        shared.next_id += 1;
-                        let id = shared.next_id;
-                        shared.tallies[endpoint.index()].in_flight.insert(id, sent);
-                        id
-                    };
-                    let (client, gateway, shared, timeline) =
-                        (client.clone(), Arc::clone(&gateway), Arc::clone(&shared), timeline.clone());
-                    in_flight.spawn(async move {
-                        let outcome = probe(&client, &gateway, endpoint, timeout).await;
-                        if let Some(timeline) = &timeline {
-                            timeline.record_probe(endpoint, sent, &outcome, timeout);
-                        }
-                        let mut shared = lock(&shared);
-                        if let Outcome::Answered { mode: Some(mode), .. } = &outcome {
-                            shared.mode = Some(mode.clone());
-                        }
-                        let tally = &mut shared.tallies[endpoint.index()];
-                        tally.in_flight.remove(&id);
-                        tally.record(&outcome, timeout);
-                    });
+    on_probe: Option<OnProbe>,
+}
+
+impl Schedule {
+    /// The probe thread's whole life: fire on every tick until told to stop, then drain.
+    async fn run(self, mut stopped: oneshot::Receiver<()>) {
+        let mut ticks = tokio::time::interval(self.every);
+        // Should this thread itself ever be late, skip the missed ticks rather than fire a
+        // burst: a burst would be load diag made up, not the steady probing the report describes.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut in_flight = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = ticks.tick() => {
+                    for endpoint in &self.endpoints {
+                        in_flight.spawn(self.fire(*endpoint));
+                    }
                 }
+                // Reap finished probes as they end, so the set holds only those in flight.
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
-            // Reap finished probes as they end, so the set holds only those in flight.
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// One probe of `endpoint`, sent now, as a task of its own: open loop.
+    fn fire(&self, endpoint: Endpoint) -> impl Future<Output = ()> + Send + 'static {
+        let sent = Instant::now();
+        let id = {
+            let mut shared = lock(&self.shared);
+            shared.next_id += 1;
+            let id = shared.next_id;
+            if let Some(tally) = shared.tally(endpoint) {
+                tally.in_flight.insert(id, sent);
+            }
+            id
+        };
+        let (client, gateway, shared, on_probe, timeout) = (
+            self.client.clone(),
+            Arc::clone(&self.gateway),
+            Arc::clone(&self.shared),
+            self.on_probe.clone(),
+            self.timeout,
+        );
+        async move {
+            let outcome = probe(&client, &gateway, endpoint, timeout).await;
+            if let Some(on_probe) = &on_probe {
+                on_probe(endpoint, sent, &outcome);
+            }
+            let mut shared = lock(&shared);
+            if let Outcome::Answered {
+                mode: Some(mode), ..
+            } = &outcome
+            {
+                shared.mode = Some(mode.clone());
+            }
+            if let Some(tally) = shared.tally(endpoint) {
+                tally.in_flight.remove(&id);
+                tally.record(&outcome, timeout);
+            }
         }
     }
-    while in_flight.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
@@ -418,7 +449,7 @@ mod tests {
 
     #[test]
     fn a_timeout_counts_at_the_timeout_value() {
-        let mut tally = Tally::new().expect("histogram");
+        let mut tally = Tally::new(Endpoint::HealthSync).expect("histogram");
         let timeout = Duration::from_secs(5);
         for _ in 0..98 {
             let answer = Outcome::Answered {
@@ -442,7 +473,8 @@ mod tests {
 
     #[test]
     fn no_samples_means_no_percentiles() {
-        let stats = Tally::new().expect("histogram").stats();
+        let stats = Tally::new(Endpoint::Health).expect("histogram").stats();
+        assert_eq!(stats.samples, ProbeStats::default().samples);
         assert_eq!(stats.samples, 0);
         assert_eq!(stats.p99_ms, None);
     }

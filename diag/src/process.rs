@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// One look at the process.
@@ -65,7 +65,7 @@ impl ProcessSampler {
 
 /// What the run saw of the gateway process. Every field is `None` (JSON null) when no pid was
 /// given or the process could not be read.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProcessStats {
     pub pid: Option<u32>,
     /// Most threads at once. Flat at "workers + pool size" in broken mode: the pool cannot grow.

@@ -5,18 +5,25 @@
 //! and where a time is compared, the margin is wide: the sync probe waits for whole streams to
 //! end (~1.8 s) against a 100 ms budget.
 
-mod common;
+mod support;
 
-use common::{Mock, dead_port_url, diag, gateway, json_path, read_json};
+use std::path::PathBuf;
+
+use support::{Mock, Run, dead_port_url, diag, gateway, json_path, read_json, refuses};
 
 const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 
-/// The demo's flags for a 4-stream, 3-second run against `url`, reporting to `json`.
-fn demo_args<'a>(url: &'a str, json: &'a str, expect: &'a str, budget: &'a str) -> Vec<&'a str> {
-    vec![
+/// A 4-stream, 3-second demo against a fresh mock and a gateway in `mode`, expecting `expect`
+/// within a sync `budget`, plus `extra` flags: the run, and the report file it was told to write.
+fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (Run, PathBuf) {
+    let mock = Mock::start();
+    let gateway = gateway(mode, &mock);
+    let url = gateway.url();
+    let json = json_path(name);
+    let mut args = vec![
         "demo",
         "--gateway",
-        url,
+        &url,
         "--streams",
         "4",
         "--duration",
@@ -30,26 +37,17 @@ fn demo_args<'a>(url: &'a str, json: &'a str, expect: &'a str, budget: &'a str) 
         "--expect",
         expect,
         "--json",
-        json,
-    ]
+        json.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    (diag(&args), json)
 }
 
 #[test]
 fn a_broken_gateway_is_exhausted_at_its_pool_size() {
-    let mock = Mock::start();
-    let gateway = gateway("broken", &mock);
-    let json = json_path("broken");
-    let url = gateway.url();
-    let pid = std::process::id().to_string();
-    let mut args = demo_args(
-        &url,
-        json.to_str().expect("utf-8 path"),
-        "exhausted",
-        "100ms",
-    );
     // The gateway runs inside this test process, so sampling it samples the gateway.
-    args.extend(["--pid", &pid]);
-    let run = diag(&args);
+    let pid = std::process::id().to_string();
+    let (run, json) = demo("broken", "broken", "exhausted", "100ms", &["--pid", &pid]);
     assert_eq!(run.code, Some(0), "{run:#?}");
 
     let report = read_json(&json);
@@ -108,17 +106,8 @@ fn a_broken_gateway_is_exhausted_at_its_pool_size() {
 
 #[test]
 fn a_fixed_gateway_is_healthy_under_the_same_load() {
-    let mock = Mock::start();
-    let gateway = gateway("fixed", &mock);
-    let json = json_path("fixed");
-    let url = gateway.url();
     // A 1 s budget: the sync probe answers in milliseconds here, so the margin is wide.
-    let run = diag(&demo_args(
-        &url,
-        json.to_str().expect("utf-8 path"),
-        "healthy",
-        "1s",
-    ));
+    let (run, json) = demo("fixed", "fixed", "healthy", "1s", &[]);
     assert_eq!(run.code, Some(0), "{run:#?}");
 
     let report = read_json(&json);
@@ -143,16 +132,7 @@ fn a_fixed_gateway_is_healthy_under_the_same_load() {
 
 #[test]
 fn expecting_healthy_from_a_broken_gateway_exits_1() {
-    let mock = Mock::start();
-    let gateway = gateway("broken", &mock);
-    let json = json_path("broken-expect-healthy");
-    let url = gateway.url();
-    let run = diag(&demo_args(
-        &url,
-        json.to_str().expect("utf-8 path"),
-        "healthy",
-        "100ms",
-    ));
+    let (run, json) = demo("broken", "broken-expect-healthy", "healthy", "100ms", &[]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(
         run.stderr
@@ -210,9 +190,5 @@ fn bad_flags_exit_2_with_a_message() {
         (&["watch", "--count", "0"], "--count"),
         (&["probe"], "unrecognized subcommand"),
     ];
-    for (args, message) in cases {
-        let run = diag(args);
-        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
-        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
-    }
+    refuses(cases);
 }

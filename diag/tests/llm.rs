@@ -4,11 +4,20 @@
 //! Counts are asserted exactly (20 streams of 10 tokens are 200 tokens); times against wide
 //! bounds (TTFT at least 90 ms for a 100 ms TTFT; ITL between 15 and 200 ms for a 20 ms pace).
 
-mod common;
+mod support;
 
-use common::{Mock, dead_port_url, diag, json_path, read_json};
+use serde_json::Value;
+use support::{Mock, Run, dead_port_url, diag, diag_json, refuses};
 
 const PACED: [&str; 6] = ["--ttft-ms", "100", "--itl-ms", "20", "--tokens", "10"];
+
+/// `diag llm --base-url <mock> <flags> --json …`, expected to exit 0: the run and its report.
+fn llm(name: &str, mock: &Mock, flags: &[&str]) -> (Run, Value) {
+    let base = mock.url();
+    let mut args = vec!["llm", "--base-url", &base];
+    args.extend_from_slice(flags);
+    diag_json(name, &args)
+}
 
 fn number(report: &serde_json::Value, pointer: &str) -> f64 {
     report
@@ -20,21 +29,7 @@ fn number(report: &serde_json::Value, pointer: &str) -> f64 {
 #[test]
 fn paced_streams_are_measured_and_sustained() {
     let mock = Mock::with_flags(&PACED);
-    let json = json_path("llm-paced");
-    let base = mock.url();
-    let run = diag(&[
-        "llm",
-        "--base-url",
-        &base,
-        "-n",
-        "20",
-        "-c",
-        "5",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = llm("llm-paced", &mock, &["-n", "20", "-c", "5"]);
     assert_eq!(report["kind"], "llm");
     assert_eq!(report["model"], "mock-1");
     assert_eq!(report["concurrency"], 5);
@@ -69,21 +64,7 @@ fn paced_streams_are_measured_and_sustained() {
 #[test]
 fn failing_streams_are_counted_by_status_and_not_sustained() {
     let mock = Mock::with_flags(&["--fault", "500", "--fault-rate", "1"]);
-    let json = json_path("llm-500");
-    let base = mock.url();
-    let run = diag(&[
-        "llm",
-        "--base-url",
-        &base,
-        "-n",
-        "6",
-        "-c",
-        "3",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = llm("llm-500", &mock, &["-n", "6", "-c", "3"]);
     assert_eq!(report["streams"]["started"], 6, "{report:#}");
     assert_eq!(report["streams"]["failed"], 6, "{report:#}");
     assert_eq!(report["streams"]["errors"]["http_500"], 6, "{report:#}");
@@ -101,23 +82,11 @@ fn failing_streams_are_counted_by_status_and_not_sustained() {
 #[test]
 fn a_cut_stream_is_a_failure_of_its_own_kind() {
     let mock = Mock::with_flags(&["--ttft-ms", "10", "--itl-ms", "10", "--tokens", "10"]);
-    let json = json_path("llm-reset");
-    let base = mock.url();
-    let run = diag(&[
-        "llm",
-        "--base-url",
-        &base,
-        "-n",
-        "3",
-        "-c",
-        "3",
-        "-H",
-        "x-mock-fault: reset",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (_, report) = llm(
+        "llm-reset",
+        &mock,
+        &["-n", "3", "-c", "3", "-H", "x-mock-fault: reset"],
+    );
     assert_eq!(report["streams"]["errors"]["cut"], 3, "{report:#}");
     // The 3 tokens before the cut still count.
     assert_eq!(report["output_tokens"]["total"], 9, "{report:#}");
@@ -127,22 +96,7 @@ fn a_cut_stream_is_a_failure_of_its_own_kind() {
 #[test]
 fn health_is_polled_on_the_side() {
     let mock = Mock::with_flags(&PACED);
-    let json = json_path("llm-health");
-    let base = mock.url();
-    let run = diag(&[
-        "llm",
-        "--base-url",
-        &base,
-        "-z",
-        "1s",
-        "-q",
-        "10",
-        "--health",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = llm("llm-health", &mock, &["-z", "1s", "-q", "10", "--health"]);
     assert!(report["concurrency"].is_null());
     assert_eq!(report["rate"], 10.0);
     assert!(number(&report, "/health/samples") > 0.0, "{report:#}");
@@ -198,13 +152,5 @@ fn bad_flags_exit_2_with_a_message() {
             "not a pace",
         ),
     ];
-    for (args, message) in cases {
-        let run = diag(args);
-        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
-        assert!(
-            run.stderr.contains(message),
-            "{args:?}: no {message:?} in {}",
-            run.stderr
-        );
-    }
+    refuses(&cases);
 }

@@ -3,11 +3,20 @@
 //! Counts are asserted exactly (`-n 200` means 200 requests, all answered 200); times only
 //! against wide bounds (a 200 ms body is at least 180 ms; 1 s at 50/s is 25 to 75 requests).
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Mock, dead_port_url, diag, json_path, read_json};
+use serde_json::Value;
+use support::{Mock, Run, dead_port_url, diag, diag_json, refuses};
+
+/// `diag load <flags> <url> --json …`, expected to exit 0: the run and its report.
+fn load(name: &str, flags: &[&str], url: &str) -> (Run, Value) {
+    let mut args = vec!["load"];
+    args.extend_from_slice(flags);
+    args.push(url);
+    diag_json(name, &args)
+}
 
 fn ms(report: &serde_json::Value, field: &str) -> f64 {
     report["latency_ms"][field]
@@ -18,20 +27,8 @@ fn ms(report: &serde_json::Value, field: &str) -> f64 {
 #[test]
 fn n_requests_are_exactly_n_with_ordered_percentiles() {
     let mock = Mock::start();
-    let json = json_path("load-n");
     let url = format!("{}/health", mock.url());
-    let run = diag(&[
-        "load",
-        "-n",
-        "200",
-        "-c",
-        "10",
-        &url,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = load("load-n", &["-n", "200", "-c", "10"], &url);
     assert_eq!(report["kind"], "load");
     assert_eq!(report["method"], "GET");
     assert_eq!(report["concurrency"], 10);
@@ -83,22 +80,8 @@ fn n_requests_are_exactly_n_with_ordered_percentiles() {
 #[test]
 fn a_rate_sends_about_rate_times_duration_requests() {
     let mock = Mock::start();
-    let json = json_path("load-q");
     let url = format!("{}/health", mock.url());
-    let run = diag(&[
-        "load",
-        "-z",
-        "1s",
-        "-q",
-        "50",
-        "-c",
-        "5",
-        &url,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = load("load-q", &["-z", "1s", "-q", "50", "-c", "5"], &url);
     let total = report["requests"]["total"].as_u64().expect("total");
     assert!((25..=75).contains(&total), "{total} requests in {report:#}");
     assert_eq!(report["rate"], 50.0);
@@ -118,22 +101,8 @@ fn under_a_rate_a_late_request_counts_from_when_it_was_due() {
     // behind with every request. Counted from the send, every latency would be ~200 ms; counted
     // from when each was due, the last ones waited over a second.
     let mock = Mock::start();
-    let json = json_path("load-co");
     let url = format!("{}/slow_stream?chunks=2&interval_ms=100", mock.url());
-    let run = diag(&[
-        "load",
-        "-z",
-        "2s",
-        "-q",
-        "20",
-        "-c",
-        "1",
-        &url,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = load("load-co", &["-z", "2s", "-q", "20", "-c", "1"], &url);
     let total = report["requests"]["total"].as_u64().expect("total");
     assert!((5..=12).contains(&total), "{report:#}");
     assert!(ms(&report, "slowest") >= 600.0, "{report:#}");
@@ -147,20 +116,8 @@ fn under_a_rate_a_late_request_counts_from_when_it_was_due() {
 #[test]
 fn latency_runs_to_the_end_of_the_body() {
     let mock = Mock::start();
-    let json = json_path("load-slow");
     let url = format!("{}/slow_stream?chunks=2&interval_ms=100", mock.url());
-    let run = diag(&[
-        "load",
-        "-n",
-        "10",
-        "-c",
-        "5",
-        &url,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (_, report) = load("load-slow", &["-n", "10", "-c", "5"], &url);
     assert_eq!(report["requests"]["ok"], 10, "{report:#}");
     assert!(ms(&report, "p50") >= 180.0, "{report:#}");
     assert!(ms(&report, "fastest") >= 180.0, "{report:#}");
@@ -169,29 +126,26 @@ fn latency_runs_to_the_end_of_the_body() {
 #[test]
 fn a_post_with_headers_and_a_body_reaches_the_server() {
     let mock = Mock::with_flags(&["--ttft-ms", "0", "--itl-ms", "0", "--tokens", "2"]);
-    let json = json_path("load-post");
     let url = format!("{}/v1/chat/completions", mock.url());
     let body = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#;
-    let run = diag(&[
-        "load",
-        "-n",
-        "20",
-        "-c",
-        "4",
-        "-m",
-        "post",
-        "-T",
-        "application/json",
-        "-H",
-        "x-mock-fault: 503",
-        "-d",
-        body,
+    let (_, report) = load(
+        "load-post",
+        &[
+            "-n",
+            "20",
+            "-c",
+            "4",
+            "-m",
+            "post",
+            "-T",
+            "application/json",
+            "-H",
+            "x-mock-fault: 503",
+            "-d",
+            body,
+        ],
         &url,
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    );
     assert_eq!(report["method"], "POST");
     // The header reached the mock: every answer is the forced 503, counted as a response.
     assert_eq!(report["status_codes"]["503"], 20, "{report:#}");
@@ -214,29 +168,19 @@ fn a_dead_port_is_unreachable_with_exit_code_3() {
 #[test]
 fn a_server_that_dies_mid_run_gives_connect_errors_and_the_run_completes() {
     let mock = Mock::start();
-    let json = json_path("load-dies");
     let url = format!("{}/health", mock.url());
-    let json_arg = json.to_str().expect("utf-8 path").to_owned();
     let runner = std::thread::spawn(move || {
-        diag(&[
-            "load",
-            "-z",
-            "2s",
-            "-q",
-            "100",
-            "-c",
-            "2",
-            "--disable-keepalive",
+        load(
+            "load-dies",
+            &["-z", "2s", "-q", "100", "-c", "2", "--disable-keepalive"],
             &url,
-            "--json",
-            &json_arg,
-        ])
+        )
     });
     std::thread::sleep(Duration::from_millis(700));
     drop(mock);
-    let run = runner.join().expect("the runner thread");
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    let (run, report) = runner
+        .join()
+        .expect("the run exited 0 and wrote its report");
     let ok = report["requests"]["ok"].as_u64().expect("ok");
     assert!(ok > 0, "{report:#}");
     let connect = &report["errors"]["connect"];
@@ -280,13 +224,5 @@ fn bad_flags_exit_2_with_a_message() {
             "cannot read",
         ),
     ];
-    for (args, message) in cases {
-        let run = diag(args);
-        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
-        assert!(
-            run.stderr.contains(message),
-            "{args:?}: no {message:?} in {}",
-            run.stderr
-        );
-    }
+    refuses(&cases);
 }

@@ -2,9 +2,9 @@
 //! real binary for 3 s, and the SVG it leaves behind. The picture's content is checked by its
 //! text (series names, title, verdict) and by its shapes (lines and probe points were drawn).
 
-mod common;
+mod support;
 
-use common::{Mock, diag, gateway};
+use support::{Mock, diag, gateway};
 
 /// A fresh path for a picture, in a directory that does not exist yet.
 fn plot_path(name: &str) -> std::path::PathBuf {

@@ -1,27 +1,32 @@
 //! `diag watch` end to end, against a real fixed gateway and against nothing at all.
 
-mod common;
+mod support;
 
-use common::{Mock, dead_port_url, diag, gateway};
+use support::{Mock, dead_port_url, diag, gateway};
+
+/// Runs `diag watch` of `url` every `interval` for two lines; asserts it exited 0 after exactly
+/// two, and returns them.
+fn two_lines(url: &str, interval: &str) -> Vec<String> {
+    let run = diag(&[
+        "watch",
+        "--gateway",
+        url,
+        "--interval",
+        interval,
+        "--count",
+        "2",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let lines: Vec<String> = run.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    lines
+}
 
 #[test]
 fn watch_prints_count_lines_and_exits() {
     let mock = Mock::start();
     let gateway = gateway("fixed", &mock);
-    let url = gateway.url();
-    let run = diag(&[
-        "watch",
-        "--gateway",
-        &url,
-        "--interval",
-        "200ms",
-        "--count",
-        "2",
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.stdout);
-    for line in lines {
+    for line in two_lines(&gateway.url(), "200ms") {
         // `HH:MM:SS  sync 2.1ms | async 0.8ms | health ok | pool 0/2 +0 queued`
         let (clock, readings) = line.split_once("  ").expect("clock, then readings");
         assert_eq!(clock.len(), 8, "{line}");
@@ -46,22 +51,9 @@ fn watch_prints_count_lines_and_exits() {
 
 #[test]
 fn watch_keeps_going_when_the_gateway_is_down() {
-    let url = dead_port_url();
-    let run = diag(&[
-        "watch",
-        "--gateway",
-        &url,
-        "--interval",
-        "100ms",
-        "--count",
-        "2",
-    ]);
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    let lines = two_lines(&dead_port_url(), "100ms");
     assert!(
         lines.iter().all(|line| line.contains("  down (")),
-        "{}",
-        run.stdout
+        "{lines:#?}"
     );
 }

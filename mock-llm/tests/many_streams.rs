@@ -4,12 +4,12 @@
 //! gateway measurement.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Mock, get_json, wait_for};
 use reqwest::StatusCode;
+use support::{Mock, get_json, streams};
 
 const STREAMS: usize = 1000;
 const CHUNKS: usize = 4;
@@ -50,14 +50,10 @@ async fn a_thousand_concurrent_slow_streams_while_health_still_answers() {
         })
         .collect();
 
-    let (mock_ref, client_ref) = (&mock, &client);
-    wait_for(
+    mock.wait_stats(
         "all streams open at once",
         Duration::from_secs(10),
-        move || async move {
-            let (active, ..) = mock_ref.stats(client_ref).await;
-            (active == STREAMS as u64).then_some(())
-        },
+        |stats| stats.active_streams == STREAMS as u64,
     )
     .await;
 
@@ -82,7 +78,7 @@ async fn a_thousand_concurrent_slow_streams_while_health_still_answers() {
     for body in bodies {
         assert_eq!(body.expect("reader task"), expected);
     }
-    let stats = mock.stats(&client).await;
+    let stats = streams(&mock.stats().await);
     let n = STREAMS as u64;
     assert_eq!(
         stats,

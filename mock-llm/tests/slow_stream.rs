@@ -4,12 +4,12 @@
 //! tests prove what happened upstream.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Mock, get_json, wait_for};
 use reqwest::StatusCode;
+use support::{Mock, get_json, streams, wait_for};
 
 #[tokio::test]
 async fn slow_stream_sends_n_numbered_chunks_no_sooner_than_paced() {
@@ -53,7 +53,7 @@ async fn slow_stream_sends_n_numbered_chunks_no_sooner_than_paced() {
 async fn stats_count_a_completed_and_an_abandoned_stream() {
     let mock = Mock::start();
     let client = reqwest::Client::new();
-    assert_eq!(mock.stats(&client).await, (0, 0, 0, 0));
+    assert_eq!(streams(&mock.stats().await), (0, 0, 0, 0));
 
     let body = client
         .get(format!("{}/slow_stream?chunks=2&interval_ms=0", mock.url()))
@@ -78,7 +78,7 @@ async fn stats_count_a_completed_and_an_abandoned_stream() {
         .await
         .expect("readable")
         .expect("first chunk");
-    let (active, started, completed, cancelled) = mock.stats(&client).await;
+    let (active, started, completed, cancelled) = streams(&mock.stats().await);
     assert_eq!(
         (active, started, completed, cancelled),
         (1, 2, 1, 0),
@@ -86,12 +86,11 @@ async fn stats_count_a_completed_and_an_abandoned_stream() {
     );
     drop(abandoned);
 
-    let (mock_ref, client_ref) = (&mock, &client);
     let stats = wait_for(
         "the abandoned stream to count as cancelled",
         Duration::from_secs(2),
-        move || async move {
-            let stats = mock_ref.stats(client_ref).await;
+        || async {
+            let stats = streams(&mock.stats().await);
             (stats.3 == 1).then_some(stats)
         },
     )
@@ -143,7 +142,7 @@ async fn bad_parameters_get_a_400_naming_the_parameter() {
         }
     }
     assert_eq!(
-        mock.stats(&client).await.1,
+        mock.stats().await.started,
         0,
         "no bad request started a stream"
     );

@@ -18,16 +18,15 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::load::StreamStats;
+use crate::demo::streams::StreamStats;
 use crate::pool::PoolStats;
-use crate::probe::{ProbeReport, ProbeStats};
+use crate::probe::{Endpoint, ProbeStats, Probed};
 use crate::process::ProcessStats;
 
 /// The verdict: can the gateway serve the load without anyone waiting for a pool thread?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Exhausted,
@@ -43,8 +42,30 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// The three endpoints' stats, under the names the JSON report uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub health_sync: ProbeStats,
+    pub health_async: ProbeStats,
+    pub health: ProbeStats,
+    /// The gateway's `--mode`, from the last `/health` answer that named it.
+    #[serde(skip)]
+    pub mode: Option<String>,
+}
+
+impl From<Probed> for ProbeReport {
+    fn from(probed: Probed) -> Self {
+        Self {
+            health_sync: probed.stats(Endpoint::HealthSync),
+            health_async: probed.stats(Endpoint::HealthAsync),
+            health: probed.stats(Endpoint::Health),
+            mode: probed.mode,
+        }
+    }
+}
+
 /// Everything `diag demo` measured, as written by `--json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The gateway's `--mode` from its `/health` answers, or `unknown`.
     pub mode: String,
@@ -106,7 +127,7 @@ impl Report {
 
     /// Writes the report as pretty JSON, creating the file's directory if needed.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        write_json(path, self)
+        crate::write_json(path, self)
     }
 
     /// The verdict line: `EXHAUSTED: <reason>` or `HEALTHY: <reason>`.
@@ -117,16 +138,6 @@ impl Report {
         };
         format!("{word}: {}", self.verdict_reason)
     }
-}
-
-/// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
-pub(crate) fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut json = serde_json::to_string_pretty(report).context("cannot encode the report")?;
-    json.push('\n');
-    std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Applies the three rules of the module docs. Returns the verdict and its reason.
@@ -359,7 +370,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::load::FirstByte;
+    use crate::demo::streams::FirstByte;
 
     fn streams(requested: u32, flowing: usize) -> StreamStats {
         StreamStats {
@@ -472,24 +483,56 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_json_has_the_contracted_fields() {
+    /// A report of a fixed gateway, 20 s at the default query, `/health` probed as `health`.
+    fn fixed_report(streams: StreamStats, health: ProbeStats, process: ProcessStats) -> Report {
         let probes = ProbeReport {
             health_sync: sync(3.0, 0),
             health_async: sync(1.0, 0),
-            health: sync(2.0, 0),
+            health,
             mode: Some("fixed".into()),
         };
-        let report = Report::new(Measurements {
+        Report::new(Measurements {
             gateway: "http://127.0.0.1:8000".into(),
             stream_query: "chunks=20&interval_ms=500".into(),
             duration: Duration::from_secs(20),
             sync_budget: BUDGET,
-            streams: streams(8, 8),
+            streams,
             probes,
             pool: pool(0, 0),
-            process: ProcessStats::default(),
-        });
+            process,
+        })
+    }
+
+    #[test]
+    fn the_report_reads_back_as_it_was_written() {
+        let mut with_errors = streams(8, 6);
+        with_errors.failed = 2;
+        with_errors.errors.insert("HTTP 502: upstream".into(), 2);
+        with_errors.methods.insert("async".into(), 6);
+        let mut health = sync(2.0, 0);
+        health.last_status = Some("ok".into());
+        health.statuses.insert("ok".into(), 30);
+        let process = ProcessStats {
+            pid: Some(42),
+            threads_max: Some(9),
+            rss_max_bytes: Some(12 << 20),
+            cpu_percent_avg: Some(0.5),
+            samples: 80,
+        };
+        let report = fixed_report(with_errors, health, process);
+        let (json, back): (_, crate::DemoReport) = crate::read_back(&report);
+        assert_eq!(back.verdict, Verdict::Exhausted);
+        assert_eq!(back.probes.health.statuses["ok"], 30);
+        // Written without `statuses` when empty, read back as empty.
+        let written: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert!(written["probes"]["health_sync"].get("statuses").is_none());
+        assert!(back.probes.health_sync.statuses.is_empty());
+        assert_eq!(back.probes.health_sync.last_status, None);
+    }
+
+    #[test]
+    fn the_json_has_the_contracted_fields() {
+        let report = fixed_report(streams(8, 8), sync(2.0, 0), ProcessStats::default());
         let json = serde_json::to_value(&report).expect("serialisable");
         for pointer in [
             "/mode",

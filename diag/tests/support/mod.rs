@@ -1,46 +1,25 @@
-//! Real servers for diag's tests: a mock upstream and a gateway, each on its own thread and
-//! runtime, on `127.0.0.1:0`; and a bounded way to run the `diag` binary against them.
+//! The one support module of diag's tests: real servers on `127.0.0.1:0` (a mock upstream, the
+//! workspace's one [`Mock`] from `mock_llm::testing`, and a gateway), and a bounded way to run the
+//! `diag` binary against them.
 //!
 //! The servers must keep running while the diag binary runs, and the gateway's blocking pool
-//! must be its own (its size is the experiment), so neither borrows the test's thread.
+//! must be its own (its size is the experiment), so each runs on its own thread and runtime,
+//! never the test's.
+//!
+//! (Named `support`, not `common`: a `common` module would shadow the workspace's `common` crate.)
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+pub use mock_llm::testing::Mock;
 
 /// No diag run in these tests should come near this; past it the run is killed and the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
-
-/// The mock upstream on its own thread. Dropping it stops it.
-pub struct Mock {
-    running: mock_llm::embed::Running,
-}
-
-impl Mock {
-    pub fn start() -> Self {
-        Self::with_flags(&[])
-    }
-
-    /// A mock started as `mock-llm <flags>` (e.g. `["--ttft-ms", "50"]`).
-    pub fn with_flags(flags: &[&str]) -> Self {
-        let mut config = mock_llm::Config::try_parse_from(
-            std::iter::once("mock-llm").chain(flags.iter().copied()),
-        )
-        .expect("mock flags");
-        config.listen = ([127, 0, 0, 1], 0).into();
-        Self {
-            running: mock_llm::embed::start(config).expect("start the mock"),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.running.addr())
-    }
-}
 
 /// A gateway in `mode` with a blocking pool of 2 threads, relaying to `mock`.
 pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
@@ -126,6 +105,19 @@ pub fn diag(args: &[&str]) -> Run {
     }
 }
 
+/// Each `(args, message)`: `diag <args>` is refused with exit code 2 and `message` on stderr.
+pub fn refuses(cases: &[(&[&str], &str)]) {
+    for (args, message) in cases {
+        let run = diag(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains(message),
+            "{args:?}: no {message:?} in {}",
+            run.stderr
+        );
+    }
+}
+
 /// A port nothing listens on: bound, then released.
 pub fn dead_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -135,14 +127,26 @@ pub fn dead_port_url() -> String {
 }
 
 /// A fresh path for a JSON report under Cargo's scratch directory for integration tests.
-pub fn json_path(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+pub fn json_path(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("diag-{name}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
 }
 
-pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("the report was written");
     serde_json::from_str(&text).expect("the report is JSON")
+}
+
+/// Runs `diag <args> --json <a fresh path named after name>`, asserts that it exited 0, and
+/// returns the run and the report it wrote.
+pub fn diag_json(name: &str, args: &[&str]) -> (Run, serde_json::Value) {
+    let json = json_path(name);
+    let mut args = args.to_vec();
+    args.extend(["--json", json.to_str().expect("utf-8 path")]);
+    let run = diag(&args);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    (run, report)
 }

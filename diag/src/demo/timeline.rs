@@ -4,7 +4,8 @@
 //! The report keeps what a run adds up to (a histogram, peaks, counts); a picture needs the
 //! order of events: the sync probe climbing while the async one stays flat, the queue growing
 //! while the running count sits at the pool size. The recorders ([`crate::probe`],
-//! [`crate::pool`], the demo loop) each push a point into a shared [`Timeline`] as they go.
+//! [`crate::pool`], the demo loop) each push a point into a shared [`Timeline`] as they go,
+//! through the hooks the prober and the pool sampler call: they know nothing of a timeline.
 //!
 //! Times are seconds since the timeline was created, which `diag demo` does just before it
 //! starts its samplers; the streams open a few milliseconds later. A probe is placed at the
@@ -19,8 +20,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::pool::PoolSnapshot;
+
 use crate::lock;
-use crate::pool::PoolSnapshot;
 use crate::probe::{Endpoint, Outcome};
 
 /// The most points one series keeps; later points are counted in [`Series::dropped`].

@@ -1,5 +1,5 @@
 //! `diag demo --plot PATH`: the run as one SVG picture (1000×700), drawn with `plotters`' SVG
-//! backend from the [`Timeline`](crate::timeline::Timeline) the demo recorded.
+//! backend from the [`Timeline`](crate::demo::timeline::Timeline) the demo recorded.
 //!
 //! # What the picture shows
 //!
@@ -55,9 +55,9 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::demo::report::Verdict;
+use crate::demo::timeline::{Latency, Series};
 use crate::probe::Endpoint;
-use crate::report::Verdict;
-use crate::timeline::{Latency, Series};
 
 /// Width and height of the picture, in SVG pixels.
 pub const SIZE: (u32, u32) = (1000, 700);
@@ -526,7 +526,7 @@ fn short(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{FlowingPoint, PoolPoint, ProbePoint};
+    use crate::demo::timeline::{FlowingPoint, PoolPoint, ProbePoint};
 
     /// A broken-looking run of 4 s: sync climbs to the timeout, async stays flat, the pool is
     /// full and queues.

@@ -8,16 +8,25 @@
 //! 2. a baseline of `/debug/pool`, then sampling every 250 ms ([`crate::pool`]);
 //! 3. the process sampler, if a pid was given ([`crate::process`]);
 //! 4. the prober, on its own thread ([`crate::probe`]);
-//! 5. the N streams ([`crate::load`]), then, for `--duration`: count flowing streams every
+//! 5. the N streams ([`streams`]), then, for `--duration`: count flowing streams every
 //!    100 ms and print a live line every second;
 //! 6. drop the remaining streams *first* (in broken mode that frees the pool threads, so the
 //!    probes still waiting for one can answer), then stop the probes and samplers;
-//! 7. the table, the verdict, the JSON file, the picture (`--plot`, [`crate::plot`]), and the
+//! 7. the table, the verdict ([`report`]), the JSON file, the picture (`--plot`, [`plot`]), and the
 //!    `--expect` check.
 //!
 //! Along the way the probes, the pool sampler and the flowing count also record each point
 //! with its time in a [`Timeline`], which the picture is drawn from.
+//!
+//! The demo's own pieces sit in this folder; what it shares with `diag watch` and `diag llm`
+//! (the prober, the pool sampler, the live line, the process sampler) sits beside it.
 
+pub mod plot;
+pub mod report;
+pub mod streams;
+pub mod timeline;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,13 +35,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::Error;
 use crate::cli::{DemoArgs, Expect};
 use crate::live;
-use crate::load::Load;
-use crate::plot::{self, PlotInfo};
 use crate::pool::PoolWatch;
 use crate::probe::{self, Endpoint, Prober};
 use crate::process::ProcessWatch;
-use crate::report::{Measurements, Report, Verdict};
-use crate::timeline::{Series, Timeline};
+use plot::PlotInfo;
+use report::{Measurements, ProbeReport, Report, Verdict};
+use streams::Streams;
+use timeline::{Series, Timeline};
 
 /// How often the flowing streams are counted: well under the chunk interval of any sensible
 /// query, so a stream's flowing period cannot fall between two samples.
@@ -110,14 +119,19 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     }
 
     let timeline = Timeline::new();
-    let pool = PoolWatch::start_with_timeline(
-        client.clone(),
-        gateway.clone(),
-        POOL_EVERY,
-        args.probe_timeout,
-        timeline.clone(),
-    )
-    .await;
+    let pool = {
+        let timeline = timeline.clone();
+        PoolWatch::start(
+            client.clone(),
+            gateway.clone(),
+            POOL_EVERY,
+            args.probe_timeout,
+            Some(Box::new(move |at, snapshot| {
+                timeline.record_pool(at, snapshot);
+            })),
+        )
+        .await
+    };
     let process = match args.gateway_pid() {
         None => None,
         Some(pid) => match ProcessWatch::start(pid, PROCESS_EVERY) {
@@ -128,19 +142,25 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
             }
         },
     };
-    let prober = Prober::start_with_timeline(
-        gateway.clone(),
-        args.probe_interval,
-        args.probe_timeout,
-        timeline.clone(),
-    )?;
+    let prober = {
+        let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
+        Prober::start(
+            gateway.clone(),
+            &Endpoint::ALL,
+            args.probe_interval,
+            args.probe_timeout,
+            Some(Arc::new(move |endpoint, sent, outcome| {
+                timeline.record_probe(endpoint, sent, outcome, timeout);
+            })),
+        )?
+    };
 
     let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
     println!(
         "diag demo: {} streams of GET {url} for {:?}; probing health every {:?}",
         args.streams, args.duration, args.probe_interval
     );
-    let mut load = Load::start(&client, &url, args.streams, args.stream_query.interval);
+    let mut streams = Streams::start(&client, &url, args.streams, args.stream_query.interval);
 
     let started = Instant::now();
     let deadline = started + args.duration;
@@ -154,24 +174,24 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
             _ = flowing_ticks.tick() => {
-                flowing = load.sample_flowing();
+                flowing = streams.sample_flowing();
                 timeline.record_flowing(std::time::Instant::now(), flowing);
             }
             _ = live_ticks.tick() => {
-                let [sync, async_, health] = prober.cells();
+                let [sync, async_, health] = live::prober_cells(&prober);
                 let pool_cell = live::pool_cell(pool.latest().as_ref());
                 println!(
                     "{:>3}s  {} | streams {flowing}/{} flowing",
                     started.elapsed().as_secs_f64().round() as u64,
                     live::readings(&sync, &async_, &health, &pool_cell),
-                    load.requested(),
+                    streams.requested(),
                 );
             }
         }
     }
 
-    let streams = load.finish().await;
-    let probes = prober.finish().await;
+    let streams = streams.finish().await;
+    let probes = ProbeReport::from(prober.finish().await);
     let pool = pool.finish().await;
     let process = match process {
         Some(watch) => watch.finish().await,

@@ -1,4 +1,5 @@
-//! The load: N concurrent streams through `GET /chat/stream`, and what each one saw.
+//! The demo's load: N concurrent streams through `GET /chat/stream`, and what each one saw.
+//! (Not `diag load`, the HTTP load generator: that one is [`crate::load`].)
 //!
 //! An exhausted pool does not make streams fail; it makes them *wait*. In broken mode stream
 //! N+1 gets its response headers only when a pool thread frees up, i.e. when an earlier stream
@@ -15,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use crate::probe::round_ms;
+use crate::histogram::round_ms;
 use crate::{lock, root_cause};
 
 /// What one stream has seen so far.
@@ -43,7 +44,7 @@ impl StreamRecord {
 }
 
 /// How the streams fared. Milliseconds, 3 decimals.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamStats {
     /// `--streams`: opened at once at the start.
     pub requested: u32,
@@ -67,7 +68,7 @@ pub struct StreamStats {
 }
 
 /// Time to first byte over the streams that received one; null when none did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FirstByte {
     pub p50: Option<f64>,
     pub max: Option<f64>,
@@ -75,7 +76,7 @@ pub struct FirstByte {
 
 /// The running streams. Lives on diag's load runtime.
 #[derive(Debug)]
-pub struct Load {
+pub struct Streams {
     records: Arc<Mutex<Vec<StreamRecord>>>,
     tasks: JoinSet<()>,
     /// The chunk interval the query asked for: the pace that counts as flowing.
@@ -83,7 +84,7 @@ pub struct Load {
     max_flowing: usize,
 }
 
-impl Load {
+impl Streams {
     /// Opens `count` streams to `url` at once. Must be called inside a tokio runtime.
     pub fn start(client: &reqwest::Client, url: &str, count: u32, pace: Duration) -> Self {
         let records = Arc::new(Mutex::new(vec![StreamRecord::default(); count as usize]));
