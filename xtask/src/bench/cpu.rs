@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use crate::bench::reports::LoadReport;
+use crate::bench::reports::{self, LoadReport};
 use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, run_diag, strings};
 use crate::cli::BenchArgs;
@@ -100,9 +100,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
         let line = row(
             mode,
-            &LoadReport::read(&solve_path)?,
-            &LoadReport::read(&health_path)?,
-        );
+            &reports::read(&solve_path)?,
+            &reports::read(&health_path)?,
+        )?;
         println!("xtask: {mode} done: {line}");
         results.diag_report(&format!("{mode}-solve"), &solve_path)?;
         results.diag_report(&format!("{mode}-health"), &health_path)?;
@@ -126,19 +126,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// One mode's table row.
-fn row(mode: &str, solve: &LoadReport, health: &LoadReport) -> String {
+fn row(mode: &str, solve: &LoadReport, health: &LoadReport) -> Result<String> {
+    let (solve_p50, solve_p99) = reports::p50_p99_ms(solve)?;
+    let (_, health_p99) = reports::p50_p99_ms(health)?;
     let mut line = String::new();
     let _ = write!(
         line,
-        "| {mode} | {:.1} | {:.0} / {:.0} ms | {} | {} | {} |",
+        "| {mode} | {:.1} | {solve_p50:.0} / {solve_p99:.0} ms | {} | {} | {} |",
         solve.rps,
-        solve.latency_ms.p50,
-        solve.latency_ms.p99,
         answers(solve),
-        secs_or_ms(Some(health.latency_ms.p99), 1),
+        secs_or_ms(Some(health_p99), 1),
         answers(health),
     );
-    line
+    Ok(line)
 }
 
 /// "400 × 200" or "67 × 200, 333 × 503", then the transport errors if there were any.

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric, metric_samples};
-use crate::bench::reports::{LlmReport, mock_chat_requests};
+use crate::bench::reports::{self, LlmReport, mock_chat_requests};
 use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
@@ -85,7 +85,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         drop(mock);
 
-        let r = LlmReport::read(&report_path)?;
+        let r: LlmReport = reports::read(&report_path)?;
         let started = r.streams.started;
         let extra = if started > 0 {
             upstream as f64 / started as f64 - 1.0

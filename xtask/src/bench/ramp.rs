@@ -58,7 +58,7 @@ use crate::bench::ramp_results::{
     FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, LoadRun, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
     TOKENS, TTFT_MS,
 };
-use crate::bench::reports::{LlmReport, LoadReport};
+use crate::bench::reports::{self, LlmReport, LoadReport};
 use crate::bench::results::{Results, commit, machine, opt_ms};
 use crate::bench::session::{Runner, Session, strings};
 use crate::cli::BenchArgs;
@@ -238,18 +238,19 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
         "--json",
         &report.to_string_lossy(),
     ]))?;
-    let r = LoadReport::read(&report)?;
+    let r: LoadReport = reports::read(&report)?;
     if r.requests.ok == 0 {
         bail!("no response at all from {target}: see {}", report.display());
     }
+    let (p50_ms, p99_ms) = reports::p50_p99_ms(&r)?;
     Ok(LoadRun {
         target: target.to_string(),
         rps: r.rps,
-        p50_ms: r.latency_ms.p50,
-        p99_ms: r.latency_ms.p99,
+        p50_ms,
+        p99_ms,
         ok: r.requests.ok,
         errors: r.requests.errors,
-        non_200: r.non_200(),
+        non_200: reports::non_200(&r),
         report,
     })
 }
@@ -345,8 +346,8 @@ fn stream_level(
     });
     result?;
 
-    let r = LlmReport::read(&report)?;
-    let tokens = r.output_tokens.total;
+    let r: LlmReport = reports::read(&report)?;
+    let tokens = r.output_tokens.total as f64;
     let per_stream = ((r.duration_s * 1000.0 - TTFT_MS as f64) / ITL_MS as f64)
         .floor()
         .clamp(0.0, TOKENS as f64 - 1.0)

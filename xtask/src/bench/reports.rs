@@ -1,249 +1,54 @@
 //! Every read of diag's JSON reports (and of the mock's `/stats`), in one place.
 //!
-//! The benchmarks run `diag llm` and `diag load` with `--json` and read a few numbers back. The
-//! structs below are the part of diag's `LlmReport` and `LoadReport` the benchmarks use, with
-//! diag's field names, filled by looking each field up by path (`"ttft_ms.p99"`) in the JSON.
-//! The lesson is the seam: a renamed field in diag fails here, at the read, with the field
-//! named, and never in the middle of a table; and the day diag's report types derive
-//! `Deserialize`, the lookups in this file are all that changes (the benchmarks read fields).
+//! The benchmarks run `diag llm` and `diag load` with `--json` and read numbers back. They read
+//! them into diag's own report types (`diag::LlmReport`, `diag::LoadReport`, which derive
+//! `Deserialize` for this): a field renamed or retyped in diag fails to *compile* here, never in
+//! the middle of a benchmark's table. The few rules the benchmarks add on top (a latency that
+//! must have been measured, the answers that were not 200) are functions below.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// What the benchmarks read of `diag llm --json` (diag's `LlmReport`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmReport {
-    /// From the first stream started to the last one ended, seconds.
-    pub duration_s: f64,
-    pub streams: StreamCounts,
-    pub ttft_ms: Spread,
-    pub e2e_ms: Spread,
-    /// The largest gap between two tokens of one stream, over all streams.
-    pub max_gap_ms: Option<f64>,
-    pub output_tokens: OutputTokens,
-    /// `--health`'s probes of `{base}/health`; `None` without `--health`.
-    pub health: Option<PollStats>,
-    pub sustained: bool,
-    pub sustained_reason: String,
+pub use diag::{LlmReport, LoadReport};
+
+/// The report diag wrote to `path`, read as diag's own type.
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("diag wrote no {path:?}"))?;
+    serde_json::from_str(&text).with_context(|| format!("{path:?} is not the report diag writes"))
 }
 
-/// `streams` of an [`LlmReport`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamCounts {
-    pub started: u64,
-    /// Ended with `data: [DONE]`.
-    pub completed: u64,
-    pub failed: u64,
-    /// Failed streams by kind: `http_503`, `connect`, `timeout`, ...
-    pub errors: BTreeMap<String, u64>,
+/// `latency_ms.p50` and `.p99` of a `diag load` report. diag writes `null` when nothing was
+/// measured; every benchmark needs these two, so a `null` fails, naming the field.
+pub fn p50_p99_ms(report: &LoadReport) -> Result<(f64, f64)> {
+    let p50 = report.latency_ms.p50;
+    let p99 = report.latency_ms.p99;
+    Ok((
+        p50.context("`latency_ms.p50` in diag's report is null: nothing was measured")?,
+        p99.context("`latency_ms.p99` in diag's report is null: nothing was measured")?,
+    ))
 }
 
-/// Percentiles of one latency in ms; each `None` when nothing was measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-}
-
-/// `output_tokens` of an [`LlmReport`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OutputTokens {
-    pub total: f64,
-    /// `total / duration_s`.
-    pub per_s: f64,
-}
-
-/// `health` of an [`LlmReport`]: what the `/health` probes saw.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PollStats {
-    pub samples: u64,
-    pub p99_ms: Option<f64>,
-    pub timeouts: u64,
-    pub errors: u64,
-}
-
-impl LlmReport {
-    /// The report diag wrote to `path`.
-    pub fn read(path: &Path) -> Result<Self> {
-        Self::from_json(&read_json(path)?)
-    }
-
-    fn from_json(v: &Value) -> Result<Self> {
-        let health = if field(v, "health")?.is_null() {
-            None
-        } else {
-            Some(PollStats {
-                samples: uint(v, "health.samples")?,
-                p99_ms: opt_num(v, "health.p99_ms")?,
-                timeouts: uint(v, "health.timeouts")?,
-                errors: uint(v, "health.errors")?,
-            })
-        };
-        Ok(LlmReport {
-            duration_s: num(v, "duration_s")?,
-            streams: StreamCounts {
-                started: uint(v, "streams.started")?,
-                completed: uint(v, "streams.completed")?,
-                failed: uint(v, "streams.failed")?,
-                errors: counts(v, "streams.errors")?,
-            },
-            ttft_ms: spread(v, "ttft_ms")?,
-            e2e_ms: spread(v, "e2e_ms")?,
-            max_gap_ms: opt_num(v, "max_gap_ms")?,
-            output_tokens: OutputTokens {
-                total: num(v, "output_tokens.total")?,
-                per_s: num(v, "output_tokens.per_s")?,
-            },
-            health,
-            sustained: field(v, "sustained")?
-                .as_bool()
-                .context("sustained is not a boolean")?,
-            sustained_reason: str_field(v, "sustained_reason")?,
-        })
-    }
-}
-
-/// What the benchmarks read of `diag load --json` (diag's `LoadReport`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoadReport {
-    /// `requests.total / duration_s`.
-    pub rps: f64,
-    pub requests: RequestCounts,
-    pub latency_ms: LatencyMs,
-    /// Responses by HTTP status (`"200"`, `"503"`).
-    pub status_codes: BTreeMap<String, u64>,
-}
-
-/// `requests` of a [`LoadReport`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RequestCounts {
-    /// Requests that got a complete response, whatever its status.
-    pub ok: u64,
-    /// Requests that did not.
-    pub errors: u64,
-}
-
-/// `latency_ms` of a [`LoadReport`]. diag writes `null` when nothing was measured; every
-/// benchmark needs these two, so a `null` fails the read, naming the field.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LatencyMs {
-    pub p50: f64,
-    pub p99: f64,
-}
-
-impl LoadReport {
-    /// The report diag wrote to `path`.
-    pub fn read(path: &Path) -> Result<Self> {
-        Self::from_json(&read_json(path)?)
-    }
-
-    fn from_json(v: &Value) -> Result<Self> {
-        Ok(LoadReport {
-            rps: num(v, "rps")?,
-            requests: RequestCounts {
-                ok: uint(v, "requests.ok")?,
-                errors: uint(v, "requests.errors")?,
-            },
-            latency_ms: LatencyMs {
-                p50: num(v, "latency_ms.p50")?,
-                p99: num(v, "latency_ms.p99")?,
-            },
-            status_codes: counts(v, "status_codes")?,
-        })
-    }
-
-    /// Responses with a status other than 200.
-    pub fn non_200(&self) -> u64 {
-        self.status_codes
-            .iter()
-            .filter(|(status, _)| *status != "200")
-            .map(|(_, count)| count)
-            .sum()
-    }
+/// Responses with a status other than 200.
+pub fn non_200(report: &LoadReport) -> u64 {
+    report
+        .status_codes
+        .iter()
+        .filter(|&(&status, _)| status != 200)
+        .map(|(_, count)| count)
+        .sum()
 }
 
 /// `chat.requests` of the mock's `/stats` (`mock_llm::stats::Snapshot`): every chat request the
-/// upstream saw, hedges included.
+/// upstream saw, hedges included. Read by path: typing it would make xtask depend on the mock's
+/// server stack for one number.
 pub fn mock_chat_requests(stats: &str) -> Result<u64> {
-    uint(&serde_json::from_str(stats)?, "chat.requests")
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("diag wrote no {path:?}"))?;
-    serde_json::from_str(&text).with_context(|| format!("{path:?} is not JSON"))
-}
-
-fn field<'a>(v: &'a Value, path: &str) -> Result<&'a Value> {
-    path.split('.').try_fold(v, |v, key| {
-        v.get(key)
-            .with_context(|| format!("diag's report has no field `{path}`"))
-    })
-}
-
-fn num(v: &Value, path: &str) -> Result<f64> {
-    field(v, path)?
-        .as_f64()
-        .with_context(|| format!("`{path}` in diag's report is not a number"))
-}
-
-fn opt_num(v: &Value, path: &str) -> Result<Option<f64>> {
-    let f = field(v, path)?;
-    if f.is_null() {
-        return Ok(None);
-    }
-    f.as_f64()
-        .map(Some)
-        .with_context(|| format!("`{path}` in diag's report is not a number"))
-}
-
-/// A latency section's percentiles; all `None` when the section is null (a section is left
-/// null when nothing was measured, e.g. no stream got a first token).
-fn spread(v: &Value, section: &str) -> Result<Spread> {
-    if field(v, section)?.is_null() {
-        return Ok(Spread {
-            p50: None,
-            p90: None,
-            p99: None,
-        });
-    }
-    Ok(Spread {
-        p50: opt_num(v, &format!("{section}.p50"))?,
-        p90: opt_num(v, &format!("{section}.p90"))?,
-        p99: opt_num(v, &format!("{section}.p99"))?,
-    })
-}
-
-fn uint(v: &Value, path: &str) -> Result<u64> {
-    field(v, path)?
+    let stats: Value = serde_json::from_str(stats).context("the mock's /stats is not JSON")?;
+    stats["chat"]["requests"]
         .as_u64()
-        .with_context(|| format!("`{path}` in diag's report is not an integer"))
-}
-
-fn str_field(v: &Value, path: &str) -> Result<String> {
-    field(v, path)?
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("`{path}` in diag's report is not a string"))
-}
-
-/// An object of counts by name (`status_codes`, `streams.errors`).
-fn counts(v: &Value, path: &str) -> Result<BTreeMap<String, u64>> {
-    let object = field(v, path)?
-        .as_object()
-        .with_context(|| format!("`{path}` in diag's report is not an object"))?;
-    object
-        .iter()
-        .map(|(key, count)| {
-            let count = count
-                .as_u64()
-                .with_context(|| format!("`{path}.{key}` in diag's report is not an integer"))?;
-            Ok((key.clone(), count))
-        })
-        .collect()
+        .context("the mock's /stats has no integer `chat.requests`")
 }
 
 #[cfg(test)]
@@ -252,83 +57,46 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn missing_fields_are_named() {
-        let v = json!({"a": {"b": 1}});
-        assert_eq!(num(&v, "a.b").ok(), Some(1.0));
-        let err = num(&v, "a.c").err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("diag's report has no field `a.c`"));
+    fn write(name: &str, value: &Value) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("xtask-{}-{name}.json", std::process::id()));
+        std::fs::write(&path, value.to_string()).expect("write");
+        path
     }
 
-    /// The shape `diag llm --json` writes (trimmed to what is read, plus a field not read).
-    fn llm_json(health: Value) -> Value {
-        json!({
-            "kind": "llm",
-            "duration_s": 4.2,
-            "streams": {"started": 50, "completed": 48, "failed": 2, "cancelled": 0,
-                        "errors": {"http_503": 1, "timeout": 1}},
-            "ttft_ms": {"p50": 201.5, "p90": 210.0, "p99": 250.25, "max": 300.0},
-            "itl_ms": {"p50": 200.0, "p90": 200.0, "p99": 201.0, "max": 202.0},
-            "e2e_ms": {"p50": null, "p90": null, "p99": null, "max": null},
-            "max_gap_ms": 400.5,
-            "output_tokens": {"total": 960, "per_s": 228.6, "per_stream_p50_per_s": 5.0},
-            "health": health,
-            "pacing_ms": 200.0,
-            "sustained": true,
-            "sustained_reason": "no gap above 2000 ms",
-        })
-    }
-
+    /// What `diag load --json` writes: read back through diag's type, rules on top.
     #[test]
-    fn an_llm_report_is_read_field_by_field() {
-        let health = json!({"samples": 16, "p50_ms": 1.0, "p99_ms": 5.5, "max_ms": 6.0,
-                            "timeouts": 0, "errors": 1});
-        let r = LlmReport::from_json(&llm_json(health)).expect("a full report");
-        assert_eq!(r.duration_s, 4.2);
-        assert_eq!(
-            (r.streams.started, r.streams.completed, r.streams.failed),
-            (50, 48, 2)
-        );
-        assert_eq!(r.streams.errors.get("http_503"), Some(&1));
-        assert_eq!(r.ttft_ms.p99, Some(250.25));
-        assert_eq!(r.e2e_ms.p50, None);
-        assert_eq!(r.output_tokens.total, 960.0);
-        assert_eq!(
-            r.health.map(|h| (h.samples, h.p99_ms, h.errors)),
-            Some((16, Some(5.5), 1))
-        );
-        assert!(r.sustained);
-
-        let without = LlmReport::from_json(&llm_json(Value::Null)).expect("no --health");
-        assert_eq!(without.health, None);
-    }
-
-    #[test]
-    fn a_null_latency_section_reads_as_no_samples() {
-        let mut v = llm_json(Value::Null);
-        v["ttft_ms"] = Value::Null;
-        let r = LlmReport::from_json(&v).expect("a null section");
-        assert_eq!(r.ttft_ms.p99, None);
-    }
-
-    #[test]
-    fn a_load_report_counts_what_was_not_200() {
-        let v = json!({
-            "kind": "load", "rps": 120.5, "duration_s": 3.3,
+    fn a_load_report_counts_what_was_not_200_and_needs_its_latencies() {
+        let mut v = json!({
+            "kind": "load", "url": "http://127.0.0.1:1/", "method": "GET", "concurrency": 50,
+            "rate": null, "duration_s": 3.3, "rps": 120.5,
             "requests": {"total": 400, "ok": 400, "errors": 0, "aborted": 0, "unsent": 0},
-            "latency_ms": {"p50": 810.0, "p99": 987.125},
+            "latency_ms": {"fastest": 1.0, "slowest": 990.0, "average": 800.0, "p10": 700.0,
+                           "p25": 750.0, "p50": 810.0, "p75": 900.0, "p90": 950.0, "p95": 970.0,
+                           "p99": 987.125},
             "status_codes": {"200": 67, "503": 333},
+            "errors": {},
+            "bytes": {"total": 0},
         });
-        let r = LoadReport::from_json(&v).expect("a full report");
-        assert_eq!(r.non_200(), 333);
-        assert_eq!(r.latency_ms.p99, 987.125);
-        let mut v = v;
+        let path = write("load", &v);
+        let report: Result<LoadReport> = read(&path);
+        let report = report.expect("diag's own shape");
+        assert_eq!(non_200(&report), 333);
+        assert_eq!(p50_p99_ms(&report).ok(), Some((810.0, 987.125)));
+
         v["latency_ms"]["p50"] = Value::Null;
-        let err = LoadReport::from_json(&v).err().map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("`latency_ms.p50` in diag's report is not a number")
-        );
+        let path = write("load-null", &v);
+        let report: LoadReport = read(&path).expect("null is allowed on the wire");
+        let error = p50_p99_ms(&report).err().map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("latency_ms.p50")));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_report_of_the_other_kind_is_refused() {
+        let path = write("kind", &json!({"kind": "llm"}));
+        let report: Result<LoadReport> = read(&path);
+        assert!(report.is_err());
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

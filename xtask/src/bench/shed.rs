@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::bench::observe::{http_get, metric_samples, status_kib};
-use crate::bench::reports::LlmReport;
+use crate::bench::reports::{self, LlmReport};
 use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Session, strings};
 use crate::cli::BenchArgs;
@@ -97,7 +97,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         drop(gateway);
         let row = Row {
             limits: limits.join(" "),
-            report: LlmReport::read(&report_path)?,
+            report: reports::read(&report_path)?,
             peak_rss_kib,
             shed_counters: {
                 // Sorted: the gateway exposes the labels in no fixed order.
