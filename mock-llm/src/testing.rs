@@ -94,6 +94,23 @@ impl Mock {
     }
 }
 
+/// `GET url` (bounded to 20 s), returning the status and the body parsed as JSON (panics,
+/// naming the URL, if there is no answer or it is not JSON).
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = tokio::time::timeout(Duration::from_secs(20), client.get(url).send())
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no answer in 20 s"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("GET {url}: body is not JSON ({e}): {text:?}"));
+    (status, json)
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or panics after `limit` naming `what`.
 /// The deadline is generous on purpose: it bounds a broken test, it does not measure speed.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T

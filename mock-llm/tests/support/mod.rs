@@ -1,6 +1,6 @@
 //! The one support module of the mock's integration tests. [`Mock`] and [`wait_for`] come from
 //! `mock_llm::testing`, the one way every suite of the workspace starts a mock and reads its
-//! typed `/stats`; this adds what only these tests need: GETs that answer JSON, and [`Chat`], a
+//! typed `/stats`, and `get_json`; this adds what only these tests need: [`Chat`], a
 //! client for `/v1/chat/completions` with the helpers that read its server-sent events.
 //!
 //! Each test starts its own mock on `127.0.0.1:0`, on its own thread and runtime, so its timers
@@ -16,7 +16,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 pub use mock_llm::stats::{ChatSnapshot, Snapshot};
-pub use mock_llm::testing::{Mock, wait_for};
+// Each test binary uses a different subset of these.
+#[allow(unused_imports)]
+pub use mock_llm::testing::{Mock, get_json, wait_for};
 
 /// The `/slow_stream` counters of a `/stats` snapshot, as `(active_streams, started, completed,
 /// cancelled)`: the order the stream tests compare them in.
@@ -27,19 +29,6 @@ pub fn streams(stats: &Snapshot) -> (u64, u64, u64, u64) {
         stats.completed,
         stats.cancelled,
     )
-}
-
-/// `GET url` (bounded to 20 s), returning the status and the body parsed as JSON.
-pub async fn get_json(client: &reqwest::Client, url: &str) -> (StatusCode, Value) {
-    let response = tokio::time::timeout(Duration::from_secs(20), client.get(url).send())
-        .await
-        .unwrap_or_else(|_| panic!("GET {url}: no answer in 20 s"))
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("GET {url}: body is not JSON ({e}): {text:?}"));
-    (status, json)
 }
 
 /// A mock and a client for its chat endpoint.
