@@ -9,7 +9,12 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::{Mock, Run, dead_port_url, diag, gateway, json_path, read_json, refuses};
+use std::time::Duration;
+
+use support::{
+    Mock, Run, dead_port_url, diag, diag_in_background, gateway, gateway_with, json_path,
+    read_json, refuses,
+};
 
 const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 
@@ -18,12 +23,18 @@ const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (Run, PathBuf) {
     let mock = Mock::start();
     let gateway = gateway(mode, &mock);
-    let url = gateway.url();
+    let mut flags = vec!["--sync-budget", budget, "--expect", expect];
+    flags.extend_from_slice(extra);
+    demo_at(&gateway.url(), name, &flags)
+}
+
+/// The 4-stream, 3-second demo of `url`, plus `extra` flags: the run and its report file.
+fn demo_at(url: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
     let json = json_path(name);
     let mut args = vec![
         "demo",
         "--gateway",
-        &url,
+        url,
         "--streams",
         "4",
         "--duration",
@@ -32,10 +43,6 @@ fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (
         STREAM_QUERY,
         "--probe-interval",
         "100ms",
-        "--sync-budget",
-        budget,
-        "--expect",
-        expect,
         "--json",
         json.to_str().expect("utf-8 path"),
     ];
@@ -142,6 +149,106 @@ fn expecting_healthy_from_a_broken_gateway_exits_1() {
     );
     // The report is still written: a failed expectation is exactly when you want the numbers.
     assert_eq!(read_json(&json)["verdict"], "exhausted");
+}
+
+/// The exit code of a run whose target failed (diag/README.md, "Exit codes").
+const FAILED: Option<i32> = Some(4);
+
+#[test]
+fn a_gateway_killed_mid_run_failed_and_says_when() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let url = gateway.url();
+    let json = json_path("killed");
+    // Streams of 6 s, so that all are still flowing when the gateway goes at about 1.5 s; and
+    // `--expect healthy`, which a failed run must not satisfy.
+    let run = diag_in_background(&[
+        "demo",
+        "--gateway",
+        &url,
+        "--streams",
+        "2",
+        "--duration",
+        "3s",
+        "--stream-query",
+        "chunks=30&interval_ms=200",
+        "--probe-interval",
+        "100ms",
+        "--expect",
+        "healthy",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(gateway);
+    let run = run.join().expect("the diag run");
+
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    assert!(!run.stdout.contains("HEALTHY"), "{}", run.stdout);
+    let (_, after) = run
+        .stdout
+        .split_once("FAILED: the gateway stopped answering at ")
+        .unwrap_or_else(|| panic!("no FAILED line in {}", run.stdout));
+    // Seconds since the streams opened; diag took a moment to start before that.
+    let at: f64 = after
+        .split(' ')
+        .next()
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {after}"));
+    assert!((0.3..=2.5).contains(&at), "{}", run.stdout);
+    assert!(run.stderr.contains("FAILED"), "{}", run.stderr);
+
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    let stopped = report["outage"]["stopped_answering_s"]
+        .as_f64()
+        .expect("a time");
+    assert!((stopped - at).abs() < 0.06, "{report:#}");
+    assert!(
+        report["outage"]["unanswered_probes"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report:#}"
+    );
+    assert!(
+        report["streams"]["broken"]
+            .as_object()
+            .is_some_and(|broken| !broken.is_empty()),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_keyed_gateway_refusing_the_streams_failed_with_401() {
+    let mock = Mock::start();
+    let gateway = gateway_with("fixed", &mock, &["--api-key", "k1"]);
+    let (run, json) = demo_at(&gateway.url(), "keyed", &["--expect", "exhausted"]);
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("FAILED: 4 of 4 streams refused with HTTP 401"),
+        "{}",
+        run.stdout
+    );
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    assert_eq!(report["streams"]["refused"]["401"], 4, "{report:#}");
+}
+
+#[test]
+fn a_service_without_chat_stream_failed_with_404() {
+    // The mock has `/health` but neither `/chat/stream` nor the debug endpoints: the probes' 404s
+    // are endpoints it lacks (not a failure), the streams' 404 is the load refused.
+    let mock = Mock::start();
+    let (run, json) = demo_at(&mock.url(), "no-stream", &[]);
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("FAILED: 4 of 4 streams refused with HTTP 404"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(read_json(&json)["verdict"], "failed");
 }
 
 #[test]

@@ -23,8 +23,13 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A gateway in `mode` with a blocking pool of 2 threads, relaying to `mock`.
 pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
+    gateway_with(mode, mock, &[])
+}
+
+/// [`gateway`], plus `extra` gateway flags (e.g. `--api-key k1`).
+pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::Running {
     let upstream = mock.url();
-    let config = gateway::Config::try_parse_from([
+    let mut flags = vec![
         "gateway",
         "--mode",
         mode,
@@ -36,8 +41,9 @@ pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
         "0",
         "--upstream",
         &upstream,
-    ])
-    .expect("gateway flags");
+    ];
+    flags.extend_from_slice(extra);
+    let config = gateway::Config::try_parse_from(flags).expect("gateway flags");
     gateway::embed::start(config).expect("gateway starts")
 }
 
@@ -103,6 +109,16 @@ pub fn diag(args: &[&str]) -> Run {
         stderr: stderr.join().expect("stderr reader"),
         took: started.elapsed(),
     }
+}
+
+/// Runs `diag <args>` as [`diag`] does, on a thread of its own, so that the test can act on the
+/// servers while diag measures them (stop one mid-run, say). Join the handle for the run.
+pub fn diag_in_background(args: &[&str]) -> std::thread::JoinHandle<Run> {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        diag(&args)
+    })
 }
 
 /// Each `(args, message)`: `diag <args>` is refused with exit code 2 and `message` on stderr.
