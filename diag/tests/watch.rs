@@ -2,7 +2,9 @@
 
 mod support;
 
-use support::{Mock, dead_port_url, diag, gateway};
+use std::time::Duration;
+
+use support::{Mock, dead_port_url, diag, diag_in_background, gateway};
 
 /// Runs `diag watch` of `url` every `interval` for two lines; asserts it exited 0 after exactly
 /// two, and returns them.
@@ -47,6 +49,38 @@ fn watch_prints_count_lines_and_exits() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn a_gateway_that_stops_answering_ends_the_watch_failed() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let url = gateway.url();
+    let run = diag_in_background(&[
+        "watch",
+        "--gateway",
+        &url,
+        "--interval",
+        "200ms",
+        "--count",
+        "8",
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    drop(gateway);
+    let run = run.join().expect("the diag run");
+
+    // The same lines as ever (it kept watching), and the failure in the exit code.
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{}", run.stdout);
+    assert!(lines[0].contains("  sync "), "{}", run.stdout);
+    assert!(lines[7].contains("  down ("), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("FAILED: the gateway stopped answering at "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
