@@ -322,10 +322,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the probe thread; the first probes (one per endpoint) fire at once. `on_probe`, if
-    /// given, sees every probe as it finishes.
+    /// Starts the probe thread; the first probes (one per endpoint) fire at once, each with
+    /// `headers` (the key and `-H` of [`crate::cli::Access`]). `on_probe`, if given, sees every
+    /// probe as it finishes.
     pub fn start(
         gateway: String,
+        headers: reqwest::header::HeaderMap,
         endpoints: &[Endpoint],
         every: Duration,
         timeout: Duration,
@@ -347,6 +349,7 @@ impl Prober {
             .build()
             .context("cannot build the probe runtime")?;
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .build()
             .context("cannot build the probe HTTP client")?;
         let (stop, stopped) = oneshot::channel();

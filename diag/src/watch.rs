@@ -49,7 +49,9 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
 }
 
 async fn watch(args: &WatchArgs, downtime: &mut Downtime) -> Result<(), Error> {
+    // `--api-key` and `-H` on every probe, as the demo sends them.
     let client = reqwest::Client::builder()
+        .default_headers(args.access.header_map()?)
         .build()
         .context("cannot build the HTTP client")?;
     let gateway = args.gateway.as_str();

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Mock, dead_port_url, diag, diag_in_background, gateway};
+use support::{Mock, Recorder, dead_port_url, diag, diag_in_background, gateway};
 
 /// Runs `diag watch` of `url` every `interval` for two lines; asserts it exited 0 after exactly
 /// two, and returns them.
@@ -81,6 +81,31 @@ fn a_gateway_that_stops_answering_ends_the_watch_failed() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn watch_sends_the_key_and_headers_with_every_probe() {
+    let recorder = Recorder::start();
+    let url = recorder.url();
+    let run = diag(&[
+        "watch",
+        "--gateway",
+        &url,
+        "--count",
+        "1",
+        "--api-key",
+        "k1",
+        "-H",
+        "X-Diag-Test: yes",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let heads = recorder.heads();
+    assert_eq!(heads.len(), 4, "three probes and /debug/pool: {heads:#?}");
+    for head in &heads {
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer k1"), "{head}");
+        assert!(head.contains("x-diag-test: yes"), "{head}");
+    }
 }
 
 #[test]

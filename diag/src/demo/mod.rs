@@ -104,7 +104,11 @@ pub fn run(args: &DemoArgs) -> Result<(), Error> {
 }
 
 async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
+    // `--api-key` and `-H` on every request: the first probe, the pool samples, the streams,
+    // and (through the prober's own client) every probe.
+    let headers = args.access.header_map()?;
     let client = reqwest::Client::builder()
+        .default_headers(headers.clone())
         .build()
         .context("cannot build the HTTP client")?;
     let gateway = args.gateway.clone();
@@ -155,6 +159,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
         Prober::start(
             gateway.clone(),
+            headers,
             &Endpoint::ALL,
             args.probe_interval,
             args.probe_timeout,
@@ -164,7 +169,10 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         )?
     };
 
-    let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
+    let url = match args.stream_query.raw.as_str() {
+        "" => format!("{gateway}{}", args.stream_path),
+        query => format!("{gateway}{}?{query}", args.stream_path),
+    };
     println!(
         "diag demo: {} streams of GET {url} for {:?}; probing health every {:?}",
         args.streams, args.duration, args.probe_interval
@@ -210,6 +218,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     };
     let report = Report::new(Measurements {
         gateway,
+        stream_path: args.stream_path.clone(),
         stream_query: args.stream_query.raw.clone(),
         duration: args.duration,
         sync_budget: args.sync_budget,

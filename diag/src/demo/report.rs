@@ -48,6 +48,9 @@ pub struct Report {
     pub mode: String,
     /// `--gateway`.
     pub gateway: String,
+    /// `--stream-path`.
+    #[serde(default = "default_stream_path")]
+    pub stream_path: String,
     /// `--stream-query`.
     pub stream_query: String,
     /// `--duration`, in seconds.
@@ -70,6 +73,7 @@ pub struct Report {
 #[derive(Debug)]
 pub struct Measurements {
     pub gateway: String,
+    pub stream_path: String,
     pub stream_query: String,
     pub duration: Duration,
     pub sync_budget: Duration,
@@ -90,10 +94,12 @@ impl Report {
             &m.pool,
             m.sync_budget,
             &m.outage,
+            &m.stream_path,
         );
         Self {
             mode: m.probes.mode.clone().unwrap_or_else(|| "unknown".into()),
             gateway: m.gateway,
+            stream_path: m.stream_path,
             stream_query: m.stream_query,
             duration_s: m.duration.as_secs_f64(),
             sync_budget_ms: m.sync_budget.as_secs_f64() * 1e3,
@@ -217,6 +223,11 @@ impl fmt::Display for Report {
     }
 }
 
+/// Reports written before `--stream-path` existed streamed from here.
+fn default_stream_path() -> String {
+    crate::cli::DEFAULT_STREAM_PATH.to_owned()
+}
+
 fn secs(ms: Option<f64>) -> String {
     ms.map_or_else(
         || "-".to_owned(),
@@ -247,7 +258,7 @@ mod tests {
         assert_eq!(report.verdict, Verdict::Failed);
         assert_eq!(
             report.verdict_line(),
-            "FAILED: 2 of 2 streams refused with HTTP 401"
+            "FAILED: 2 of 2 streams refused with HTTP 401 (a key? pass --api-key or -H)"
         );
         let json = serde_json::to_value(&report).expect("serialisable");
         assert_eq!(json["verdict"], "failed");
@@ -269,6 +280,7 @@ mod tests {
         };
         Report::new(Measurements {
             gateway: "http://127.0.0.1:8000".into(),
+            stream_path: "/chat/stream".into(),
             stream_query: "chunks=20&interval_ms=500".into(),
             duration: Duration::from_secs(20),
             sync_budget: BUDGET,
@@ -314,6 +326,7 @@ mod tests {
         for pointer in [
             "/mode",
             "/gateway",
+            "/stream_path",
             "/duration_s",
             "/streams/requested",
             "/streams/max_concurrent_flowing",

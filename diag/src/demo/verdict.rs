@@ -124,8 +124,9 @@ pub fn decide(
     pool: &PoolStats,
     budget: Duration,
     outage: &Outage,
+    stream_path: &str,
 ) -> (Verdict, String) {
-    if let Some(reason) = failure(streams, outage) {
+    if let Some(reason) = failure(streams, outage, stream_path) {
         return (Verdict::Failed, reason);
     }
     let (verdict, reason) = judge(streams, sync, pool, budget);
@@ -137,8 +138,9 @@ pub fn decide(
 }
 
 /// The first step: the signs of a failing target, in the order of the module docs, joined by
-/// `; `. `None` when there is none, and the run is judged for starvation instead.
-pub fn failure(streams: &StreamStats, outage: &Outage) -> Option<String> {
+/// `; `. `None` when there is none, and the run is judged for starvation instead. A refusal
+/// with one status that has a usual fix says which (the streams went to `stream_path`).
+pub fn failure(streams: &StreamStats, outage: &Outage, stream_path: &str) -> Option<String> {
     let mut signs = Vec::new();
     let requested = streams.requested;
     let seconds = |s: Option<f64>| format!("{:.1} s", s.unwrap_or(0.0));
@@ -168,7 +170,10 @@ pub fn failure(streams: &StreamStats, outage: &Outage) -> Option<String> {
         // The most frequent status first; equal counts in status order.
         statuses.sort_by_key(|(status, count)| (std::cmp::Reverse(*count), *status));
         signs.push(match statuses.as_slice() {
-            [(status, _)] => format!("{refused} of {requested} streams refused with HTTP {status}"),
+            [(status, _)] => format!(
+                "{refused} of {requested} streams refused with HTTP {status}{}",
+                refusal_hint(*status, stream_path)
+            ),
             _ => {
                 let each: Vec<String> = statuses
                     .iter()
@@ -195,6 +200,16 @@ pub fn failure(streams: &StreamStats, outage: &Outage) -> Option<String> {
     }
 
     (!signs.is_empty()).then(|| signs.join("; "))
+}
+
+/// The usual fix for a refusal, where there is one a flag can make: the issue's new user met
+/// both (a keyed gateway, a service whose stream is elsewhere).
+fn refusal_hint(status: u16, stream_path: &str) -> String {
+    match status {
+        401 | 403 => " (a key? pass --api-key or -H)".to_owned(),
+        404 => format!(" (nothing at {stream_path}: see --stream-path)"),
+        _ => String::new(),
+    }
 }
 
 /// `1 probe`, `18 probes`.
@@ -378,6 +393,8 @@ pub(crate) mod tests {
         }
     }
 
+    const PATH: &str = "/chat/stream";
+
     pub(crate) const BUDGET: Duration = Duration::from_millis(100);
 
     #[test]
@@ -463,9 +480,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_target_that_answered_and_took_every_stream_did_not_fail() {
-        assert_eq!(failure(&streams(8, 8), &Outage::default()), None);
+        assert_eq!(failure(&streams(8, 8), &Outage::default(), PATH), None);
         // Streams that waited and probes that timed out are starvation, not failure.
-        assert_eq!(failure(&streams(8, 4), &Outage::default()), None);
+        assert_eq!(failure(&streams(8, 4), &Outage::default(), PATH), None);
     }
 
     #[test]
@@ -473,21 +490,21 @@ pub(crate) mod tests {
         let dead = outage(18, 4.1, 7.9, Some(4.1));
         let cut = failing(8, &[], &[("unexpected EOF during chunk size line", 8)]);
         assert_eq!(
-            failure(&cut, &dead).as_deref(),
+            failure(&cut, &dead, PATH).as_deref(),
             Some(
                 "the gateway stopped answering at 4.1 s (18 probes got no answer: Connection \
                  refused); 8 of 8 streams broke off (unexpected EOF during chunk size line)"
             )
         );
         // Even with every stream flowing until then: never HEALTHY.
-        assert!(failure(&streams(8, 8), &dead).is_some());
+        assert!(failure(&streams(8, 8), &dead, PATH).is_some());
     }
 
     #[test]
     fn a_target_that_came_back_still_failed() {
         let blip = outage(6, 4.1, 5.9, None);
         assert_eq!(
-            failure(&streams(8, 8), &blip).as_deref(),
+            failure(&streams(8, 8), &blip, PATH).as_deref(),
             Some(
                 "the gateway did not answer 6 probes between 4.1 s and 5.9 s (Connection refused)"
             )
@@ -498,17 +515,17 @@ pub(crate) mod tests {
     fn refused_streams_failed_naming_the_status() {
         let none = Outage::default();
         assert_eq!(
-            failure(&failing(2, &[(401, 2)], &[]), &none).as_deref(),
-            Some("2 of 2 streams refused with HTTP 401")
+            failure(&failing(2, &[(401, 2)], &[]), &none, PATH).as_deref(),
+            Some("2 of 2 streams refused with HTTP 401 (a key? pass --api-key or -H)")
         );
         assert_eq!(
-            failure(&failing(8, &[(429, 2), (503, 3)], &[]), &none).as_deref(),
+            failure(&failing(8, &[(429, 2), (503, 3)], &[]), &none, PATH).as_deref(),
             Some("5 of 8 streams refused: 3 with HTTP 503, 2 with HTTP 429")
         );
         // A refusal is a specific fix to make; it is named before streams that broke off.
         let both = failing(8, &[(503, 1)], &[("connection closed", 1), ("reset", 2)]);
         assert_eq!(
-            failure(&both, &none).as_deref(),
+            failure(&both, &none, PATH).as_deref(),
             Some("1 of 8 streams refused with HTTP 503; 3 of 8 streams broke off (e.g. reset)")
         );
     }
