@@ -90,11 +90,13 @@ use report::Verdict;
 /// so that scripts can tell "the gateway is not running" from "the gateway is not what you said".
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The gateway did not answer the first probe: nothing was measured.
+    /// The gateway did not answer the first probe: nothing was measured. The hint names a
+    /// command that leaves the services running for the next try (`make demo-broken` would
+    /// stop its gateway when its own demo ends).
     #[error(
         "cannot reach the gateway at {url} ({reason}).\n\
-         Start it first, e.g. `make demo-broken` or `cargo run -p gateway`, \
-         or point --gateway at where it runs."
+         Start it first, e.g. `cargo xtask up broken` (`make stop` stops it) or \
+         `cargo run -p gateway`, or point --gateway at where it runs."
     )]
     Unreachable { url: String, reason: String },
 

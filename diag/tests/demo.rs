@@ -364,6 +364,13 @@ fn an_unreachable_gateway_exits_3_and_says_how_to_start_one() {
         "{}",
         run.stderr
     );
+    // Services that stay up for the next run (`make demo-broken` stops its gateway at the end).
+    assert!(
+        run.stderr.contains("`cargo xtask up broken`") && run.stderr.contains("`make stop`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("make demo-broken"), "{}", run.stderr);
     assert!(
         run.stdout.is_empty(),
         "nothing measured, nothing printed: {}",
