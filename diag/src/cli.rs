@@ -7,12 +7,15 @@
 //!
 //! The flags of `diag load` and `diag llm` live in the submodules [`load`] and [`llm`], with
 //! the parsers only they use; they share [`parse_duration`] and the URL checks with the rest.
+//! `--api-key` and `-H`, which `demo`, `watch` and `llm` all take, are [`access`]'s.
 
+pub mod access;
 pub mod llm;
 pub mod load;
 
-pub use llm::{ApiKey, Arrivals, LlmArgs, StreamsUntil};
-pub use load::{Body, Header, LoadArgs, Until};
+pub use access::{Access, ApiKey, Header};
+pub use llm::{Arrivals, LlmArgs, StreamsUntil};
+pub use load::{Body, LoadArgs, Until};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,7 +56,11 @@ pub struct DemoArgs {
     #[arg(long, env = "DIAG_DURATION", default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Query string for /chat/stream; its `interval_ms` (default 500) sets the pace diag expects.
+    /// Path of the streaming endpoint, on the gateway: each stream is `GET <gateway><path>?<query>`.
+    #[arg(long, env = "DIAG_STREAM_PATH", default_value = DEFAULT_STREAM_PATH, value_parser = parse_stream_path)]
+    pub stream_path: String,
+
+    /// Query string for the streams; its `interval_ms` (default 500) sets the pace diag expects.
     #[arg(long, env = "DIAG_STREAM_QUERY", default_value = "chunks=20&interval_ms=500", value_parser = parse_stream_query)]
     pub stream_query: StreamQuery,
 
@@ -88,6 +95,9 @@ pub struct DemoArgs {
     /// /debug/health-sync p99 above this means the blocking pool made it wait.
     #[arg(long, env = "DIAG_SYNC_BUDGET", default_value = "100ms", value_parser = parse_duration)]
     pub sync_budget: Duration,
+
+    #[command(flatten)]
+    pub access: Access,
 }
 
 impl DemoArgs {
@@ -114,6 +124,9 @@ pub struct WatchArgs {
     /// Give up on a probe after this long.
     #[arg(long, env = "DIAG_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub access: Access,
 }
 
 /// The verdict a caller (a make target, CI) insists on.
@@ -133,6 +146,9 @@ pub struct StreamQuery {
 
 /// The mock's pace when the query does not name one.
 const DEFAULT_CHUNK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The gateway's streaming endpoint, the demo's default `--stream-path`.
+pub const DEFAULT_STREAM_PATH: &str = "/chat/stream";
 
 /// Parses `20s`, `500ms`, `1m`, `1.5s`. A bare number is refused: `--duration 20` reads as
 /// seconds to one person and milliseconds to the next. Zero is refused too, because every
@@ -196,6 +212,25 @@ fn parse_stream_query(text: &str) -> Result<StreamQuery, String> {
     Ok(StreamQuery { raw, interval })
 }
 
+/// A path to append to `--gateway`: from `/`, without a query (that is `--stream-query`'s, so
+/// that its pace is read in one place) and without what a URL path cannot hold.
+fn parse_stream_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!(
+            "`{text}` must start with /: write e.g. /chat/stream"
+        ));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!(
+            "`{text}`: give the path alone, and its query with --stream-query"
+        ));
+    }
+    if text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{text}` is not a URL path"));
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_pid_file(path: &str) -> Result<u32, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
     text.trim().parse().map_err(|_| {
@@ -246,6 +281,17 @@ mod tests {
         assert_eq!(query.raw, "chunks=8");
         assert!(parse_stream_query("interval_ms=fast").is_err());
         assert!(parse_stream_query("interval_ms=0").is_err());
+    }
+
+    #[test]
+    fn stream_paths_are_paths_alone() {
+        assert_eq!(
+            parse_stream_path("/slow_stream"),
+            Ok("/slow_stream".to_owned())
+        );
+        for bad in ["chat/stream", "", "/chat?chunks=2", "/a b", "/a#b"] {
+            assert!(parse_stream_path(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

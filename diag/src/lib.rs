@@ -6,7 +6,8 @@
 //!
 //! - `diag demo` opens N streams through the gateway, probes its health endpoints on the side,
 //!   samples `/debug/pool` and (optionally) the gateway process, prints a live line per second,
-//!   then a table and a verdict (`EXHAUSTED` or `HEALTHY`), and can write it all as JSON.
+//!   then a table and a verdict (`EXHAUSTED` or `HEALTHY`, or `FAILED` when the target died,
+//!   refused the streams or cut them off), and can write it all as JSON.
 //! - `diag watch` prints one line of probe latencies and pool occupancy per interval, for a
 //!   service that someone else is loading.
 //! - `diag load` is an HTTP load generator in the manner of hey and oha (`-n`/`-z`, `-c`, `-q`
@@ -24,8 +25,10 @@
 //!
 //! - [`demo`]: `diag demo`: reachability check, load, side measurements, report, exit status.
 //!   - [`demo::streams`]: the N streams, what each one saw, and how many were *flowing* at once.
-//!   - [`demo::report`]: the demo's result: the JSON shape, the table, and the verdict rules
-//!     (also at [`report`], its older path).
+//!   - [`demo::report`]: the demo's result: the JSON shape and the table (also at [`report`],
+//!     its older path).
+//!   - [`demo::verdict`]: the verdict rules, in two steps: did the target fail (`FAILED`), and
+//!     if not, was its pool starved (`EXHAUSTED`) or not (`HEALTHY`).
 //!   - [`demo::timeline`]: the demo's time series (each probe, pool sample and flowing count).
 //!   - [`demo::plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
 //! - [`watch`]: `diag watch`.
@@ -87,11 +90,13 @@ use report::Verdict;
 /// so that scripts can tell "the gateway is not running" from "the gateway is not what you said".
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The gateway did not answer the first probe: nothing was measured.
+    /// The gateway did not answer the first probe: nothing was measured. The hint names a
+    /// command that leaves the services running for the next try (`make demo-broken` would
+    /// stop its gateway when its own demo ends).
     #[error(
         "cannot reach the gateway at {url} ({reason}).\n\
-         Start it first, e.g. `make demo-broken` or `cargo run -p gateway`, \
-         or point --gateway at where it runs."
+         Start it first, e.g. `cargo xtask up broken` (`make stop` stops it) or \
+         `cargo run -p gateway`, or point --gateway at where it runs."
     )]
     Unreachable { url: String, reason: String },
 
@@ -101,6 +106,11 @@ pub enum Error {
          Start the service first, or check the URL and port."
     )]
     TargetUnreachable { url: String, reason: String },
+
+    /// The target failed during the run (`diag demo`'s `FAILED` verdict), or stopped answering
+    /// during a `diag watch`: what was measured says nothing about its pool.
+    #[error("FAILED: {reason}")]
+    Failed { reason: String },
 
     /// `--expect` named a verdict and the measurement gave the other one.
     #[error("expected the verdict `{expected}`, but the gateway is {got}: {reason}")]
@@ -116,10 +126,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// 3 for an unreachable gateway, 1 for the rest. (2, bad flags, is clap's.)
+    /// 3 for an unreachable gateway, 4 for one that failed during the run, 1 for the rest.
+    /// (2, bad flags, is clap's.)
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Unreachable { .. } | Error::TargetUnreachable { .. } => 3,
+            Error::Failed { .. } => 4,
             Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
         }
     }

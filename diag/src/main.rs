@@ -1,7 +1,7 @@
 //! `diag` binary: parse the command line, run it, turn the outcome into an exit code.
 //!
 //! Exit codes: 0 done, 1 verdict differs from `--expect` (or another failure), 2 bad flags
-//! (clap), 3 gateway unreachable.
+//! (clap), 3 gateway unreachable, 4 the target failed during the run (see `diag::Error`).
 
 use std::process::ExitCode;
 

@@ -14,6 +14,11 @@
 //!   is slow, and its percentiles forget the time spent waiting: the coordinated-omission
 //!   mistake. A probe that times out is recorded *at* the timeout, not dropped, for the same
 //!   reason: leaving it out would make a stalled gateway look faster.
+//!
+//! Besides latencies, the prober keeps one thing across its endpoints: the probes that got no
+//! HTTP answer at all ([`Unanswered`]). A slow or starved target still answers, late or with a
+//! timeout; a target that is gone refuses or resets the connection. That difference is what
+//! lets `diag demo` tell a failing target from a starved one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -222,12 +227,47 @@ impl Tally {
     }
 }
 
+/// The probes, of any endpoint, that got no HTTP answer at all (refused, reset, cut off): when
+/// the first failed, and whether the target answered again after the last one. A status, even a
+/// 404 or a 500, is an answer; a timeout is not counted here either (a stalled target may still
+/// be there, see the module docs). Times are when the failure was *seen*, which for a probe
+/// waiting when its connection was reset is the moment of the reset, not the moment it was sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unanswered {
+    /// How many probes got no HTTP answer.
+    pub count: u64,
+    /// When the first of them failed, and why (e.g. `Connection refused`).
+    pub first: Option<(Instant, String)>,
+    /// When the last of them failed.
+    pub last: Option<Instant>,
+    /// When the target stopped answering for good: the first failure after its last HTTP
+    /// answer. `None` when it answered again after its last failure, or never failed.
+    pub since: Option<Instant>,
+}
+
+impl Unanswered {
+    /// Notes a probe that finished at `at` with `outcome`, in the order probes finish.
+    fn record(&mut self, at: Instant, outcome: &Outcome) {
+        match outcome {
+            Outcome::Failed(reason) => {
+                self.count += 1;
+                self.first.get_or_insert_with(|| (at, reason.clone()));
+                self.last = Some(at);
+                self.since.get_or_insert(at);
+            }
+            Outcome::Answered { .. } | Outcome::Status(_) => self.since = None,
+            Outcome::TimedOut => {}
+        }
+    }
+}
+
 /// State shared by the probe thread and whoever reads the probes while they run.
 #[derive(Debug)]
 struct Shared {
     /// One per probed endpoint, in the order given to [`Prober::start`].
     tallies: Vec<Tally>,
     mode: Option<String>,
+    unanswered: Unanswered,
     next_id: u64,
 }
 
@@ -256,6 +296,8 @@ pub struct Probed {
     stats: Vec<(Endpoint, ProbeStats)>,
     /// The gateway's `--mode`, from the last `/health` answer that named it.
     pub mode: Option<String>,
+    /// The probes that got no HTTP answer, over all endpoints.
+    pub unanswered: Unanswered,
 }
 
 impl Probed {
@@ -280,10 +322,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the probe thread; the first probes (one per endpoint) fire at once. `on_probe`, if
-    /// given, sees every probe as it finishes.
+    /// Starts the probe thread; the first probes (one per endpoint) fire at once, each with
+    /// `headers` (the key and `-H` of [`crate::cli::Access`]). `on_probe`, if given, sees every
+    /// probe as it finishes.
     pub fn start(
         gateway: String,
+        headers: reqwest::header::HeaderMap,
         endpoints: &[Endpoint],
         every: Duration,
         timeout: Duration,
@@ -295,6 +339,7 @@ impl Prober {
                 .map(|endpoint| Tally::new(*endpoint))
                 .collect::<anyhow::Result<_>>()?,
             mode: None,
+            unanswered: Unanswered::default(),
             next_id: 0,
         }));
         // A current-thread runtime: the thread does nothing but wait on sockets and timers, so
@@ -304,6 +349,7 @@ impl Prober {
             .build()
             .context("cannot build the probe runtime")?;
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .build()
             .context("cannot build the probe HTTP client")?;
         let (stop, stopped) = oneshot::channel();
@@ -366,6 +412,7 @@ impl Prober {
                 .map(|tally| (tally.endpoint, tally.stats()))
                 .collect(),
             mode: shared.mode.clone(),
+            unanswered: shared.unanswered.clone(),
         }
     }
 }
@@ -429,6 +476,7 @@ impl Schedule {
                 on_probe(endpoint, sent, &outcome);
             }
             let mut shared = lock(&shared);
+            shared.unanswered.record(Instant::now(), &outcome);
             if let Outcome::Answered {
                 mode: Some(mode), ..
             } = &outcome
@@ -469,6 +517,33 @@ mod tests {
         assert!((1.99..2.01).contains(&p50), "{p50}");
         // hdrhistogram reports the top of the 3-significant-digit bucket holding 5 s.
         assert!((5000.0..5010.0).contains(&max), "{max}");
+    }
+
+    #[test]
+    fn the_target_stopped_answering_at_its_first_failure_after_the_last_answer() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let answer = Outcome::Status(404);
+        let refused = Outcome::Failed("Connection refused".into());
+        let mut unanswered = Unanswered::default();
+        unanswered.record(at(100), &answer);
+        unanswered.record(at(200), &refused);
+        unanswered.record(at(300), &Outcome::TimedOut);
+        assert_eq!(unanswered.since, Some(at(200)));
+        // It answered again: not gone for good, but the failures are still counted.
+        unanswered.record(at(400), &answer);
+        assert_eq!(unanswered.since, None);
+        unanswered.record(at(500), &refused);
+        unanswered.record(at(600), &refused);
+        assert_eq!(unanswered.count, 3);
+        assert_eq!(
+            unanswered.first,
+            Some((at(200), "Connection refused".into()))
+        );
+        assert_eq!(
+            (unanswered.since, unanswered.last),
+            (Some(at(500)), Some(at(600)))
+        );
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! `timeout`). That is a closed loop, fine for watching; `diag demo` is the open-loop measurement.
 //! A gateway that stops answering shows `down` and the watch goes on, so it is still watching
 //! when the gateway comes back.
+//!
+//! The exit status says whether it did: a gateway that answered and later stopped (a `down`
+//! line after one that was not) ends the watch with [`Error::Failed`] (exit 4), at `--count` or
+//! Ctrl-C alike, even if it came back, because a script that watched a deploy needs to know. A
+//! gateway that never answered did not *stop*: the watch may have been started first, waiting
+//! for it, so that exits 0 as before.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,16 +35,23 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
         .enable_all()
         .build()
         .context("cannot build the tokio runtime")?;
+    let mut downtime = Downtime::default();
     runtime.block_on(async {
         tokio::select! {
-            result = watch(args) => result,
+            result = watch(args, &mut downtime) => result,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
-    })
+    })?;
+    match downtime.failure() {
+        Some(reason) => Err(Error::Failed { reason }),
+        None => Ok(()),
+    }
 }
 
-async fn watch(args: &WatchArgs) -> Result<(), Error> {
+async fn watch(args: &WatchArgs, downtime: &mut Downtime) -> Result<(), Error> {
+    // `--api-key` and `-H` on every probe, as the demo sends them.
     let client = reqwest::Client::builder()
+        .default_headers(args.access.header_map()?)
         .build()
         .context("cannot build the HTTP client")?;
     let gateway = args.gateway.as_str();
@@ -54,14 +67,23 @@ async fn watch(args: &WatchArgs) -> Result<(), Error> {
             probe(&client, gateway, Endpoint::Health, args.timeout),
             pool::fetch(&client, gateway, args.timeout),
         );
+        let now = clock(SystemTime::now());
+        downtime.saw(&now, down(&sync, &async_, &health).is_some());
         println!(
-            "{}  {}",
-            clock(SystemTime::now()),
+            "{now}  {}",
             line(&sync, &async_, &health, pool.ok().as_ref(), args.interval)
         );
         printed += 1;
     }
     Ok(())
+}
+
+/// Why the gateway is down: no probe got any HTTP answer. `None` when one did.
+fn down<'a>(sync: &'a Outcome, async_: &Outcome, health: &Outcome) -> Option<&'a str> {
+    match (sync, async_, health) {
+        (Outcome::Failed(reason), Outcome::Failed(_), Outcome::Failed(_)) => Some(reason),
+        _ => None,
+    }
 }
 
 /// The readings, or `down (reason)` when no probe got any HTTP answer.
@@ -72,9 +94,7 @@ fn line(
     pool: Option<&pool::PoolSnapshot>,
     every: Duration,
 ) -> String {
-    if let (Outcome::Failed(reason), Outcome::Failed(_), Outcome::Failed(_)) =
-        (sync, async_, health)
-    {
+    if let Some(reason) = down(sync, async_, health) {
         return format!("down ({reason})");
     }
     live::readings(
@@ -83,6 +103,48 @@ fn line(
         &live::health_cell(Some(health)),
         &live::pool_cell(pool),
     )
+}
+
+/// The lines so far, as the exit status needs them: did the gateway stop answering after it
+/// had answered (see the module docs)?
+#[derive(Debug, Default)]
+struct Downtime {
+    lines: u64,
+    answered: bool,
+    /// The clock of the first `down` line after an answered one.
+    stopped_at: Option<String>,
+    /// `down` lines, all of them (as the reader counts them on the screen).
+    down_lines: u64,
+    /// Whether the latest line was `down`.
+    down_now: bool,
+}
+
+impl Downtime {
+    /// Notes one line, printed at `clock`, `down` or not.
+    fn saw(&mut self, clock: &str, down: bool) {
+        self.lines += 1;
+        self.down_now = down;
+        self.down_lines += u64::from(down);
+        if !down {
+            self.answered = true;
+        } else if self.answered {
+            self.stopped_at.get_or_insert_with(|| clock.to_owned());
+        }
+    }
+
+    /// The reason the watch failed, if the gateway stopped answering.
+    fn failure(&self) -> Option<String> {
+        let at = self.stopped_at.as_ref()?;
+        let end = if self.down_now {
+            "still down at the end"
+        } else {
+            "answering again at the end"
+        };
+        Some(format!(
+            "the gateway stopped answering at {at} ({} of {} lines down; {end})",
+            self.down_lines, self.lines
+        ))
+    }
 }
 
 /// `HH:MM:SS` in UTC. (Local time would need a time-zone database, a dependency this one line
@@ -103,6 +165,38 @@ mod tests {
     fn the_clock_is_utc_time_of_day() {
         let at = UNIX_EPOCH + Duration::from_secs(19_000 * 86_400 + 12 * 3600 + 61);
         assert_eq!(clock(at), "12:01:01");
+    }
+
+    #[test]
+    fn a_gateway_fails_the_watch_only_once_it_had_answered() {
+        let mut never = Downtime::default();
+        never.saw("12:00:00", true);
+        never.saw("12:00:01", true);
+        assert_eq!(
+            never.failure(),
+            None,
+            "started before the gateway: no failure"
+        );
+
+        let mut died = Downtime::default();
+        died.saw("12:00:00", true);
+        died.saw("12:00:01", false);
+        died.saw("12:00:02", true);
+        died.saw("12:00:03", true);
+        assert_eq!(
+            died.failure().as_deref(),
+            Some(
+                "the gateway stopped answering at 12:00:02 (3 of 4 lines down; still down at the end)"
+            )
+        );
+        died.saw("12:00:04", false);
+        assert_eq!(
+            died.failure().as_deref(),
+            Some(
+                "the gateway stopped answering at 12:00:02 (3 of 5 lines down; answering again at \
+                 the end)"
+            )
+        );
     }
 
     #[test]

@@ -9,7 +9,12 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::{Mock, Run, dead_port_url, diag, gateway, json_path, read_json, refuses};
+use std::time::Duration;
+
+use support::{
+    Mock, Recorder, Run, dead_port_url, diag, diag_in_background, gateway, gateway_with, json_path,
+    read_json, refuses,
+};
 
 const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 
@@ -18,12 +23,18 @@ const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (Run, PathBuf) {
     let mock = Mock::start();
     let gateway = gateway(mode, &mock);
-    let url = gateway.url();
+    let mut flags = vec!["--sync-budget", budget, "--expect", expect];
+    flags.extend_from_slice(extra);
+    demo_at(&gateway.url(), name, &flags)
+}
+
+/// The 4-stream, 3-second demo of `url`, plus `extra` flags: the run and its report file.
+fn demo_at(url: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
     let json = json_path(name);
     let mut args = vec![
         "demo",
         "--gateway",
-        &url,
+        url,
         "--streams",
         "4",
         "--duration",
@@ -32,10 +43,6 @@ fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (
         STREAM_QUERY,
         "--probe-interval",
         "100ms",
-        "--sync-budget",
-        budget,
-        "--expect",
-        expect,
         "--json",
         json.to_str().expect("utf-8 path"),
     ];
@@ -144,6 +151,208 @@ fn expecting_healthy_from_a_broken_gateway_exits_1() {
     assert_eq!(read_json(&json)["verdict"], "exhausted");
 }
 
+/// The exit code of a run whose target failed (diag/README.md, "Exit codes").
+const FAILED: Option<i32> = Some(4);
+
+/// Asserts that `run` exited [`FAILED`] and printed the verdict line starting with `verdict`.
+fn assert_failed(run: &Run, verdict: &str) {
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    assert!(
+        run.stdout.contains(&format!("\nFAILED: {verdict}")),
+        "no {verdict:?} in {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_gateway_killed_mid_run_failed_and_says_when() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let url = gateway.url();
+    let json = json_path("killed");
+    // Streams of 6 s, so that all are still flowing when the gateway goes at about 1.5 s; and
+    // `--expect healthy`, which a failed run must not satisfy.
+    let run = diag_in_background(&[
+        "demo",
+        "--gateway",
+        &url,
+        "--streams",
+        "2",
+        "--duration",
+        "3s",
+        "--stream-query",
+        "chunks=30&interval_ms=200",
+        "--probe-interval",
+        "100ms",
+        "--expect",
+        "healthy",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(gateway);
+    let run = run.join().expect("the diag run");
+
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    assert!(!run.stdout.contains("HEALTHY"), "{}", run.stdout);
+    let (_, after) = run
+        .stdout
+        .split_once("FAILED: the gateway stopped answering at ")
+        .unwrap_or_else(|| panic!("no FAILED line in {}", run.stdout));
+    // Seconds since the streams opened; diag took a moment to start before that.
+    let at: f64 = after
+        .split(' ')
+        .next()
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no time in {after}"));
+    assert!((0.3..=2.5).contains(&at), "{}", run.stdout);
+    assert!(run.stderr.contains("FAILED"), "{}", run.stderr);
+
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    let stopped = report["outage"]["stopped_answering_s"]
+        .as_f64()
+        .expect("a time");
+    assert!((stopped - at).abs() < 0.06, "{report:#}");
+    assert!(
+        report["outage"]["unanswered_probes"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{report:#}"
+    );
+    assert!(
+        report["streams"]["broken"]
+            .as_object()
+            .is_some_and(|broken| !broken.is_empty()),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_keyed_gateway_refusing_the_streams_failed_with_401() {
+    let mock = Mock::start();
+    let gateway = gateway_with("fixed", &mock, &["--api-key", "k1"]);
+    let (run, json) = demo_at(&gateway.url(), "keyed", &["--expect", "exhausted"]);
+    assert_failed(&run, "4 of 4 streams refused with HTTP 401");
+    let report = read_json(&json);
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    assert_eq!(report["streams"]["refused"]["401"], 4, "{report:#}");
+}
+
+#[test]
+fn a_service_without_chat_stream_failed_with_404() {
+    // The mock has `/health` but neither `/chat/stream` nor the debug endpoints: the probes' 404s
+    // are endpoints it lacks (not a failure), the streams' 404 is the load refused.
+    let mock = Mock::start();
+    let (run, json) = demo_at(&mock.url(), "no-stream", &[]);
+    assert_failed(&run, "4 of 4 streams refused with HTTP 404");
+    assert_eq!(read_json(&json)["verdict"], "failed");
+}
+
+#[test]
+fn a_keyed_gateway_is_healthy_with_the_key() {
+    let mock = Mock::start();
+    let gateway = gateway_with("fixed", &mock, &["--api-key", "k1"]);
+    let url = gateway.url();
+    let flags = ["--expect", "healthy", "--sync-budget", "1s"];
+    let (run, json) = demo_at(
+        &url,
+        "keyed-key",
+        &[&flags[..], &["--api-key", "k1"]].concat(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(read_json(&json)["verdict"], "healthy");
+    // The gateway also takes the key as `X-API-Key`, which reaches it only through `-H`.
+    let (run, _) = demo_at(
+        &url,
+        "keyed-header",
+        &[&flags[..], &["-H", "X-API-Key: k1"]].concat(),
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+}
+
+#[test]
+fn a_wrong_stream_path_failed_with_404() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let (run, json) = demo_at(&gateway.url(), "wrong-path", &["--stream-path", "/nope"]);
+    assert_failed(
+        &run,
+        "4 of 4 streams refused with HTTP 404 (nothing at /nope",
+    );
+    let report = read_json(&json);
+    assert_eq!(report["stream_path"], "/nope", "{report:#}");
+}
+
+#[test]
+fn the_stream_path_points_the_demo_at_any_streaming_endpoint() {
+    // Straight at the mock's own `/slow_stream`: no gateway, no debug endpoints (their 404s are
+    // endpoints it lacks, not failures), every stream flowing.
+    let mock = Mock::start();
+    let (run, json) = demo_at(
+        &mock.url(),
+        "slow-stream",
+        &["--stream-path", "/slow_stream", "--expect", "healthy"],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let report = read_json(&json);
+    assert_eq!(report["streams"]["max_concurrent_flowing"], 4, "{report:#}");
+    let stats = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(mock.stats());
+    assert_eq!(stats.started, 4, "the mock served the streams: {stats:?}");
+}
+
+#[test]
+fn the_key_and_headers_go_on_every_request() {
+    let recorder = Recorder::start();
+    let url = recorder.url();
+    let run = diag(&[
+        "demo",
+        "--gateway",
+        &url,
+        "--streams",
+        "2",
+        "--duration",
+        "1s",
+        "--probe-interval",
+        "100ms",
+        "--stream-path",
+        "/v2/stream",
+        "--api-key",
+        "k1",
+        "-H",
+        "X-Diag-Test: yes",
+        "-H",
+        "X-Other: 2",
+    ]);
+    // Every request got a 404: the streams were refused.
+    assert_eq!(run.code, FAILED, "{run:#?}");
+    let heads = recorder.heads();
+    let paths: std::collections::BTreeSet<&str> = heads
+        .iter()
+        .filter_map(|head| head.split(' ').nth(1))
+        .map(|target| target.split('?').next().unwrap_or(target))
+        .collect();
+    for path in [
+        "/v2/stream",
+        "/debug/health-sync",
+        "/debug/health-async",
+        "/health",
+        "/debug/pool",
+    ] {
+        assert!(paths.contains(path), "no request to {path}: {paths:?}");
+    }
+    for head in &heads {
+        let head = head.to_ascii_lowercase();
+        for header in ["authorization: bearer k1", "x-diag-test: yes", "x-other: 2"] {
+            assert!(head.contains(header), "no {header:?} in {head}");
+        }
+    }
+}
+
 #[test]
 fn an_unreachable_gateway_exits_3_and_says_how_to_start_one() {
     let url = dead_port_url();
@@ -155,6 +364,13 @@ fn an_unreachable_gateway_exits_3_and_says_how_to_start_one() {
         "{}",
         run.stderr
     );
+    // Services that stay up for the next run (`make demo-broken` stops its gateway at the end).
+    assert!(
+        run.stderr.contains("`cargo xtask up broken`") && run.stderr.contains("`make stop`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("make demo-broken"), "{}", run.stderr);
     assert!(
         run.stdout.is_empty(),
         "nothing measured, nothing printed: {}",
@@ -182,6 +398,11 @@ fn bad_flags_exit_2_with_a_message() {
             "must be an http:// or https:// URL",
         ),
         (&["demo", "--expect", "fine"], "--expect"),
+        (&["demo", "--stream-path", "chat"], "must start with /"),
+        (&["demo", "--stream-path", "/chat?x=1"], "--stream-query"),
+        (&["demo", "-H", "novalue"], "is not a header"),
+        (&["demo", "--api-key", ""], "non-empty"),
+        (&["watch", "-H", "novalue"], "is not a header"),
         (
             &["demo", "--pid-file", "/nonexistent/gateway.pid"],
             "cannot read",

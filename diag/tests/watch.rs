@@ -2,7 +2,9 @@
 
 mod support;
 
-use support::{Mock, dead_port_url, diag, gateway};
+use std::time::Duration;
+
+use support::{Mock, Recorder, dead_port_url, diag, diag_in_background, gateway};
 
 /// Runs `diag watch` of `url` every `interval` for two lines; asserts it exited 0 after exactly
 /// two, and returns them.
@@ -46,6 +48,63 @@ fn watch_prints_count_lines_and_exits() {
             cells[3].starts_with("pool ") && cells[3].ends_with("/2 +0 queued"),
             "{line}"
         );
+    }
+}
+
+#[test]
+fn a_gateway_that_stops_answering_ends_the_watch_failed() {
+    let mock = Mock::start();
+    let gateway = gateway("fixed", &mock);
+    let url = gateway.url();
+    let run = diag_in_background(&[
+        "watch",
+        "--gateway",
+        &url,
+        "--interval",
+        "200ms",
+        "--count",
+        "8",
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    drop(gateway);
+    let run = run.join().expect("the diag run");
+
+    // The same lines as ever (it kept watching), and the failure in the exit code.
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{}", run.stdout);
+    assert!(lines[0].contains("  sync "), "{}", run.stdout);
+    assert!(lines[7].contains("  down ("), "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("FAILED: the gateway stopped answering at "),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn watch_sends_the_key_and_headers_with_every_probe() {
+    let recorder = Recorder::start();
+    let url = recorder.url();
+    let run = diag(&[
+        "watch",
+        "--gateway",
+        &url,
+        "--count",
+        "1",
+        "--api-key",
+        "k1",
+        "-H",
+        "X-Diag-Test: yes",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let heads = recorder.heads();
+    assert_eq!(heads.len(), 4, "three probes and /debug/pool: {heads:#?}");
+    for head in &heads {
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("authorization: bearer k1"), "{head}");
+        assert!(head.contains("x-diag-test: yes"), "{head}");
     }
 }
 

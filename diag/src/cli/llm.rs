@@ -1,12 +1,14 @@
-//! `diag llm`'s flags, with `DIAG_LLM_*` environment overrides (and `DIAG_API_KEY`). As for
-//! every diag command, each bad value is refused here with exit code 2.
+//! `diag llm`'s flags, with `DIAG_LLM_*` environment overrides (and `DIAG_API_KEY`, with `-H`,
+//! from [`super::access`]). As for every diag command, each bad value is refused here with exit
+//! code 2.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::load::{Header, parse_concurrency, parse_count, parse_header, parse_rate};
+use super::access::Access;
+use super::load::{parse_concurrency, parse_count, parse_rate};
 use super::{parse_duration, parse_gateway};
 
 /// Streams when neither `-n` nor `-z` is given.
@@ -57,13 +59,8 @@ pub struct LlmArgs {
     )]
     pub prompt: String,
 
-    /// An extra request header, `Name: value` (e.g. `x-mock-itl-ms: 20`); repeat for more.
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
-    pub headers: Vec<Header>,
-
-    /// API key, sent as `Authorization: Bearer <key>`.
-    #[arg(long, env = "DIAG_API_KEY", hide_env_values = true, value_parser = parse_api_key)]
-    pub api_key: Option<ApiKey>,
+    #[command(flatten)]
+    pub access: Access,
 
     /// Give up on a stream when nothing arrives for this long (response headers, or the next
     /// event); it counts as a timeout.
@@ -122,24 +119,6 @@ impl LlmArgs {
     }
 }
 
-/// An API key. Its `Debug` does not show it, so it cannot leak into a log by accident.
-#[derive(Clone)]
-pub struct ApiKey(pub String);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
-
-fn parse_api_key(text: &str) -> Result<ApiKey, String> {
-    // It goes into a header: refuse what a header cannot carry now, not at the first request.
-    if text.is_empty() || reqwest::header::HeaderValue::from_str(text).is_err() {
-        return Err("the API key must be non-empty printable text".to_owned());
-    }
-    Ok(ApiKey(text.to_owned()))
-}
-
 fn parse_max_tokens(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -161,14 +140,6 @@ fn parse_pacing(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_api_key_does_not_show_in_debug() {
-        let key = parse_api_key("sk-secret").expect("valid key");
-        assert_eq!(format!("{key:?}"), "ApiKey(***)");
-        assert!(parse_api_key("").is_err());
-        assert!(parse_api_key("a\nb").is_err());
-    }
 
     #[test]
     fn pacing_is_positive() {

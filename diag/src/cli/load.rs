@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
 
+use super::access::{Header, parse_header, parse_header_value};
 use super::parse_duration;
 
 /// Requests when neither `-n` nor `-z` is given (hey's default).
@@ -108,13 +109,6 @@ impl LoadArgs {
     }
 }
 
-/// One `-H Name: value`.
-#[derive(Debug, Clone)]
-pub struct Header {
-    pub name: HeaderName,
-    pub value: HeaderValue,
-}
-
 /// A request body, read once and shared by every request without a copy.
 #[derive(Clone)]
 pub struct Body(pub Bytes);
@@ -174,20 +168,6 @@ fn parse_method(text: &str) -> Result<Method, String> {
 }
 
 /// `Name: value` (the space is optional), as curl and hey take it.
-pub(super) fn parse_header(text: &str) -> Result<Header, String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("`{text}` is not a header: write it as `Name: value`"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
-    let value = parse_header_value(value.trim())?;
-    Ok(Header { name, value })
-}
-
-fn parse_header_value(text: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(text).map_err(|_| format!("`{text}` is not a valid header value"))
-}
-
 fn parse_body(text: &str) -> Result<Body, String> {
     Ok(Body(Bytes::copy_from_slice(text.as_bytes())))
 }
@@ -201,18 +181,6 @@ fn parse_body_file(path: &str) -> Result<Body, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn headers_are_name_colon_value() {
-        let header = parse_header("x-mock-itl-ms: 20").expect("valid header");
-        assert_eq!(header.name, "x-mock-itl-ms");
-        assert_eq!(header.value, "20");
-        let header = parse_header("Accept:text/plain").expect("valid header");
-        assert_eq!(header.value, "text/plain");
-        for bad in ["novalue", ": 20", "bad name: 1", "x: a\nb"] {
-            assert!(parse_header(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
 
     #[test]
     fn counts_start_at_one() {

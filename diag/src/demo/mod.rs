@@ -13,7 +13,8 @@
 //! 6. drop the remaining streams *first* (in broken mode that frees the pool threads, so the
 //!    probes still waiting for one can answer), then stop the probes and samplers;
 //! 7. the table, the verdict ([`report`]), the JSON file, the picture (`--plot`, [`plot`]), and the
-//!    `--expect` check.
+//!    exit status: a `FAILED` run exits with [`Error::Failed`]'s code whatever `--expect` said
+//!    (a failed run matches neither verdict), otherwise the `--expect` check.
 //!
 //! Along the way the probes, the pool sampler and the flowing count also record each point
 //! with its time in a [`Timeline`], which the picture is drawn from.
@@ -25,6 +26,7 @@ pub mod plot;
 pub mod report;
 pub mod streams;
 pub mod timeline;
+pub mod verdict;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +41,7 @@ use crate::pool::PoolWatch;
 use crate::probe::{self, Endpoint, Prober};
 use crate::process::ProcessWatch;
 use plot::PlotInfo;
-use report::{Measurements, ProbeReport, Report, Verdict};
+use report::{Measurements, Outage, ProbeReport, Report, Verdict};
 use streams::Streams;
 use timeline::{Series, Timeline};
 
@@ -78,24 +80,35 @@ pub fn run(args: &DemoArgs) -> Result<(), Error> {
         plot::write(path, &series, &info)?;
         println!("plot written to {}", path.display());
     }
-    if let Some(expect) = args.expect {
-        let expected = match expect {
-            Expect::Exhausted => Verdict::Exhausted,
-            Expect::Healthy => Verdict::Healthy,
-        };
-        if report.verdict != expected {
-            return Err(Error::UnexpectedVerdict {
-                expected,
-                got: report.verdict,
-                reason: report.verdict_reason,
-            });
+    let expected = args.expect.map(|expect| match expect {
+        Expect::Exhausted => Verdict::Exhausted,
+        Expect::Healthy => Verdict::Healthy,
+    });
+    if report.verdict == Verdict::Failed {
+        let mut reason = report.verdict_reason;
+        if let Some(expected) = expected {
+            reason.push_str(&format!(" (so not `{expected}`, as --expect asked)"));
         }
+        return Err(Error::Failed { reason });
+    }
+    if let Some(expected) = expected
+        && report.verdict != expected
+    {
+        return Err(Error::UnexpectedVerdict {
+            expected,
+            got: report.verdict,
+            reason: report.verdict_reason,
+        });
     }
     Ok(())
 }
 
 async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
+    // `--api-key` and `-H` on every request: the first probe, the pool samples, the streams,
+    // and (through the prober's own client) every probe.
+    let headers = args.access.header_map()?;
     let client = reqwest::Client::builder()
+        .default_headers(headers.clone())
         .build()
         .context("cannot build the HTTP client")?;
     let gateway = args.gateway.clone();
@@ -146,6 +159,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
         Prober::start(
             gateway.clone(),
+            headers,
             &Endpoint::ALL,
             args.probe_interval,
             args.probe_timeout,
@@ -155,7 +169,10 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         )?
     };
 
-    let url = format!("{gateway}/chat/stream?{}", args.stream_query.raw);
+    let url = match args.stream_query.raw.as_str() {
+        "" => format!("{gateway}{}", args.stream_path),
+        query => format!("{gateway}{}?{query}", args.stream_path),
+    };
     println!(
         "diag demo: {} streams of GET {url} for {:?}; probing health every {:?}",
         args.streams, args.duration, args.probe_interval
@@ -191,7 +208,9 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     }
 
     let streams = streams.finish().await;
-    let probes = ProbeReport::from(prober.finish().await);
+    let probed = prober.finish().await;
+    let outage = Outage::new(&probed.unanswered, started.into_std());
+    let probes = ProbeReport::from(probed);
     let pool = pool.finish().await;
     let process = match process {
         Some(watch) => watch.finish().await,
@@ -199,6 +218,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     };
     let report = Report::new(Measurements {
         gateway,
+        stream_path: args.stream_path.clone(),
         stream_query: args.stream_query.raw.clone(),
         duration: args.duration,
         sync_budget: args.sync_budget,
@@ -206,6 +226,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         probes,
         pool,
         process,
+        outage,
     });
     // After the probes have drained: every probe sent during the run is in the timeline.
     Ok((report, timeline.series()))

@@ -137,11 +137,13 @@ fn header(area: &Area<'_>, series: &Series, info: &PlotInfo) -> Drawn {
     let style = TextStyle::from((FONT, 24).into_font().style(FontStyle::Bold))
         .pos(Pos::new(HPos::Center, VPos::Top));
     area.draw(&Text::new(title, (center, 8), style))?;
-    let (word, color) = match info.verdict {
-        Verdict::Exhausted => ("EXHAUSTED", SYNC),
-        Verdict::Healthy => ("HEALTHY", FLOWING),
+    let color = match info.verdict {
+        Verdict::Exhausted => SYNC,
+        Verdict::Healthy => FLOWING,
+        // Neither red nor green: a failed run says nothing about the pool either way.
+        Verdict::Failed => REFERENCE,
     };
-    let mut reason = format!("{word}: {}", info.reason);
+    let mut reason = format!("{}: {}", info.verdict.word(), info.reason);
     if series.dropped > 0 {
         reason.push_str(&format!(" (plot truncated: {} points)", series.dropped));
     }

@@ -10,8 +10,14 @@
 //!
 //! Streams that end early are not reopened: the question is "can N streams run at once", and a
 //! replacement stream would blur which request waited for which.
+//!
+//! A stream that *fails* is another story than one that waits, and the two ways it can fail are
+//! kept apart for the verdict: **refused** (a non-2xx status: the target is there and said no,
+//! e.g. a 401 for a missing key or a 404 for a wrong path) and **broken** (no answer, or a body
+//! cut short: the target went away, e.g. `unexpected EOF during chunk size line`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +38,28 @@ struct StreamRecord {
     /// The body ended normally (the upstream sent all its chunks).
     completed: bool,
     /// Why the stream failed: no response, a non-2xx status, or a body cut short.
-    error: Option<String>,
+    error: Option<StreamError>,
     /// The gateway's `X-Stream-Method` (`async`, `blocking`, `inline`), when it sent one.
     method: Option<String>,
+}
+
+/// How a stream failed.
+#[derive(Debug, Clone)]
+enum StreamError {
+    /// A non-2xx status: the target refused the stream. `body` is the start of its explanation.
+    Refused { status: u16, body: String },
+    /// No response, or the body broke off: a transport error, by its root cause.
+    Broken(String),
+}
+
+impl fmt::Display for StreamError {
+    /// The report's failure line: `HTTP 401: {"error":…}`, or the transport error itself.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Refused { status, body } => write!(f, "HTTP {status}: {body}"),
+            StreamError::Broken(reason) => f.write_str(reason),
+        }
+    }
 }
 
 impl StreamRecord {
@@ -62,6 +87,13 @@ pub struct StreamStats {
     pub no_first_byte: usize,
     /// Failure reasons and how many streams hit each.
     pub errors: BTreeMap<String, usize>,
+    /// The failed streams that were refused, by HTTP status (`{"401": 2}`): the target said no.
+    #[serde(default)]
+    pub refused: BTreeMap<u16, usize>,
+    /// The failed streams that got no answer or broke off, by transport error
+    /// (`{"unexpected EOF during chunk size line": 8}`): the target went away.
+    #[serde(default)]
+    pub broken: BTreeMap<String, usize>,
     /// The gateway's `X-Stream-Method` header, counted per value over the streams that got
     /// headers: the split of `--async-rollout-percent` (e.g. `{"async": 4, "blocking": 4}`).
     pub methods: BTreeMap<String, usize>,
@@ -136,9 +168,14 @@ impl Streams {
             .filter_map(|r| r.first_byte.map(|d| d.as_secs_f64() * 1e3))
             .collect();
         first_bytes.sort_by(f64::total_cmp);
-        let mut errors = BTreeMap::new();
+        let (mut errors, mut refused, mut broken) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for error in records.iter().filter_map(|r| r.error.as_ref()) {
-            *errors.entry(error.clone()).or_insert(0) += 1;
+            *errors.entry(error.to_string()).or_insert(0) += 1;
+            match error {
+                StreamError::Refused { status, .. } => *refused.entry(*status).or_insert(0) += 1,
+                StreamError::Broken(reason) => *broken.entry(reason.clone()).or_insert(0) += 1,
+            }
         }
         let mut methods = BTreeMap::new();
         for method in records.iter().filter_map(|r| r.method.as_ref()) {
@@ -158,6 +195,8 @@ impl Streams {
             },
             no_first_byte: records.len() - first_bytes.len(),
             errors,
+            refused,
+            broken,
             methods,
         }
     }
@@ -181,10 +220,11 @@ async fn stream(
             f(record);
         }
     };
+    let fail = |error: StreamError| update(&|r| r.error = Some(error.clone()));
     let sent = Instant::now();
     let response = match client.get(&url).send().await {
         Ok(response) => response,
-        Err(error) => return update(&|r| r.error = Some(root_cause(&error))),
+        Err(error) => return fail(StreamError::Broken(root_cause(&error))),
     };
     if let Some(method) = response
         .headers()
@@ -199,8 +239,8 @@ async fn stream(
         // The gateway explains a refusal (a bad query, say) in the body: keep the start of it.
         let body = response.text().await.unwrap_or_default();
         let body: String = body.trim().chars().take(160).collect();
-        let error = format!("HTTP {}: {body}", status.as_u16());
-        return update(&|r| r.error = Some(error.clone()));
+        let status = status.as_u16();
+        return fail(StreamError::Refused { status, body });
     }
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -213,7 +253,7 @@ async fn stream(
                     r.last_chunk = Some(now);
                 });
             }
-            Err(error) => return update(&|r| r.error = Some(root_cause(&error))),
+            Err(error) => return fail(StreamError::Broken(root_cause(&error))),
         }
     }
     update(&|r| r.completed = true);

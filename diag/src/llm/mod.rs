@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use crate::Error;
 use crate::cli::{Arrivals, LlmArgs, StreamsUntil};
@@ -88,17 +88,13 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     let base = reqwest::Url::parse(&args.base_url).context("bad --base-url")?;
     crate::reachable::check_reachable(&base, args.timeout).await?;
 
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(key) = &args.api_key {
-        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", key.0))
-            .context("the API key cannot go into a header")?;
-        bearer.set_sensitive(true);
-        headers.insert(AUTHORIZATION, bearer);
-    }
-    for header in &args.headers {
-        headers.append(header.name.clone(), header.value.clone());
-    }
+    // The key and `-H` on every request, the `--health` probes included; JSON unless a `-H`
+    // says otherwise.
+    let access = args.access.header_map()?;
+    let mut headers = access.clone();
+    headers
+        .entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
     let arrivals = args.arrivals();
     let until = args.until();
     let pool = match arrivals {
@@ -125,6 +121,7 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     let health = if args.health {
         Some(Prober::start(
             args.base_url.clone(),
+            access,
             &[Endpoint::Health],
             HEALTH_EVERY,
             HEALTH_TIMEOUT,

@@ -10,9 +10,12 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -23,8 +26,13 @@ const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A gateway in `mode` with a blocking pool of 2 threads, relaying to `mock`.
 pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
+    gateway_with(mode, mock, &[])
+}
+
+/// [`gateway`], plus `extra` gateway flags (e.g. `--api-key k1`).
+pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::Running {
     let upstream = mock.url();
-    let config = gateway::Config::try_parse_from([
+    let mut flags = vec![
         "gateway",
         "--mode",
         mode,
@@ -36,9 +44,79 @@ pub fn gateway(mode: &str, mock: &Mock) -> gateway::embed::Running {
         "0",
         "--upstream",
         &upstream,
-    ])
-    .expect("gateway flags");
+    ];
+    flags.extend_from_slice(extra);
+    let config = gateway::Config::try_parse_from(flags).expect("gateway flags");
     gateway::embed::start(config).expect("gateway starts")
+}
+
+/// A bare HTTP/1.1 server that answers every request with a `404` and keeps its head (request
+/// line and headers), so a test can check what diag sent: every path, every header. A `404`
+/// because it is the one answer every diag request understands (something listens; no such
+/// endpoint). Stops when dropped.
+pub struct Recorder {
+    addr: std::net::SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Recorder {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (heads, stop) = (
+            Arc::<Mutex<Vec<String>>>::default(),
+            Arc::<AtomicBool>::default(),
+        );
+        let (recorded, stopped) = (Arc::clone(&heads), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(connection) = connection else { continue };
+                let recorded = Arc::clone(&recorded);
+                std::thread::spawn(move || answer_404(connection, &recorded));
+            }
+        });
+        Self { addr, heads, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request head received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads").clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Reads one request head from `connection`, records it, answers `404` and closes.
+fn answer_404(mut connection: TcpStream, recorded: &Mutex<Vec<String>>) {
+    let _ = connection.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match connection.read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    recorded
+        .lock()
+        .expect("heads")
+        .push(String::from_utf8_lossy(&head).into_owned());
+    let _ = connection
+        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
 }
 
 /// What a diag run left behind.
@@ -103,6 +181,16 @@ pub fn diag(args: &[&str]) -> Run {
         stderr: stderr.join().expect("stderr reader"),
         took: started.elapsed(),
     }
+}
+
+/// Runs `diag <args>` as [`diag`] does, on a thread of its own, so that the test can act on the
+/// servers while diag measures them (stop one mid-run, say). Join the handle for the run.
+pub fn diag_in_background(args: &[&str]) -> std::thread::JoinHandle<Run> {
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        diag(&args)
+    })
 }
 
 /// Each `(args, message)`: `diag <args>` is refused with exit code 2 and `message` on stderr.
