@@ -121,6 +121,13 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             mode.expected_verdict(),
             report.display()
         ),
+        // diag's FAILED verdict: the target died, refused or cut the streams (diag/README.md).
+        Some(4) => bail!(
+            "the {} gateway failed during the run (diag's verdict: FAILED): see {} and the logs in {}",
+            mode.as_str(),
+            report.display(),
+            service_args.dir.display()
+        ),
         _ => bail!("diag failed: {status}"),
     }
     println!(
