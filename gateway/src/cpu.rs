@@ -27,39 +27,18 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::config::CpuMode;
 use crate::error::ApiError;
 use crate::limits::Admission;
 
 /// The largest `work` accepted: about a second of one core in a release build.
 pub const MAX_WORK: u64 = 2_000_000;
 const BUFFER_BYTES: usize = 1024;
-
-/// Where `POST /v1/solve` computes (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CpuMode {
-    /// On the async worker itself.
-    Inline,
-    /// `spawn_blocking` on the shared, unbounded-queue blocking pool.
-    Blocking,
-    /// A semaphore of `--cpu-workers` permits before `spawn_blocking`, and 503 past `--cpu-queue`.
-    Bounded,
-}
-
-impl CpuMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CpuMode::Inline => "inline",
-            CpuMode::Blocking => "blocking",
-            CpuMode::Bounded => "bounded",
-        }
-    }
-}
 
 /// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue.
 #[derive(Debug)]
