@@ -163,7 +163,13 @@ pub async fn require_api_key(
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("", MatchedPath::as_str);
-            crate::relay::log_rejected(state.mode, request.method(), path, &error, received);
+            crate::telemetry::log::log_rejected(
+                state.mode,
+                request.method(),
+                path,
+                &error,
+                received,
+            );
             let mut response = error.into_response();
             response
                 .headers_mut()

@@ -32,9 +32,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::admission::Admission;
 use crate::config::CpuMode;
 use crate::error::ApiError;
-use crate::limits::Admission;
 
 /// The largest `work` accepted: about a second of one core in a release build.
 pub const MAX_WORK: u64 = 2_000_000;

@@ -72,7 +72,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "threshold_ms": state.health_threshold.as_secs_f64() * 1e3,
         },
         "pool": state.pool.snapshot(),
-        "live_streams": state.live_streams.load(std::sync::atomic::Ordering::Relaxed),
+        "live_streams": state.live_streams.get(),
     });
     (code, Json(body))
 }

@@ -75,6 +75,7 @@ pub struct MigrationDoc;
 #[doc = include_str!("../../docs/the-problem.md")]
 pub struct TheProblemDoc;
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod cpu;
@@ -90,12 +91,12 @@ pub mod providers;
 pub mod relay;
 pub mod resilience;
 pub mod shutdown;
+pub mod telemetry;
 pub mod upstream;
 pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::Router;
@@ -115,7 +116,7 @@ pub struct AppState {
     /// The upstreams, each with its own client and limits; requests are routed by `model`.
     pub providers: Arc<providers::Providers>,
     /// `--max-concurrent-requests` and its bounded wait queue (see [`limits`]).
-    pub inbound: Arc<limits::Admission>,
+    pub inbound: Arc<admission::Admission>,
     /// `--rate-limit-rpm` per API key.
     pub key_limits: Arc<limits::KeyLimits>,
     /// Retries and hedges, with their budgets (see [`resilience`]).
@@ -131,11 +132,11 @@ pub struct AppState {
     /// `/health` gives up waiting for the pool after this, so the check itself never hangs.
     pub health_timeout: Duration,
     /// Streams currently being relayed; shown by `/health` and the shutdown log.
-    pub live_streams: Arc<AtomicUsize>,
+    pub live_streams: telemetry::log::LiveStreams,
     /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
     pub cpu: Arc<cpu::Cpu>,
     /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
-    pub ws: Arc<limits::Admission>,
+    pub ws: Arc<admission::Admission>,
     /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
     /// their chat (see [`shutdown`]).
     pub draining: Arc<tokio::sync::watch::Sender<bool>>,
@@ -153,7 +154,7 @@ impl AppState {
             mode: config.mode,
             providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
             pool,
-            inbound: Arc::new(limits::Admission::new(
+            inbound: Arc::new(admission::Admission::new(
                 config.max_concurrent_requests,
                 config.max_queued_requests,
                 config.max_queue_wait(),
@@ -168,13 +169,13 @@ impl AppState {
             api_keys: auth::ApiKeys::from_config(config)?,
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
-            live_streams: Arc::default(),
+            live_streams: telemetry::log::LiveStreams::default(),
             cpu: Arc::new(cpu::Cpu::new(
                 config.cpu_mode,
                 config.cpu_workers,
                 config.cpu_queue,
             )),
-            ws: Arc::new(limits::Admission::new(
+            ws: Arc::new(admission::Admission::new(
                 config.ws_max_connections,
                 0,
                 Duration::ZERO,

@@ -320,11 +320,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.in_flight.set(as_gauge(state.inbound.in_use()));
     m.queued.set(as_gauge(state.inbound.queued()));
     m.limit.set(as_gauge(state.inbound.limit()));
-    m.live_streams.set(as_gauge(
-        state
-            .live_streams
-            .load(std::sync::atomic::Ordering::Relaxed),
-    ));
+    m.live_streams.set(as_gauge(state.live_streams.get()));
     m.ws_connections.set(as_gauge(state.ws.in_use()));
     for provider in state.providers.iter() {
         let label = ProviderLabel {

@@ -40,8 +40,9 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::providers::Provider;
-use crate::relay::{Route, Waiting, log_rejected, relay};
+use crate::relay::relay;
 use crate::resilience::mark;
+use crate::telemetry::log::{Route, Waiting, log_rejected};
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
 const CHAT: Route = Route {

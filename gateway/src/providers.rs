@@ -14,7 +14,7 @@
 //!   anyway only earns a ban.
 //! - **concurrent upstream requests** (`max-concurrent`): a request waits up to
 //!   `pool-timeout-ms` for a slot, then gets **503** `provider_busy`. The slot is held by the
-//!   response body until the stream ends (see [`crate::limits::hold`]), so this is also the cap
+//!   response body until the stream ends (see [`crate::admission::hold`]), so this is also the cap
 //!   on the provider's open connections. reqwest's pool has no such cap of its own: it opens a
 //!   new connection whenever none is idle.
 //!
@@ -34,9 +34,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus_client::metrics::counter::Counter;
 use reqwest::Url;
 
+use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::limits::Admission;
 use crate::metrics::{Attempt, Metrics};
 use crate::pool::BlockingPool;
 use crate::resilience::Budgets;

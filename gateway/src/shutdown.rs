@@ -15,7 +15,6 @@
 //! connection vanish with an abnormal close (1006).
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::AppState;
@@ -46,7 +45,7 @@ pub async fn serve_with_drain(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let live = std::sync::Arc::clone(&state.live_streams);
+    let live = state.live_streams.clone();
     let draining = std::sync::Arc::clone(&state.draining);
     let sockets = std::sync::Arc::clone(&state.ws);
     let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
@@ -72,7 +71,7 @@ pub async fn serve_with_drain(
         () = shutdown => {}
     }
     tracing::info!(
-        live_streams = live.load(Ordering::Relaxed),
+        live_streams = live.get(),
         "shutdown requested: no new connections; draining open streams for up to {drain:?}"
     );
     let _ = start_drain.send(());
@@ -91,7 +90,7 @@ pub async fn serve_with_drain(
         }
         Err(_) => {
             tracing::warn!(
-                live_streams = live.load(Ordering::Relaxed),
+                live_streams = live.get(),
                 websockets = sockets.in_use(),
                 "drain deadline passed; cutting the remaining streams"
             );

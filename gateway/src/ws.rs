@@ -8,7 +8,7 @@
 //! - **Its own cap.** A socket lives for minutes, idle most of the time. The inbound limit
 //!   ([`crate::limits::admit`]) holds its place only until the `101 Switching Protocols`
 //!   response's (empty) body ends, so it does not bound WebSockets at all. They are bounded by
-//!   `--ws-max-connections` (a [`crate::limits::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
+//!   `--ws-max-connections` (a [`crate::admission::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
 //!   upgrade completes and the socket is closed at once with code **1013** (Try Again Later)
 //!   and a reason naming the flag, counted in `gateway_ws_rejected_total`: an HTTP error before
 //!   the upgrade is shown by browsers only as a generic failure, a close code is readable.
@@ -409,7 +409,7 @@ async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), Gone> {
         .map_err(|_| Gone)
 }
 
-/// One log line per chat, like [`crate::relay::LoggedStream`]'s per stream: never the prompt.
+/// One log line per chat, like [`crate::telemetry::log::LoggedStream`]'s per stream: never the prompt.
 struct ChatLog {
     mode: crate::Mode,
     received: Instant,
