@@ -39,7 +39,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
 use crate::metrics::{Attempt, Metrics};
 use crate::pool::BlockingPool;
-use crate::resilience::Budgets;
+use crate::upstream::budget::Budgets;
 use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
 
 /// The kinds of upstream attempt (see [`crate::resilience`]).
@@ -62,7 +62,7 @@ pub struct Provider {
     pool_timeout: Duration,
     rate: Option<(DefaultDirectRateLimiter, u32)>,
     /// This provider's retry and hedge budgets: its outage must not spend the others'.
-    pub budgets: Budgets,
+    budgets: Budgets,
     /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
     /// once here, so an attempt costs an atomic add, not a label allocation and a map lookup.
     attempts: [Counter; 3],
@@ -176,6 +176,11 @@ impl Provider {
         if let Some(index) = ATTEMPT_KINDS.iter().position(|k| *k == kind) {
             self.attempts[index].inc();
         }
+    }
+
+    /// Its retry and hedge budgets, spent by `crate::resilience`.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// Upstream requests open now: its connections in use.

@@ -52,13 +52,12 @@
 //!
 //! A budget is a token bucket: every request deposits `percent / 100` of a token, every extra
 //! attempt takes a whole one. It starts with one token and holds at most ten, so a quiet hour
-//! does not bank a burst of hedges. Each provider has its own pair of budgets ([`Budgets`]): an
+//! does not bank a burst of hedges. Each provider owns its pair of budgets ([`Budgets`]): an
 //! outage at one provider must not use up the retries of the others.
 //!
 //! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
 //! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -71,6 +70,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Reason};
 use crate::providers::Provider;
+use crate::upstream::budget::Budgets;
 use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
 
 /// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.
@@ -80,59 +80,6 @@ pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
 pub const DEADLINE_HEADER: &str = "x-gateway-deadline-ms";
 /// On every response that reached the upstream (or tried to): the attempts made for it.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gateway-attempts");
-
-const MILLI: i64 = 1000;
-
-/// A token bucket in thousandths of a token; see the module docs.
-#[derive(Debug)]
-pub struct Budget {
-    /// Thousandths of a token each request deposits (`percent * 10`).
-    deposit: i64,
-    balance: AtomicI64,
-}
-
-impl Budget {
-    pub fn new(percent: u8) -> Self {
-        let deposit = i64::from(percent) * MILLI / 100;
-        Self {
-            deposit,
-            balance: AtomicI64::new(if deposit > 0 { MILLI } else { 0 }),
-        }
-    }
-
-    fn deposit(&self) {
-        let _ = self
-            .balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                Some((b + self.deposit).min(10 * MILLI))
-            });
-    }
-
-    /// Takes one token if there is one.
-    fn withdraw(&self) -> bool {
-        self.balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b >= MILLI).then_some(b - MILLI)
-            })
-            .is_ok()
-    }
-}
-
-/// One provider's retry and hedge budgets.
-#[derive(Debug)]
-pub struct Budgets {
-    retry: Budget,
-    hedge: Budget,
-}
-
-impl Budgets {
-    pub fn new(config: &Config) -> Self {
-        Self {
-            retry: Budget::new(config.retry_budget_percent),
-            hedge: Budget::new(config.hedge_budget_percent),
-        }
-    }
-}
 
 /// The retry and hedging settings (the budgets are each provider's, see [`Budgets`]).
 #[derive(Debug)]
@@ -227,11 +174,11 @@ impl Resilience {
         plan: Plan,
         metrics: &Metrics,
     ) -> Outcome {
-        let budgets = &provider.budgets;
-        budgets.retry.deposit();
+        let budgets = provider.budgets();
+        budgets.retry().deposit();
         let hedging = plan.hedge_delay.is_some();
         if hedging {
-            budgets.hedge.deposit();
+            budgets.hedge().deposit();
         }
         let max_attempts = if hedging {
             self.hedge_max_attempts
@@ -285,7 +232,7 @@ impl Resilience {
                     Verdict::Fail(failure) => last = Some(failure),
                 },
                 () = sleep_until(hedge_due), if hedge_due.is_some() => {
-                    if budgets.hedge.withdraw() {
+                    if budgets.hedge().withdraw() {
                         metrics.hedges_fired.inc();
                         in_flight.push(attempt("hedge"));
                         fired += 1;
@@ -344,7 +291,7 @@ impl Resilience {
         if asked.is_some_and(|wait| wait > self.retry_after_max) {
             return give_up("retry_after_too_long");
         }
-        if !budgets.retry.withdraw() {
+        if !budgets.retry().withdraw() {
             return give_up("budget");
         }
         let wait = asked.unwrap_or_else(|| self.backoff(retries));
@@ -447,25 +394,6 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_budget_allows_its_share_and_no_more() {
-        let budget = Budget::new(10);
-        assert!(budget.withdraw(), "one token to start with");
-        assert!(!budget.withdraw());
-        for _ in 0..9 {
-            budget.deposit();
-        }
-        assert!(!budget.withdraw(), "nine requests earn 0.9 of a token");
-        budget.deposit();
-        assert!(budget.withdraw(), "the tenth completes it");
-        for _ in 0..1000 {
-            budget.deposit();
-        }
-        let tokens = (0..20).filter(|_| budget.withdraw()).count();
-        assert_eq!(tokens, 10, "the bucket holds at most ten");
-        assert!(!Budget::new(0).withdraw(), "0 % never allows one");
-    }
 
     #[test]
     fn retry_after_prefers_milliseconds() {

@@ -15,6 +15,7 @@
 //! `Transfer-Encoding`, ...) never cross: each side of the gateway is its own HTTP connection.
 
 pub mod broken;
+pub mod budget;
 pub mod fixed;
 pub mod inline;
 
