@@ -47,7 +47,7 @@ impl ApiError {
         }
     }
 
-    /// No usable API key (see [`crate::auth`]). `code` is `missing_api_key` or `invalid_api_key`.
+    /// No usable API key (see [`crate::policy::auth`]). `code` is `missing_api_key` or `invalid_api_key`.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
@@ -182,39 +182,6 @@ impl IntoResponse for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request(None, rejection.body_text())
-    }
-}
-
-/// Fallback route: unknown paths get a JSON 404 naming the routes that exist.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        ..ApiError::bad_request(
-            None,
-            format!(
-                "no route for {}; try POST /v1/chat/completions, GET /v1/chat/ws (WebSocket), \
-                 GET /v1/models, POST /v1/solve, \
-                 /chat/stream, /health, /metrics, /debug/pool, /debug/health-sync or \
-                 /debug/health-async",
-                uri.path()
-            ),
-        )
-    }
-}
-
-/// A known path with the wrong method (e.g. `GET /v1/chat/completions`): a JSON 405, not
-/// axum's empty one.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        ..ApiError::bad_request(
-            None,
-            format!(
-                "{method} is not allowed on {}; /v1/chat/completions and /v1/solve take POST, \
-                 the others GET",
-                uri.path()
-            ),
-        )
     }
 }
 

@@ -22,36 +22,57 @@
 //!
 //! # Layout
 //!
+//! Layers point one way: a module imports from its own layer and the layers below, never above.
+//!
+//! ```text
+//! http/        the surface: routes, state, openai, ws, probes (/health, /metrics), shutdown
+//!   │  └──▶ lessons/   the demo: /chat/stream, /debug/health-*, /debug/pool, /v1/solve
+//!   ▼          │
+//! policy/      auth, limits, resilience (retries, hedges)
+//!   ▼          ▼
+//! upstream/    providers and their budgets, clients broken | fixed | inline, relay, keep-alive
+//!   ▼
+//! telemetry/   the request log, metrics, the counted blocking pool
+//!   ▼
+//! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds and permits)
+//! ```
+//!
 //! - [`config`]: flags, env overrides, the `--config` file and its precedence, the three modes,
 //!   the rollout percentage.
-//! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
+//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
+//! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
+//! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
+//!   `spawn_blocking`.
+//! - [`telemetry::log`], [`telemetry::metrics`]: one log line per request; `GET /metrics` in
+//!   Prometheus text: every bound, and every time one was hit.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
 //!   stalls, which is why `spawn_blocking` exists.
 //! - [`upstream`]: the request type every client sends, the rollout split, and which headers
-//!   cross the gateway.
-//! - [`relay`]: `GET /chat/stream`, one relayed stream, logged with its bytes and duration; the
-//!   relay machinery every route shares.
-//! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request, forward
-//!   the bytes, never buffer the SSE stream, pass upstream errors through, cancel on disconnect.
-//! - [`auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time, never logged;
-//!   why `/health` and `/debug/*` stay open.
-//! - [`cpu`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or bounded with a
-//!   503 past a queue limit; which to choose when.
-//! - [`limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole life,
-//!   a bounded wait queue with 503 past it, per-key rate limits with 429 and `x-ratelimit-*`.
-//! - [`providers`]: several upstreams, each with its own client pool, concurrency cap and rpm;
-//!   requests routed by `model`.
-//! - [`resilience`]: lesson 9, retries before the first byte and hedged requests, each bounded
-//!   by a count, a deadline and a budget so they cannot amplify an outage.
-//! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket, one frame per token: long-lived sockets
-//!   under their own cap (close 1013 past it), and a client that leaves cancels the upstream.
-//! - [`keepalive`]: `: keep-alive` comments on idle SSE streams, so proxies do not cut them.
-//! - [`metrics`]: `GET /metrics` in Prometheus text: every bound, and every time one was hit.
-//! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
-//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
-//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
+//!   cross the gateway; [`upstream::providers`]: several upstreams, each with its own client
+//!   pool, concurrency cap, rpm and retry budgets, routed by `model`; [`upstream::relay`]: an
+//!   upstream response forwarded chunk by chunk, with [`upstream::keepalive`] comments on idle
+//!   SSE streams.
+//! - [`policy::auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time,
+//!   never logged; why `/health` and `/debug/*` stay open.
+//! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
+//!   life, a bounded wait queue with 503 past it, per-key rate limits with 429 and
+//!   `x-ratelimit-*`.
+//! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
+//!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
+//! - [`http::openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request,
+//!   forward the bytes, never buffer the SSE stream, pass upstream errors through, cancel on
+//!   disconnect.
+//! - [`http::ws`]: `GET /v1/chat/ws`, chat over a WebSocket, one frame per token: long-lived
+//!   sockets under their own cap (close 1013 past it), and a client that leaves cancels the
+//!   upstream.
+//! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
+//!   shutdown that cannot hang: a drain deadline.
+//! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
+//! - [`lessons::health`]: lesson 4, health checks that do and do not depend on the pool.
+//! - [`lessons::solve`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or
+//!   bounded with a 503 past a queue limit; which to choose when.
 //! - [`embed`]: a gateway on its own thread and runtime, for tests and tools.
 //!
 //! [`app`] builds the router; [`serve`] runs it; [`runtime`] builds the runtime whose blocking
@@ -76,36 +97,25 @@ pub struct MigrationDoc;
 pub struct TheProblemDoc;
 
 pub mod admission;
-pub mod auth;
 pub mod config;
-pub mod cpu;
 pub mod embed;
 pub mod error;
-pub mod health;
-pub mod keepalive;
-pub mod limits;
-pub mod metrics;
-pub mod openai;
-pub mod pool;
-pub mod providers;
-pub mod relay;
-pub mod resilience;
-pub mod shutdown;
+pub mod http;
+pub mod lessons;
+pub mod policy;
 pub mod telemetry;
 pub mod upstream;
-pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
-use axum::routing::{get, post};
-
 pub use config::{Config, Mode};
-use pool::BlockingPool;
+pub use http::routes::app;
+use policy::{auth, limits, resilience};
+use telemetry::metrics;
+use telemetry::pool::BlockingPool;
+use upstream::providers;
 
 /// Everything the handlers share. Cheap to clone: all `Arc`s.
 #[derive(Debug, Clone)]
@@ -134,15 +144,17 @@ pub struct AppState {
     /// Streams currently being relayed; shown by `/health` and the shutdown log.
     pub live_streams: telemetry::log::LiveStreams,
     /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
-    pub cpu: Arc<cpu::Cpu>,
-    /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
+    pub cpu: Arc<lessons::solve::Cpu>,
+    /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`http::ws`]).
     pub ws: Arc<admission::Admission>,
     /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
-    /// their chat (see [`shutdown`]).
+    /// their chat (see [`http::shutdown`]).
     pub draining: Arc<tokio::sync::watch::Sender<bool>>,
-    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a keep-alive comment on an
-    /// SSE stream ([`keepalive`]) or a ping on an idle WebSocket.
+    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a ping on an idle
+    /// WebSocket (and, in [`upstream::relay::Relay`], a keep-alive comment on an SSE stream).
     pub sse_keepalive: Option<Duration>,
+    /// Relays upstream responses to clients (keep-alive comments, the request log).
+    pub relay: Arc<upstream::relay::Relay>,
 }
 
 impl AppState {
@@ -150,6 +162,15 @@ impl AppState {
         config.check().map_err(error::StartError::Config)?;
         let pool = Arc::new(BlockingPool::new(config.blocking_threads));
         let metrics = Arc::new(metrics::Metrics::default());
+        let live_streams = telemetry::log::LiveStreams::default();
+        let sse_keepalive =
+            (config.sse_keepalive_secs > 0).then(|| Duration::from_secs(config.sse_keepalive_secs));
+        let relay = Arc::new(upstream::relay::Relay::new(
+            sse_keepalive,
+            Arc::clone(&metrics),
+            live_streams.clone(),
+            config.mode,
+        ));
         Ok(Self {
             mode: config.mode,
             providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
@@ -169,8 +190,8 @@ impl AppState {
             api_keys: auth::ApiKeys::from_config(config)?,
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
-            live_streams: telemetry::log::LiveStreams::default(),
-            cpu: Arc::new(cpu::Cpu::new(
+            live_streams,
+            cpu: Arc::new(lessons::solve::Cpu::new(
                 config.cpu_mode,
                 config.cpu_workers,
                 config.cpu_queue,
@@ -181,50 +202,10 @@ impl AppState {
                 Duration::ZERO,
             )),
             draining: Arc::new(tokio::sync::watch::Sender::new(false)),
-            sse_keepalive: (config.sse_keepalive_secs > 0)
-                .then(|| Duration::from_secs(config.sse_keepalive_secs)),
+            sse_keepalive,
+            relay,
         })
     }
-}
-
-/// The gateway's routes. Kept apart from [`serve`] so tests can drive it without a socket.
-///
-/// Two groups: the relaying routes, behind the API-key check, and the probes, open (see
-/// [`auth`] for why). `route_layer` runs the check only on a matched route, so an unknown path
-/// is still a 404, not a 401.
-pub fn app(state: AppState) -> Router {
-    let relaying = Router::new()
-        .route("/chat/stream", get(relay::chat_stream))
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions).layer(DefaultBodyLimit::max(state.max_body_bytes)),
-        )
-        .route("/v1/models", get(openai::models))
-        .route("/v1/solve", post(cpu::solve))
-        // Bounded by `--ws-max-connections`, not by the inbound cap: `admit` holds its place only
-        // until the 101's empty body ends (see `ws`).
-        .route("/v1/chat/ws", get(ws::chat_ws))
-        // Layers run bottom-up: the key check first, then the rate and concurrency limits.
-        .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_key,
-        ));
-    let probes = Router::new()
-        .route("/health", get(health::health))
-        .route("/debug/health-sync", get(health::health_sync))
-        .route("/debug/health-async", get(health::health_async))
-        .route("/debug/pool", get(health::pool))
-        .route("/metrics", get(metrics::metrics));
-    relaying
-        .merge(probes)
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::count_requests,
-        ))
-        .with_state(state)
 }
 
 /// Builds the runtime the gateway must run on.
@@ -247,7 +228,7 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`shutdown`]).
+/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`http::shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -266,5 +247,5 @@ pub async fn serve(
             key_limits.forget_idle();
         }
     });
-    shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
+    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
 }

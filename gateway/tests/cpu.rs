@@ -59,7 +59,7 @@ async fn calibrated(gateway: &str, target: Duration) -> u64 {
     let body: Value = response.json().await.unwrap();
     let per_unit_ms = num(&body, "/compute_ms").max(0.01) / 2000.0;
     let work = (target.as_secs_f64() * 1e3 / per_unit_ms) as u64;
-    work.clamp(1, gateway::cpu::MAX_WORK)
+    work.clamp(1, gateway::lessons::solve::MAX_WORK)
 }
 
 #[tokio::test]
@@ -165,7 +165,7 @@ async fn bad_work_is_a_400_naming_the_field() {
     let client = client();
     for work in [
         json!(0),
-        json!(gateway::cpu::MAX_WORK + 1),
+        json!(gateway::lessons::solve::MAX_WORK + 1),
         json!("many"),
         json!(-1),
     ] {

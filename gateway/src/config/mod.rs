@@ -1,5 +1,5 @@
 //! Settings of the `gateway` binary. Every flag has an env override (`GATEWAY_*`) and can be a key
-//! of the `--config` file ([`file`] holds the precedence rule: file < environment < flags). Every
+//! of the `--config` file ([`file`](mod@file) holds the precedence rule: file < environment < flags). Every
 //! limit in force is logged at start-up in one block, so a reader of the log knows what was
 //! running; `--check-config` prints that block and exits.
 

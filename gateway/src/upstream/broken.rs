@@ -40,7 +40,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse};
 use crate::error::ApiError;
-use crate::pool::BlockingPool;
+use crate::telemetry::pool::BlockingPool;
 
 /// Chunks buffered between the pool thread and the async response. Small on purpose: when the
 /// client reads slowly, the thread blocks in `blocking_send` instead of buffering the stream.

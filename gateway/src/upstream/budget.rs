@@ -1,5 +1,5 @@
 //! A provider's retry and hedge budgets: token buckets that keep extra attempts a bounded
-//! share of the traffic (lesson 9, see `crate::resilience` for how they are spent).
+//! share of the traffic (lesson 9, see `crate::policy::resilience` for how they are spent).
 //!
 //! A budget is a token bucket: every request deposits `percent / 100` of a token, every extra
 //! attempt takes a whole one. It starts with one token and holds at most ten, so a quiet hour

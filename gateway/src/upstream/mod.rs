@@ -18,6 +18,9 @@ pub mod broken;
 pub mod budget;
 pub mod fixed;
 pub mod inline;
+pub mod keepalive;
+pub mod providers;
+pub mod relay;
 
 use std::io;
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use reqwest::Url;
 
 use crate::config::{Config, Mode, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::pool::BlockingPool;
+use crate::telemetry::pool::BlockingPool;
 
 /// The `code` of an error where the request never reached the upstream (refused, unresolvable,
 /// no connection within the connect timeout): always safe to retry.

@@ -68,9 +68,9 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, Reason};
-use crate::providers::Provider;
+use crate::telemetry::metrics::{Metrics, Reason};
 use crate::upstream::budget::Budgets;
+use crate::upstream::providers::Provider;
 use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
 
 /// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.

@@ -25,7 +25,7 @@
 //!   headers replace the provider's: the client's limit is the gateway's.
 //!
 //! The rate check runs first (it costs nothing), then the concurrency wait. The per-provider
-//! bounds (concurrent upstream requests, requests per minute) are in [`crate::providers`].
+//! bounds (concurrent upstream requests, requests per minute) are in [`crate::upstream::providers`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

@@ -6,7 +6,7 @@
 //!   milliseconds it blocks the worker exactly as a blocking read does ([`crate::upstream::inline`]):
 //!   every other task on it waits, and with `--worker-threads 1` even `/debug/health-async` waits
 //!   for the whole computation. Choose it only when the work is tiny and bounded.
-//! - `blocking`: `spawn_blocking` through the counted [`crate::pool::BlockingPool`]. The workers
+//! - `blocking`: `spawn_blocking` through the counted [`crate::telemetry::pool::BlockingPool`]. The workers
 //!   stay free, but the pool queues without bound and is shared with everything else that needs
 //!   it (the health check, DNS, broken-mode streams): 100 concurrent requests mean 100 queued
 //!   jobs, latency grows for everyone, and nothing says no. Choose it for occasional work.

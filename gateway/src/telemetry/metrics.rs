@@ -14,7 +14,7 @@
 //! | `gateway_rate_limited_total{scope}` | counter | 429s: `key` (per API key) or `provider` (a provider's rpm) |
 //! | `gateway_upstream_in_use{provider}` | gauge | upstream requests open per provider, i.e. its connections in use |
 //! | `gateway_upstream_limit{provider}` | gauge | the provider's `max-concurrent` |
-//! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::pool`]) |
+//! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::telemetry::pool`]) |
 //! | `gateway_health_probe_seconds` | histogram | how long `/health`'s pool job took: the starvation signal |
 //! | `gateway_live_streams` | gauge | response bodies being relayed right now |
 //! | `gateway_upstream_attempts_total{provider,kind}` | counter | every upstream attempt: `first`, `retry`, `hedge` |
@@ -35,19 +35,12 @@
 
 use std::sync::atomic::AtomicI64;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::AppState;
-use crate::error::ApiError;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -299,77 +292,12 @@ impl Metrics {
         self.rate_limited.get_or_create(&Scope { scope }).inc();
     }
 
-    fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// The registry in Prometheus text (OpenMetrics).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
-}
-
-fn as_gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    let pool = state.pool.snapshot();
-    m.pool_running.set(as_gauge(pool.running));
-    m.pool_queued.set(as_gauge(pool.queued));
-    m.pool_threads.set(as_gauge(pool.max_threads));
-    m.in_flight.set(as_gauge(state.inbound.in_use()));
-    m.queued.set(as_gauge(state.inbound.queued()));
-    m.limit.set(as_gauge(state.inbound.limit()));
-    m.live_streams.set(as_gauge(state.live_streams.get()));
-    m.ws_connections.set(as_gauge(state.ws.in_use()));
-    for provider in state.providers.iter() {
-        let label = ProviderLabel {
-            provider: provider.name.clone(),
-        };
-        m.upstream_in_use
-            .get_or_create(&label)
-            .set(as_gauge(provider.in_use()));
-        m.upstream_limit
-            .get_or_create(&label)
-            .set(as_gauge(provider.limit()));
-    }
-    match m.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => ApiError::internal(format!("cannot encode the metrics: {e}")).into_response(),
-    }
-}
-
-/// Middleware on the whole router: counts each answered request by route and status. The
-/// route is the router's pattern (`/v1/chat/completions`), never the raw path, so a scanner
-/// probing random URLs adds one `unmatched` series, not one per URL.
-pub async fn count_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .get_or_create(&RouteStatus {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
 }
 
 #[cfg(test)]

@@ -13,23 +13,20 @@
 //!   answered late or not within the bound. 503 makes a load balancer or readiness probe stop
 //!   sending new work to an instance whose pool is saturated; the JSON says why.
 //!
-//! `GET /debug/pool` serves the counters of [`crate::pool`] on the async worker.
+//! `GET /debug/pool` serves the counters of [`crate::telemetry::pool`] on the async worker.
 //!
 //! In `inline` mode none of the three can be trusted to answer: they all need an async worker,
 //! and the workers are blocked in upstream reads ([`crate::upstream::inline`]). Even `/health`'s
 //! bound is a tokio timer, which only a running worker can fire. A stalled runtime can only be
 //! seen from outside it: a load balancer's own timeout, or `diag`.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::pool::PoolSnapshot;
+use crate::telemetry::pool::PoolSnapshot;
 
 pub async fn health_async() -> Json<Value> {
     Json(json!({"status": "ok", "answered_on": "async_worker"}))
@@ -47,34 +44,6 @@ pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, A
         "answered_on": "blocking_pool",
         "waited_for_thread_ms": waited.as_secs_f64() * 1e3,
     })))
-}
-
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let started = Instant::now();
-    // The job is trivial; all the time measured is time spent waiting for a pool thread.
-    let answered = tokio::time::timeout(state.health_timeout, state.pool.spawn(|_| ())).await;
-    let elapsed = started.elapsed();
-    state.metrics.health_probe.observe(elapsed.as_secs_f64());
-    let timed_out = !matches!(answered, Ok(Ok(())));
-    let degraded = timed_out || elapsed > state.health_threshold;
-    let status = if degraded { "degraded" } else { "ok" };
-    let code = if degraded {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let body = json!({
-        "status": status,
-        "mode": state.mode.to_string(),
-        "checks": {
-            "blocking_pool_response_ms": elapsed.as_secs_f64() * 1e3,
-            "blocking_pool_timed_out": timed_out,
-            "threshold_ms": state.health_threshold.as_secs_f64() * 1e3,
-        },
-        "pool": state.pool.snapshot(),
-        "live_streams": state.live_streams.get(),
-    });
-    (code, Json(body))
 }
 
 pub async fn pool(State(state): State<AppState>) -> Json<PoolSnapshot> {

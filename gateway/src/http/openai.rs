@@ -2,7 +2,7 @@
 //!
 //! The lesson here is what a relay must *not* do. It must not parse and re-serialise the stream:
 //! the upstream's SSE bytes are forwarded as they arrive, each event leaving the gateway as soon
-//! as it came in (see [`crate::relay::relay`]), in both modes, through the same
+//! as it came in (see [`crate::upstream::relay::Relay::forward`]), in both modes, through the same
 //! [`crate::upstream::Upstream`] as `/chat/stream`. It must not swallow the upstream's errors: a
 //! 429 reaches the client with its status, body and `Retry-After`, so the client's own retry
 //! logic works. And it must not trust the client blindly: the request body is checked *before*
@@ -17,7 +17,7 @@
 //! exist yet) is the upstream's business and goes through untouched: the gateway forwards the
 //! client's bytes, not a re-encoding of what it understood.
 //!
-//! The request goes to the provider that serves its `model` ([`crate::providers`]); a model no
+//! The request goes to the provider that serves its `model` ([`crate::upstream::providers`]); a model no
 //! provider serves is a 404 `model_not_found`. `GET /v1/models` is the gateway's own answer: the
 //! models the providers are configured with, plus, for a provider taking every model (`"*"`),
 //! the list its upstream reports.
@@ -39,10 +39,9 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::providers::Provider;
-use crate::relay::relay;
-use crate::resilience::mark;
+use crate::policy::resilience::mark;
 use crate::telemetry::log::{Route, Waiting, log_rejected};
+use crate::upstream::providers::Provider;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
 const CHAT: Route = Route {
@@ -138,7 +137,10 @@ async fn listed_by(
     let attempts = outcome.attempts;
     let listed = match outcome.result {
         Ok(upstream) if !upstream.status.is_success() => {
-            return Err(mark(relay(upstream, state, MODELS, received), attempts));
+            return Err(mark(
+                state.relay.forward(upstream, MODELS, received),
+                attempts,
+            ));
         }
         Ok(upstream) => upstream_models(upstream).await,
         Err(error) => Err(error),
@@ -181,7 +183,7 @@ fn respond(
     result: Result<UpstreamResponse, ApiError>,
 ) -> Response {
     match result {
-        Ok(upstream) => relay(upstream, state, route, received),
+        Ok(upstream) => state.relay.forward(upstream, route, received),
         Err(error) => {
             log_rejected(state.mode, &route.method, route.path, &error, received);
             error.into_response()

@@ -37,12 +37,12 @@ use reqwest::Url;
 use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::metrics::{Attempt, Metrics};
-use crate::pool::BlockingPool;
+use crate::telemetry::metrics::{Attempt, Metrics};
+use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
 use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
 
-/// The kinds of upstream attempt (see [`crate::resilience`]).
+/// The kinds of upstream attempt (see [`crate::policy::resilience`]).
 const ATTEMPT_KINDS: [&str; 3] = ["first", "retry", "hedge"];
 
 /// One upstream: its client, its URLs, its models and its limits.
@@ -178,7 +178,7 @@ impl Provider {
         }
     }
 
-    /// Its retry and hedge budgets, spent by `crate::resilience`.
+    /// Its retry and hedge budgets, spent by `crate::policy::resilience`.
     pub fn budgets(&self) -> &Budgets {
         &self.budgets
     }

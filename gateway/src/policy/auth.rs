@@ -39,7 +39,7 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::AppState;
 use crate::config::{Config, Secret};
 use crate::error::{ApiError, StartError};
-use crate::limits::ClientId;
+use crate::policy::limits::ClientId;
 
 /// The header a client may use instead of `Authorization: Bearer`.
 pub const API_KEY_HEADER: &str = "x-api-key";

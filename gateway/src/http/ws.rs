@@ -6,7 +6,7 @@
 //! long-lived socket costs a gateway, and how to bound it:
 //!
 //! - **Its own cap.** A socket lives for minutes, idle most of the time. The inbound limit
-//!   ([`crate::limits::admit`]) holds its place only until the `101 Switching Protocols`
+//!   ([`crate::policy::limits::admit`]) holds its place only until the `101 Switching Protocols`
 //!   response's (empty) body ends, so it does not bound WebSockets at all. They are bounded by
 //!   `--ws-max-connections` (a [`crate::admission::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
 //!   upgrade completes and the socket is closed at once with code **1013** (Try Again Later)
@@ -21,7 +21,7 @@
 //!   sent, so proxies with idle timeouts do not cut a conversation between two prompts.
 //! - **Shutdown says so.** axum's graceful shutdown does not see upgraded connections. On
 //!   SIGTERM an idle socket gets Close **1001** (Going Away) at once, a busy one after its
-//!   chat, and the drain waits for them (see [`crate::shutdown`]): the client reconnects
+//!   chat, and the drain waits for them (see [`crate::http::shutdown`]): the client reconnects
 //!   elsewhere instead of seeing an abnormal close.
 //!
 //! # Protocol
@@ -63,7 +63,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::resilience::Plan;
+use crate::policy::resilience::Plan;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
 /// The upgrade. The slot is taken here, before the `101`, so two sockets racing for the last
@@ -274,7 +274,7 @@ async fn chat(
 /// The client's frame as the upstream's body, checked by the same rules (and with the same
 /// error codes) as `POST /v1/chat/completions`, with `"stream": true`. Returns the model too.
 fn request_body(text: &str) -> Result<(String, Bytes), ApiError> {
-    let model = crate::openai::validate(text.as_bytes())?;
+    let model = crate::http::openai::validate(text.as_bytes())?;
     let mut fields: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(None, format!("the message is not valid JSON: {e}"))
             .with_code("invalid_json")

@@ -1,0 +1,68 @@
+//! `GET /chat/stream`: the demo's plain stream, relayed chunk by chunk.
+//!
+//! The route every lesson about the blocking pool is shown with: a stream of `chunks` lines, one
+//! every `interval_ms`, from the mock's `/slow_stream`, relayed through the mode's upstream
+//! client. It goes to the first provider, with the same retries, hedging and logs as any other
+//! route; nothing else about it is special, which is the point: the handler cannot tell the modes
+//! apart, only the pool counters and the health probes can.
+
+use std::time::Instant;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::Method;
+use axum::response::{IntoResponse as _, Response};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::policy::resilience::mark;
+use crate::telemetry::log::{Route, Waiting};
+use crate::upstream::UpstreamRequest;
+
+/// Query parameters passed through to the upstream's `/slow_stream`. Types are checked here,
+/// ranges by the upstream (whose 400 is relayed as is). Unknown names are rejected: a typo such
+/// as `chunk=5` would otherwise silently run a 45 s default stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    chunks: Option<u32>,
+    interval_ms: Option<u64>,
+}
+
+pub async fn chat_stream(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    params: Result<Query<StreamParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    let Query(params) = params?;
+    let provider = state.providers.first();
+    let mut url = provider.stream_url.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(chunks) = params.chunks {
+            query.append_pair("chunks", &chunks.to_string());
+        }
+        if let Some(interval_ms) = params.interval_ms {
+            query.append_pair("interval_ms", &interval_ms.to_string());
+        }
+    }
+    let plan = state.resilience.plan(CHAT_STREAM.path, &headers)?;
+    let waiting = Waiting::new(state.mode, CHAT_STREAM, received);
+    let outcome = state
+        .resilience
+        .send(provider, UpstreamRequest::get(url), plan, &state.metrics)
+        .await;
+    waiting.answered();
+    let response = match outcome.result {
+        Ok(upstream) => state.relay.forward(upstream, CHAT_STREAM, received),
+        Err(error) => error.into_response(),
+    };
+    Ok(mark(response, outcome.attempts))
+}
+
+const CHAT_STREAM: Route = Route {
+    method: Method::GET,
+    path: "/chat/stream",
+};
