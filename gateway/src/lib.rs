@@ -112,101 +112,8 @@ use std::time::Duration;
 
 pub use config::{Config, Mode};
 pub use http::routes::app;
-use policy::{auth, limits, resilience};
-use telemetry::metrics;
-use telemetry::pool::BlockingPool;
-use upstream::providers;
-
-/// Everything the handlers share. Cheap to clone: all `Arc`s.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub mode: Mode,
-    /// The only door to the blocking pool: every job goes through it so it can be counted.
-    pub pool: Arc<BlockingPool>,
-    /// The upstreams, each with its own client and limits; requests are routed by `model`.
-    pub providers: Arc<providers::Providers>,
-    /// `--max-concurrent-requests` and its bounded wait queue (see [`limits`]).
-    pub inbound: Arc<admission::Admission>,
-    /// `--rate-limit-rpm` per API key.
-    pub key_limits: Arc<limits::KeyLimits>,
-    /// Retries and hedges, with their budgets (see [`resilience`]).
-    pub resilience: Arc<resilience::Resilience>,
-    /// Every counter and gauge `/metrics` serves.
-    pub metrics: Arc<metrics::Metrics>,
-    /// `--max-body-bytes`: larger chat requests are refused with 413 before anything else.
-    pub max_body_bytes: usize,
-    /// Accepted client keys; empty means authentication is off (see [`auth`]).
-    pub api_keys: auth::ApiKeys,
-    /// `/health` reports `degraded` when a trivial pool job takes longer than this.
-    pub health_threshold: Duration,
-    /// `/health` gives up waiting for the pool after this, so the check itself never hangs.
-    pub health_timeout: Duration,
-    /// Streams currently being relayed; shown by `/health` and the shutdown log.
-    pub live_streams: telemetry::log::LiveStreams,
-    /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
-    pub cpu: Arc<lessons::solve::Cpu>,
-    /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`http::ws`]).
-    pub ws: Arc<admission::Admission>,
-    /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
-    /// their chat (see [`http::shutdown`]).
-    pub draining: Arc<tokio::sync::watch::Sender<bool>>,
-    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a ping on an idle
-    /// WebSocket (and, in [`upstream::relay::Relay`], a keep-alive comment on an SSE stream).
-    pub sse_keepalive: Option<Duration>,
-    /// Relays upstream responses to clients (keep-alive comments, the request log).
-    pub relay: Arc<upstream::relay::Relay>,
-}
-
-impl AppState {
-    pub fn new(config: &Config) -> Result<Self, error::StartError> {
-        config.check().map_err(error::StartError::Config)?;
-        let pool = Arc::new(BlockingPool::new(config.blocking_threads));
-        let metrics = Arc::new(metrics::Metrics::default());
-        let live_streams = telemetry::log::LiveStreams::default();
-        let sse_keepalive =
-            (config.sse_keepalive_secs > 0).then(|| Duration::from_secs(config.sse_keepalive_secs));
-        let relay = Arc::new(upstream::relay::Relay::new(
-            sse_keepalive,
-            Arc::clone(&metrics),
-            live_streams.clone(),
-            config.mode,
-        ));
-        Ok(Self {
-            mode: config.mode,
-            providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
-            pool,
-            inbound: Arc::new(admission::Admission::new(
-                config.max_concurrent_requests,
-                config.max_queued_requests,
-                config.max_queue_wait(),
-            )),
-            key_limits: Arc::new(limits::KeyLimits::new(
-                config.rate_limit_rpm,
-                config.rate_limit_burst,
-            )),
-            resilience: Arc::new(resilience::Resilience::new(config)),
-            metrics,
-            max_body_bytes: config.max_body_bytes,
-            api_keys: auth::ApiKeys::from_config(config)?,
-            health_threshold: Duration::from_millis(config.health_threshold_ms),
-            health_timeout: Duration::from_millis(config.health_timeout_ms),
-            live_streams,
-            cpu: Arc::new(lessons::solve::Cpu::new(
-                config.cpu_mode,
-                config.cpu_workers,
-                config.cpu_queue,
-            )),
-            ws: Arc::new(admission::Admission::new(
-                config.ws_max_connections,
-                0,
-                Duration::ZERO,
-            )),
-            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
-            sse_keepalive,
-            relay,
-        })
-    }
-}
+pub use http::state::AppState;
+use tracing::Instrument as _;
 
 /// Builds the runtime the gateway must run on.
 ///
@@ -236,16 +143,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
-    state.api_keys.log_startup();
+    state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
-    let key_limits = Arc::clone(&state.key_limits);
+    let inbound = Arc::clone(state.inbound());
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
         loop {
             every_minute.tick().await;
-            key_limits.forget_idle();
+            inbound.forget_idle();
         }
     });
-    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
+    // The drain's own lines (shutdown requested, drained) carry the mode too.
+    let span = state.span().clone();
+    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain())
+        .instrument(span)
+        .await
 }

@@ -6,9 +6,11 @@
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang.
+//! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
 
 pub mod openai;
 pub mod probes;
 pub mod routes;
 pub mod shutdown;
+pub mod state;
 pub mod ws;

@@ -13,6 +13,7 @@
 //! (pool counters, semaphores) are read here at scrape time, so they cannot drift from the
 //! truth. Both are open, like `/debug/*`: a probe must not need an API key.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -22,18 +23,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::AppState;
+use super::state::AppState;
 use crate::error::ApiError;
-use crate::telemetry::metrics::{ProviderLabel, RouteStatus};
+use crate::telemetry::metrics::{Metrics, ProviderLabel, RouteStatus};
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (threshold, timeout) = state.health_limits();
     let started = Instant::now();
     // The job is trivial; all the time measured is time spent waiting for a pool thread.
-    let answered = tokio::time::timeout(state.health_timeout, state.pool.spawn(|_| ())).await;
+    let answered = tokio::time::timeout(timeout, state.pool().spawn(|_| ())).await;
     let elapsed = started.elapsed();
-    state.metrics.health_probe.observe(elapsed.as_secs_f64());
+    state.metrics().health_probe.observe(elapsed.as_secs_f64());
     let timed_out = !matches!(answered, Ok(Ok(())));
-    let degraded = timed_out || elapsed > state.health_threshold;
+    let degraded = timed_out || elapsed > threshold;
     let status = if degraded { "degraded" } else { "ok" };
     let code = if degraded {
         StatusCode::SERVICE_UNAVAILABLE
@@ -42,14 +44,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     let body = json!({
         "status": status,
-        "mode": state.mode.to_string(),
+        "mode": state.mode().to_string(),
         "checks": {
             "blocking_pool_response_ms": elapsed.as_secs_f64() * 1e3,
             "blocking_pool_timed_out": timed_out,
-            "threshold_ms": state.health_threshold.as_secs_f64() * 1e3,
+            "threshold_ms": threshold.as_secs_f64() * 1e3,
         },
-        "pool": state.pool.snapshot(),
-        "live_streams": state.live_streams.get(),
+        "pool": state.pool().snapshot(),
+        "live_streams": state.live_streams().get(),
     });
     (code, Json(body))
 }
@@ -60,17 +62,18 @@ fn as_gauge(n: usize) -> i64 {
 
 /// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    let pool = state.pool.snapshot();
+    let m = state.metrics();
+    let pool = state.pool().snapshot();
     m.pool_running.set(as_gauge(pool.running));
     m.pool_queued.set(as_gauge(pool.queued));
     m.pool_threads.set(as_gauge(pool.max_threads));
-    m.in_flight.set(as_gauge(state.inbound.in_use()));
-    m.queued.set(as_gauge(state.inbound.queued()));
-    m.limit.set(as_gauge(state.inbound.limit()));
-    m.live_streams.set(as_gauge(state.live_streams.get()));
-    m.ws_connections.set(as_gauge(state.ws.in_use()));
-    for provider in state.providers.iter() {
+    let inbound = state.inbound().places();
+    m.in_flight.set(as_gauge(inbound.in_use()));
+    m.queued.set(as_gauge(inbound.queued()));
+    m.limit.set(as_gauge(inbound.limit()));
+    m.live_streams.set(as_gauge(state.live_streams().get()));
+    m.ws_connections.set(as_gauge(state.sockets().in_use()));
+    for provider in state.providers().iter() {
         let label = ProviderLabel {
             provider: provider.name.clone(),
         };
@@ -100,7 +103,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// route is the router's pattern (`/v1/chat/completions`), never the raw path, so a scanner
 /// probing random URLs adds one `unmatched` series, not one per URL.
 pub async fn count_requests(
-    State(state): State<AppState>,
+    State(metrics): State<Arc<Metrics>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -109,8 +112,7 @@ pub async fn count_requests(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    state
-        .metrics
+    metrics
         .requests
         .get_or_create(&RouteStatus {
             route,

@@ -1,13 +1,17 @@
 //! The router: which path goes to which handler, behind which policies, and the JSON answers
 //! for a path or a method it does not serve.
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::middleware;
-use axum::routing::{get, post};
+use std::sync::Arc;
 
-use crate::AppState;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tracing::{Instrument as _, Span};
+
+use super::state::AppState;
 use crate::error::ApiError;
 
 /// The gateway's routes. Kept apart from [`crate::serve`] so tests can drive it without a socket.
@@ -21,7 +25,7 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/chat/completions",
             post(super::openai::chat_completions)
-                .layer(DefaultBodyLimit::max(state.max_body_bytes)),
+                .layer(DefaultBodyLimit::max(state.max_body_bytes())),
         )
         .route("/v1/models", get(super::openai::models))
         .route("/v1/solve", post(crate::lessons::solve::solve))
@@ -29,12 +33,13 @@ pub fn app(state: AppState) -> Router {
         // until the 101's empty body ends (see `super::ws`).
         .route("/v1/chat/ws", get(super::ws::chat_ws))
         // Layers run bottom-up: the key check first, then the rate and concurrency limits.
+        // Each middleware gets only its part of the state.
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            Arc::clone(state.inbound()),
             crate::policy::limits::admit,
         ))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.api_keys().clone(),
             crate::policy::auth::require_api_key,
         ));
     let probes = Router::new()
@@ -54,10 +59,20 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            Arc::clone(state.metrics()),
             super::probes::count_requests,
         ))
+        // Outermost: everything a request does, down to its last log line, is in the span.
+        .layer(middleware::from_fn_with_state(
+            state.span().clone(),
+            in_root_span,
+        ))
         .with_state(state)
+}
+
+/// Runs the request in the gateway's root span, so every line it logs names the mode.
+async fn in_root_span(State(span): State<Span>, request: Request, next: Next) -> Response {
+    next.run(request).instrument(span).await
 }
 
 /// Fallback route: unknown paths get a JSON 404 naming the routes that exist.

@@ -60,16 +60,68 @@ use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
-use crate::AppState;
+use crate::admission::Admission;
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::policy::resilience::Plan;
+use crate::policy::resilience::{Plan, Resilience};
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::providers::Providers;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
+
+/// What the WebSocket route needs: its own cap and drain signal, and the gateway's providers
+/// and retries for each chat.
+#[derive(Debug)]
+pub struct Sockets {
+    /// `--ws-max-connections` live sockets, no queue.
+    cap: Admission,
+    /// Turns `true` when shutdown begins: idle sockets close with 1001, busy ones after their
+    /// chat (see [`crate::http::shutdown`]).
+    draining: tokio::sync::watch::Sender<bool>,
+    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a ping.
+    ping: Option<Duration>,
+    /// `--max-body-bytes`: the largest frame read.
+    max_frame_bytes: usize,
+    providers: Arc<Providers>,
+    resilience: Arc<Resilience>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sockets {
+    pub fn new(
+        config: &Config,
+        providers: Arc<Providers>,
+        resilience: Arc<Resilience>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cap: Admission::new(config.ws_max_connections, 0, Duration::ZERO),
+            draining: tokio::sync::watch::Sender::new(false),
+            ping: (config.sse_keepalive_secs > 0)
+                .then(|| Duration::from_secs(config.sse_keepalive_secs)),
+            max_frame_bytes: config.max_body_bytes,
+            providers,
+            resilience,
+            metrics,
+        }
+    }
+
+    /// Live sockets now.
+    pub fn in_use(&self) -> usize {
+        self.cap.in_use()
+    }
+
+    /// Shutdown began: every session closes with 1001 when it is next idle.
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
+    }
+}
 
 /// The upgrade. The slot is taken here, before the `101`, so two sockets racing for the last
 /// slot are decided in arrival order, and a socket counts as soon as its client sees it open.
 pub async fn chat_ws(
-    State(state): State<AppState>,
+    State(sockets): State<Arc<Sockets>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -85,34 +137,40 @@ pub async fn chat_ws(
         }
     };
     // Retries and hedging apply to each chat as on POST, set by the upgrade's headers.
-    let plan = match state.resilience.plan(PATH, &headers) {
+    let plan = match sockets.resilience.plan(PATH, &headers) {
         Ok(plan) => plan,
         Err(error) => return error.into_response(),
     };
     // No queue: a socket past the cap is refused with 1013 at once, never kept waiting.
-    let slot = state.ws.admit().await.ok();
+    let slot = sockets.cap.admit().await.ok();
     let mut forwarded = forwarded_request_headers(&headers);
     forwarded.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // axum runs the socket on a task of its own: it keeps the request's span (the gateway's
+    // root span, with the mode) only if given it.
+    let span = tracing::Span::current();
     upgrade
-        .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| async move {
-            match slot {
-                Some(slot) => session(socket, &state, &forwarded, plan, slot).await,
-                None => refuse(socket, &state).await,
+        .max_message_size(sockets.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            async move {
+                match slot {
+                    Some(slot) => session(socket, &sockets, &forwarded, plan, slot).await,
+                    None => refuse(socket, &sockets).await,
+                }
             }
+            .instrument(span)
         })
 }
 
 /// Past the cap: Close 1013 with a reason a person can act on, then wait briefly for the
 /// client's Close reply, as the protocol asks, before dropping the connection.
-async fn refuse(mut socket: WebSocket, state: &AppState) {
-    state.metrics.ws_rejected.inc();
+async fn refuse(mut socket: WebSocket, sockets: &Sockets) {
+    sockets.metrics.ws_rejected.inc();
     let reason = format!(
         "at capacity: {} live connections (--ws-max-connections)",
-        state.ws.limit()
+        sockets.cap.limit()
     );
     tracing::info!(
         path = PATH,
@@ -148,13 +206,13 @@ struct Gone;
 /// this returns, i.e. the moment the client is gone.
 async fn session(
     mut socket: WebSocket,
-    state: &AppState,
+    sockets: &Sockets,
     headers: &HeaderMap,
     plan: Plan,
     _slot: OwnedSemaphorePermit,
 ) {
-    let ping = state.sse_keepalive;
-    let mut draining = state.draining.subscribe();
+    let ping = sockets.ping;
+    let mut draining = sockets.draining.subscribe();
     loop {
         // Between chats the socket waits for the client, and for shutdown (see `shutdown`).
         let shutdown = async {
@@ -184,7 +242,7 @@ async fn session(
             }
             Watched::Gone => return,
         };
-        if chat(&mut socket, state, headers, plan, &text)
+        if chat(&mut socket, sockets, headers, plan, &text)
             .await
             .is_err()
         {
@@ -197,14 +255,14 @@ async fn session(
 /// when the client left; the upstream request is dropped with this future.
 async fn chat(
     socket: &mut WebSocket,
-    state: &AppState,
+    sockets: &Sockets,
     headers: &HeaderMap,
     plan: Plan,
     text: &str,
 ) -> Result<(), Gone> {
-    let mut log = ChatLog::new(state);
+    let mut log = ChatLog::new();
     let (provider, body) = match request_body(text)
-        .and_then(|(model, body)| Ok((Arc::clone(state.providers.route(&model)?), body)))
+        .and_then(|(model, body)| Ok((Arc::clone(sockets.providers.route(&model)?), body)))
     {
         Ok(routed) => routed,
         Err(error) => return log.refused(send(socket, error_frame(&error)).await),
@@ -216,14 +274,11 @@ async fn chat(
         body: Some(body),
     };
     let mut sent = pin!(async {
-        let outcome = state
-            .resilience
-            .send(&provider, request, plan, &state.metrics)
-            .await;
+        let outcome = sockets.resilience.send(&provider, request, plan).await;
         outcome.result
     });
     let upstream = loop {
-        match watch(socket, &mut sent, state.sse_keepalive).await {
+        match watch(socket, &mut sent, sockets.ping).await {
             Watched::Done(result) => break result,
             other => log.gone(busy(socket, other).await)?,
         }
@@ -239,7 +294,7 @@ async fn chat(
     let mut events = upstream.body.eventsource();
     let mut done = json!({"type": "done", "finish_reason": null});
     loop {
-        let event = match watch(socket, events.next(), state.sse_keepalive).await {
+        let event = match watch(socket, events.next(), sockets.ping).await {
             Watched::Done(event) => event,
             other => {
                 log.gone(busy(socket, other).await)?;
@@ -411,15 +466,13 @@ async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), Gone> {
 
 /// One log line per chat, like [`crate::telemetry::log::LoggedStream`]'s per stream: never the prompt.
 struct ChatLog {
-    mode: crate::Mode,
     received: Instant,
     tokens: u64,
 }
 
 impl ChatLog {
-    fn new(state: &AppState) -> Self {
+    fn new() -> Self {
         Self {
-            mode: state.mode,
             received: Instant::now(),
             tokens: 0,
         }
@@ -427,7 +480,6 @@ impl ChatLog {
 
     fn end(&self, outcome: &str) {
         tracing::info!(
-            mode = %self.mode,
             path = PATH,
             outcome,
             tokens = self.tokens,

@@ -20,22 +20,22 @@
 //! bound is a tokio timer, which only a running worker can fire. A stalled runtime can only be
 //! seen from outside it: a load balancer's own timeout, or `diag`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::telemetry::pool::PoolSnapshot;
+use crate::telemetry::pool::{BlockingPool, PoolSnapshot};
 
 pub async fn health_async() -> Json<Value> {
     Json(json!({"status": "ok", "answered_on": "async_worker"}))
 }
 
 /// No timeout here on purpose: this endpoint exists to show how long the pool makes it wait.
-pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let waited = state
-        .pool
+pub async fn health_sync(State(pool): State<Arc<BlockingPool>>) -> Result<Json<Value>, ApiError> {
+    let waited = pool
         .spawn(|waited| waited)
         .await
         .map_err(|e| ApiError::internal(format!("health job failed: {e}")))?;
@@ -46,6 +46,6 @@ pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, A
     })))
 }
 
-pub async fn pool(State(state): State<AppState>) -> Json<PoolSnapshot> {
-    Json(state.pool.snapshot())
+pub async fn pool(State(pool): State<Arc<BlockingPool>>) -> Json<PoolSnapshot> {
+    Json(pool.snapshot())
 }

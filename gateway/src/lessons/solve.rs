@@ -20,6 +20,7 @@
 //! Every answer says where the time went: `queued_ms` (waiting for a thread or a permit) and
 //! `compute_ms` (hashing). Drive it with `diag load` while `diag watch` runs (see README.md).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -31,19 +32,23 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
 use crate::admission::Admission;
-use crate::config::CpuMode;
+use crate::config::{Config, CpuMode};
 use crate::error::ApiError;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::pool::BlockingPool;
 
 /// The largest `work` accepted: about a second of one core in a release build.
 pub const MAX_WORK: u64 = 2_000_000;
 const BUFFER_BYTES: usize = 1024;
 
-/// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue.
+/// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue; the
+/// pool it computes on and the counter of its refusals.
 #[derive(Debug)]
 pub struct Cpu {
     mode: CpuMode,
+    pool: Arc<BlockingPool>,
+    metrics: Arc<Metrics>,
     /// `--cpu-workers` places, `--cpu-queue` waiting, for as long as it takes: a request in the
     /// queue will be served, so it need not give up; one past it is refused at once.
     bounded: Admission,
@@ -52,12 +57,16 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    pub fn new(mode: CpuMode, workers: Option<usize>, queue_limit: usize) -> Self {
-        let workers = workers.unwrap_or_else(|| {
+    /// `--cpu-mode`, `--cpu-workers` and `--cpu-queue`.
+    pub fn new(config: &Config, pool: Arc<BlockingPool>, metrics: Arc<Metrics>) -> Self {
+        let queue_limit = config.cpu_queue;
+        let workers = config.cpu_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         Self {
-            mode,
+            mode: config.cpu_mode,
+            pool,
+            metrics,
             bounded: Admission::new(workers, queue_limit, Duration::MAX),
             workers,
             queue_limit,
@@ -94,17 +103,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub async fn solve(
-    State(state): State<AppState>,
+    State(cpu): State<Arc<Cpu>>,
     body: Result<Json<SolveRequest>, JsonRejection>,
 ) -> Response {
-    match run(&state, body).await {
+    match run(&cpu, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
 async fn run(
-    state: &AppState,
+    cpu: &Cpu,
     body: Result<Json<SolveRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     // Not JSON at all is a 415, as on /v1/chat/completions; anything else wrong is a 400
@@ -130,7 +139,6 @@ async fn run(
         )
         .with_code("invalid_value"));
     }
-    let cpu = &state.cpu;
     let received = Instant::now();
     let (digest, queued, computed) = match cpu.mode {
         CpuMode::Inline => {
@@ -138,7 +146,7 @@ async fn run(
             let digest = compute(work);
             (digest, Duration::ZERO, received.elapsed())
         }
-        CpuMode::Blocking => state
+        CpuMode::Blocking => cpu
             .pool
             .spawn(move |waited| {
                 let started = Instant::now();
@@ -149,10 +157,10 @@ async fn run(
         CpuMode::Bounded => {
             // The only refusal: the queue is full (the wait itself has no limit).
             let Ok(permit) = cpu.bounded.admit().await else {
-                state.metrics.shed("cpu_queue_full");
+                cpu.metrics.shed("cpu_queue_full");
                 return Ok(queue_full(cpu));
             };
-            let (digest, waited, computed) = state
+            let (digest, waited, computed) = cpu
                 .pool
                 .spawn(move |waited| {
                     let _permit = permit;

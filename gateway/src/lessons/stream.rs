@@ -6,6 +6,7 @@
 //! route; nothing else about it is special, which is the point: the handler cannot tell the modes
 //! apart, only the pool counters and the health probes can.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::QueryRejection;
@@ -14,11 +15,31 @@ use axum::http::Method;
 use axum::response::{IntoResponse as _, Response};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::policy::resilience::mark;
+use crate::policy::resilience::{Resilience, mark};
 use crate::telemetry::log::{Route, Waiting};
 use crate::upstream::UpstreamRequest;
+use crate::upstream::providers::{Provider, Providers};
+use crate::upstream::relay::Relay;
+
+/// What `/chat/stream` needs: its upstream, and the gateway's retries and relay.
+#[derive(Debug)]
+pub struct PlainStream {
+    /// The first provider: the demo has one upstream, the mock.
+    provider: Arc<Provider>,
+    resilience: Arc<Resilience>,
+    relay: Arc<Relay>,
+}
+
+impl PlainStream {
+    pub fn new(providers: &Providers, resilience: Arc<Resilience>, relay: Arc<Relay>) -> Self {
+        Self {
+            provider: Arc::clone(providers.first()),
+            resilience,
+            relay,
+        }
+    }
+}
 
 /// Query parameters passed through to the upstream's `/slow_stream`. Types are checked here,
 /// ranges by the upstream (whose 400 is relayed as is). Unknown names are rejected: a typo such
@@ -31,13 +52,13 @@ pub struct StreamParams {
 }
 
 pub async fn chat_stream(
-    State(state): State<AppState>,
+    State(stream): State<Arc<PlainStream>>,
     headers: axum::http::HeaderMap,
     params: Result<Query<StreamParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
     let Query(params) = params?;
-    let provider = state.providers.first();
+    let provider = &stream.provider;
     let mut url = provider.stream_url.clone();
     {
         let mut query = url.query_pairs_mut();
@@ -48,15 +69,15 @@ pub async fn chat_stream(
             query.append_pair("interval_ms", &interval_ms.to_string());
         }
     }
-    let plan = state.resilience.plan(CHAT_STREAM.path, &headers)?;
-    let waiting = Waiting::new(state.mode, CHAT_STREAM, received);
-    let outcome = state
+    let plan = stream.resilience.plan(CHAT_STREAM.path, &headers)?;
+    let waiting = Waiting::new(CHAT_STREAM, received);
+    let outcome = stream
         .resilience
-        .send(provider, UpstreamRequest::get(url), plan, &state.metrics)
+        .send(provider, UpstreamRequest::get(url), plan)
         .await;
     waiting.answered();
     let response = match outcome.result {
-        Ok(upstream) => state.relay.forward(upstream, CHAT_STREAM, received),
+        Ok(upstream) => stream.relay.forward(upstream, CHAT_STREAM, received),
         Err(error) => error.into_response(),
     };
     Ok(mark(response, outcome.attempts))

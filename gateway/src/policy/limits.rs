@@ -29,6 +29,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -40,10 +41,11 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::AppState;
 use crate::admission::{Admission, Shed, hold};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::telemetry::log::log_rejected;
+use crate::telemetry::metrics::Metrics;
 
 /// The inbound limit's 503, naming its flags.
 fn shed_error(inbound: &Admission, shed: Shed) -> ApiError {
@@ -151,7 +153,7 @@ impl KeyLimits {
     }
 
     /// Forgets clients whose buckets are full again, so one bucket per IP ever seen cannot grow
-    /// without bound. [`crate::serve`] calls it once a minute.
+    /// without bound. [`crate::serve`] calls it once a minute (through [`Inbound::forget_idle`]).
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
@@ -178,9 +180,42 @@ fn trim(x: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// The inbound bounds: `--rate-limit-rpm` per client, then `--max-concurrent-requests` with its
+/// bounded wait queue. The state of the [`admit`] middleware, and nothing else.
+#[derive(Debug)]
+pub struct Inbound {
+    keys: KeyLimits,
+    places: Admission,
+    metrics: Arc<Metrics>,
+}
+
+impl Inbound {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            keys: KeyLimits::new(config.rate_limit_rpm, config.rate_limit_burst),
+            places: Admission::new(
+                config.max_concurrent_requests,
+                config.max_queued_requests,
+                config.max_queue_wait(),
+            ),
+            metrics,
+        }
+    }
+
+    /// The inbound places: in use, queued and the limit, for `/metrics`.
+    pub fn places(&self) -> &Admission {
+        &self.places
+    }
+
+    /// See [`KeyLimits::forget_idle`].
+    pub fn forget_idle(&self) {
+        self.keys.forget_idle();
+    }
+}
+
 /// Middleware on the relaying routes (after the API-key check): the per-key rate, then a place
 /// within the concurrency cap, held by the response body until it ends.
-pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: Next) -> Response {
     let received = Instant::now();
     let client = request
         .extensions()
@@ -197,21 +232,21 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
             .extensions()
             .get::<MatchedPath>()
             .map_or("", MatchedPath::as_str);
-        log_rejected(state.mode, request.method(), path, &error, received);
+        log_rejected(request.method(), path, &error, received);
         error.into_response()
     };
-    let rate_headers = match state.key_limits.check(&client) {
+    let rate_headers = match inbound.keys.check(&client) {
         Ok(headers) => headers,
         Err(error) => {
-            state.metrics.rate_limited("key");
+            inbound.metrics.rate_limited("key");
             return refuse(error, &request);
         }
     };
-    let permit = match state.inbound.admit().await {
+    let permit = match inbound.places.admit().await {
         Ok(permit) => permit,
         Err(shed) => {
-            state.metrics.shed(shed.as_str());
-            return refuse(shed_error(&state.inbound, shed), &request);
+            inbound.metrics.shed(shed.as_str());
+            return refuse(shed_error(&inbound.places, shed), &request);
         }
     };
     let mut response = next.run(request).await;

@@ -58,6 +58,7 @@
 //! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
 //! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -92,6 +93,8 @@ pub struct Resilience {
     hedge_delay: Duration,
     hedge_max_attempts: u32,
     hedge_deadline: Duration,
+    /// Attempts by kind, hedges, retries given up, deadlines.
+    metrics: Arc<Metrics>,
 }
 
 /// What one request may do: decided by its route and its headers.
@@ -131,8 +134,9 @@ enum Verdict {
 type Failure = Result<UpstreamResponse, ApiError>;
 
 impl Resilience {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             retries: config.retries,
             backoff: Duration::from_millis(config.retry_backoff_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
@@ -167,13 +171,8 @@ impl Resilience {
     }
 
     /// Sends `request` to `provider` with the retries and hedges `plan` allows.
-    pub async fn send(
-        &self,
-        provider: &Provider,
-        request: UpstreamRequest,
-        plan: Plan,
-        metrics: &Metrics,
-    ) -> Outcome {
+    pub async fn send(&self, provider: &Provider, request: UpstreamRequest, plan: Plan) -> Outcome {
+        let metrics = &*self.metrics;
         let budgets = provider.budgets();
         budgets.retry().deposit();
         let hedging = plan.hedge_delay.is_some();
@@ -225,7 +224,7 @@ impl Resilience {
                         last = Some(failure);
                         // With other attempts running, wait for them; the hedge timer goes on.
                         if in_flight.is_empty() {
-                            retry_at = self.schedule_retry(budgets, fired, max_attempts, asked, retries, metrics);
+                            retry_at = self.schedule_retry(budgets, fired, max_attempts, asked, retries);
                             retries += u32::from(retry_at.is_some());
                         }
                     }
@@ -276,10 +275,9 @@ impl Resilience {
         max_attempts: u32,
         asked: Option<Duration>,
         retries: u32,
-        metrics: &Metrics,
     ) -> Option<Instant> {
         let give_up = |reason| {
-            metrics
+            self.metrics
                 .retries_given_up
                 .get_or_create(&Reason { reason })
                 .inc();

@@ -11,6 +11,10 @@
 //! - [`log_rejected`], for a request the gateway answered itself with an error;
 //! - [`Waiting`], for a request whose client left before the upstream answered.
 //!
+//! The gateway's mode is not a field of these lines: it is a field of the one [`root_span`]
+//! every request runs in, so each line carries it (`gateway{mode=broken}: ...`) without every
+//! writer having to know it.
+//!
 //! [`LiveStreams`] counts the bodies being relayed right now: `/health`, `/metrics` and the
 //! shutdown log read it.
 
@@ -24,6 +28,7 @@ use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
+use tracing::Span;
 
 use crate::config::Mode;
 use crate::error::ApiError;
@@ -46,11 +51,17 @@ impl LiveStreams {
     }
 }
 
+/// The span every request, stream and WebSocket of one gateway runs in, named after the crate
+/// and carrying the mode. Created once per gateway (several may share a test process, each with
+/// its own).
+pub fn root_span(mode: Mode) -> Span {
+    tracing::info_span!("gateway", %mode)
+}
+
 /// The one log line of a request the gateway answered itself with an error (bad input, missing
 /// key, unreachable upstream), in the same shape as [`LoggedStream`]'s.
-pub fn log_rejected(mode: Mode, method: &Method, path: &str, error: &ApiError, received: Instant) {
+pub fn log_rejected(method: &Method, path: &str, error: &ApiError, received: Instant) {
     tracing::info!(
-        mode = %mode,
         method = %method,
         path,
         status = error.status.as_u16(),
@@ -67,16 +78,14 @@ pub fn log_rejected(mode: Mode, method: &Method, path: &str, error: &ApiError, r
 /// upstream's head, the request gets its one log line here, as `client_gone`.
 #[derive(Debug)]
 pub struct Waiting {
-    mode: Mode,
     route: Route,
     received: Instant,
     armed: bool,
 }
 
 impl Waiting {
-    pub fn new(mode: Mode, route: Route, received: Instant) -> Self {
+    pub fn new(route: Route, received: Instant) -> Self {
         Self {
-            mode,
             route,
             received,
             armed: true,
@@ -93,7 +102,6 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         if self.armed {
             tracing::info!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 outcome = "client_gone",
@@ -117,7 +125,9 @@ enum Outcome {
 /// A body stream that counts its bytes and logs one line when it is dropped.
 pub struct LoggedStream {
     inner: BoxStream<'static, std::io::Result<Bytes>>,
-    mode: Mode,
+    /// The request's span (the gateway's [`root_span`]): the body is dropped by hyper's
+    /// connection task, outside the request, so the line enters it again to carry the mode.
+    span: Span,
     route: Route,
     status: StatusCode,
     /// When the request arrived: the logged duration includes any wait for a pool thread.
@@ -134,7 +144,6 @@ impl LoggedStream {
     pub fn new(
         inner: BoxStream<'static, std::io::Result<Bytes>>,
         live: &LiveStreams,
-        mode: Mode,
         route: Route,
         status: StatusCode,
         received: Instant,
@@ -142,7 +151,7 @@ impl LoggedStream {
         live.0.fetch_add(1, Ordering::Relaxed);
         Self {
             inner,
-            mode,
+            span: Span::current(),
             route,
             status,
             received,
@@ -188,6 +197,7 @@ impl Stream for LoggedStream {
 impl Drop for LoggedStream {
     fn drop(&mut self) {
         self.live.0.fetch_sub(1, Ordering::Relaxed);
+        let _span = self.span.enter();
         let outcome = match self.outcome {
             Outcome::Open => "client_gone",
             Outcome::Completed => "completed",
@@ -196,7 +206,6 @@ impl Drop for LoggedStream {
         let duration_ms = self.received.elapsed().as_millis() as u64;
         match &self.error {
             None => tracing::info!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 status = self.status.as_u16(),
@@ -206,7 +215,6 @@ impl Drop for LoggedStream {
                 "stream ended"
             ),
             Some(error) => tracing::warn!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 status = self.status.as_u16(),

@@ -14,7 +14,6 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
 use super::UpstreamResponse;
-use crate::config::Mode;
 use crate::telemetry::log::{LiveStreams, LoggedStream, Route};
 use crate::telemetry::metrics::Metrics;
 
@@ -29,21 +28,14 @@ pub struct Relay {
     keepalive: Option<Duration>,
     metrics: Arc<Metrics>,
     live: LiveStreams,
-    mode: Mode,
 }
 
 impl Relay {
-    pub fn new(
-        keepalive: Option<Duration>,
-        metrics: Arc<Metrics>,
-        live: LiveStreams,
-        mode: Mode,
-    ) -> Self {
+    pub fn new(keepalive: Option<Duration>, metrics: Arc<Metrics>, live: LiveStreams) -> Self {
         Self {
             keepalive,
             metrics,
             live,
-            mode,
         }
     }
 
@@ -63,7 +55,7 @@ impl Relay {
             self.keepalive,
             &self.metrics,
         );
-        let body = LoggedStream::new(body, &self.live, self.mode, route, status, received);
+        let body = LoggedStream::new(body, &self.live, route, status, received);
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = status;
         *response.headers_mut() = upstream.headers;
