@@ -39,22 +39,14 @@ pub struct Admission {
     max_wait: Duration,
 }
 
-/// Why a request was shed: the label of `gateway_shed_total` and the error's `code`.
+/// Why a request was refused: every place taken and no room to wait, or no place within the
+/// longest wait. The caller names it (`telemetry::labels::ShedReason` for the inbound limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shed {
     /// Every place taken and the wait queue full: refused at once.
     QueueFull,
     /// Waited the longest allowed without getting a place.
     QueueTimeout,
-}
-
-impl Shed {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shed::QueueFull => "queue_full",
-            Shed::QueueTimeout => "queue_timeout",
-        }
-    }
 }
 
 impl Admission {

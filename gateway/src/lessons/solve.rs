@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use crate::admission::Admission;
 use crate::config::{Config, CpuMode};
 use crate::error::ApiError;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 
 /// The largest `work` accepted: about a second of one core in a release build.
@@ -157,7 +157,7 @@ async fn run(
         CpuMode::Bounded => {
             // The only refusal: the queue is full (the wait itself has no limit).
             let Ok(permit) = cpu.bounded.admit().await else {
-                cpu.metrics.shed("cpu_queue_full");
+                cpu.metrics.shed(ShedReason::CpuQueueFull);
                 return Ok(queue_full(cpu));
             };
             let (digest, waited, computed) = cpu
@@ -187,7 +187,7 @@ async fn run(
 /// 503 in OpenAI's error shape, with `Retry-After`: the bounded queue is full, try again soon.
 fn queue_full(cpu: &Cpu) -> Response {
     ApiError::overloaded(
-        "cpu_queue_full",
+        ShedReason::CpuQueueFull.as_str(),
         format!(
             "the gateway is busy: {} computations running and {} waiting (--cpu-workers, \
              --cpu-queue); retry after a second",

@@ -45,7 +45,7 @@ use crate::admission::{Admission, Shed, hold};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::telemetry::log::log_rejected;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, RateLimitScope, ShedReason};
 
 /// The inbound limit's 503, naming its flags.
 fn shed_error(inbound: &Admission, shed: Shed) -> ApiError {
@@ -63,8 +63,11 @@ fn shed_error(inbound: &Admission, shed: Shed) -> ApiError {
             inbound.max_wait().as_millis()
         ),
     };
-    ApiError::overloaded(shed.as_str(), format!("{why}; retry after a second"))
-        .retry_after(Duration::from_secs(1))
+    ApiError::overloaded(
+        ShedReason::from(shed).as_str(),
+        format!("{why}; retry after a second"),
+    )
+    .retry_after(Duration::from_secs(1))
 }
 
 /// Who a rate limit counts against: the API key (by digest, never the key itself) or, with
@@ -238,14 +241,14 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
     let rate_headers = match inbound.keys.check(&client) {
         Ok(headers) => headers,
         Err(error) => {
-            inbound.metrics.rate_limited("key");
+            inbound.metrics.rate_limited(RateLimitScope::Key);
             return refuse(error, &request);
         }
     };
     let permit = match inbound.places.admit().await {
         Ok(permit) => permit,
         Err(shed) => {
-            inbound.metrics.shed(shed.as_str());
+            inbound.metrics.shed(ShedReason::from(shed));
             return refuse(shed_error(&inbound.places, shed), &request);
         }
     };

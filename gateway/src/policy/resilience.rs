@@ -69,7 +69,9 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::telemetry::metrics::{Metrics, Reason};
+use crate::telemetry::metrics::{
+    AttemptKind, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason, Metrics,
+};
 use crate::upstream::budget::Budgets;
 use crate::upstream::providers::Provider;
 use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
@@ -186,13 +188,13 @@ impl Resilience {
         };
         let started = Instant::now();
         let deadline = plan.deadline.map(|d| started + d);
-        let attempt = |kind: &'static str| {
+        let attempt = |kind: AttemptKind| {
             provider.count_attempt(kind);
             let request = request.clone();
             async move { (kind, attempt(provider, request, hedging).await) }.boxed()
         };
         let mut in_flight = FuturesUnordered::new();
-        in_flight.push(attempt("first"));
+        in_flight.push(attempt(AttemptKind::First));
         let mut fired = 1;
         let mut retries = 0;
         let mut hedge_at = plan.hedge_delay.map(|d| started + d);
@@ -214,7 +216,7 @@ impl Resilience {
                     Verdict::Success(response) => {
                         if hedging {
                             metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
-                            if kind == "hedge" {
+                            if kind == AttemptKind::Hedge {
                                 metrics.hedges_won.inc();
                             }
                         }
@@ -233,17 +235,17 @@ impl Resilience {
                 () = sleep_until(hedge_due), if hedge_due.is_some() => {
                     if budgets.hedge().withdraw() {
                         metrics.hedges_fired.inc();
-                        in_flight.push(attempt("hedge"));
+                        in_flight.push(attempt(AttemptKind::Hedge));
                         fired += 1;
                         hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
                     } else {
-                        metrics.hedges_skipped.get_or_create(&Reason { reason: "budget" }).inc();
+                        metrics.hedges_skipped.get_or_create(&HedgeSkipLabels { reason: HedgeSkipReason::Budget }).inc();
                         hedge_at = None;
                     }
                 },
                 () = sleep_until(retry_at), if retry_at.is_some() => {
                     retry_at = None;
-                    in_flight.push(attempt("retry"));
+                    in_flight.push(attempt(AttemptKind::Retry));
                     fired += 1;
                     hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
                 },
@@ -279,18 +281,18 @@ impl Resilience {
         let give_up = |reason| {
             self.metrics
                 .retries_given_up
-                .get_or_create(&Reason { reason })
+                .get_or_create(&GiveUpLabels { reason })
                 .inc();
             None
         };
         if fired >= max_attempts || retries >= self.retries {
-            return give_up("max_retries");
+            return give_up(GiveUpReason::MaxRetries);
         }
         if asked.is_some_and(|wait| wait > self.retry_after_max) {
-            return give_up("retry_after_too_long");
+            return give_up(GiveUpReason::RetryAfterTooLong);
         }
         if !budgets.retry().withdraw() {
-            return give_up("budget");
+            return give_up(GiveUpReason::Budget);
         }
         let wait = asked.unwrap_or_else(|| self.backoff(retries));
         Some(Instant::now() + wait)

@@ -35,40 +35,16 @@
 
 use std::sync::atomic::AtomicI64;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteStatus {
-    pub route: String,
-    pub status: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
-    pub reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Scope {
-    pub scope: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabel {
-    pub provider: String,
-}
-
-/// An upstream attempt: `first`, `retry` (after a failure) or `hedge` (after the delay).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Attempt {
-    pub provider: String,
-    pub kind: &'static str,
-}
+pub use super::labels::{
+    AttemptKind, AttemptLabels, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason,
+    ProviderLabel, RateLimitLabels, RateLimitScope, RouteStatus, ShedLabels, ShedReason,
+};
 
 /// The registry and every family in it. Later features register their families here too.
 #[derive(Debug)]
@@ -78,8 +54,8 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     pub queued: Gauge<i64, AtomicI64>,
     pub limit: Gauge<i64, AtomicI64>,
-    pub shed: Family<Reason, Counter>,
-    pub rate_limited: Family<Scope, Counter>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
     pub upstream_in_use: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
     pub upstream_limit: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
     pub pool_running: Gauge<i64, AtomicI64>,
@@ -87,12 +63,12 @@ pub struct Metrics {
     pub pool_threads: Gauge<i64, AtomicI64>,
     pub health_probe: Histogram,
     pub live_streams: Gauge<i64, AtomicI64>,
-    pub attempts: Family<Attempt, Counter>,
-    pub retries_given_up: Family<Reason, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub retries_given_up: Family<GiveUpLabels, Counter>,
     pub hedges_fired: Counter,
     pub hedges_won: Counter,
     pub hedges_cancelled: Counter,
-    pub hedges_skipped: Family<Reason, Counter>,
+    pub hedges_skipped: Family<HedgeSkipLabels, Counter>,
     pub deadline_exceeded: Counter,
     pub ws_connections: Gauge<i64, AtomicI64>,
     pub ws_rejected: Counter,
@@ -128,13 +104,13 @@ impl Default for Metrics {
             "gateway_requests_limit",
             "Inbound places (--max-concurrent-requests)",
         );
-        let shed = Family::<Reason, Counter>::default();
+        let shed = Family::<ShedLabels, Counter>::default();
         registry.register(
             "gateway_shed",
             "Requests refused with 503 by the gateway's own limits, by reason",
             shed.clone(),
         );
-        let rate_limited = Family::<Scope, Counter>::default();
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
         registry.register(
             "gateway_rate_limited",
             "Requests refused with 429, by whose limit (key or provider)",
@@ -179,13 +155,13 @@ impl Default for Metrics {
             "gateway_live_streams",
             "Response bodies being relayed",
         );
-        let attempts = Family::<Attempt, Counter>::default();
+        let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "gateway_upstream_attempts",
             "Upstream attempts by provider and kind (first, retry, hedge)",
             attempts.clone(),
         );
-        let retries_given_up = Family::<Reason, Counter>::default();
+        let retries_given_up = Family::<GiveUpLabels, Counter>::default();
         registry.register(
             "gateway_retries_given_up",
             "Failed attempts not retried, by reason (max_retries, budget, retry_after_too_long)",
@@ -211,7 +187,7 @@ impl Default for Metrics {
             "gateway_hedges_cancelled",
             "Attempts cancelled because another attempt of the same request won",
         );
-        let hedges_skipped = Family::<Reason, Counter>::default();
+        let hedges_skipped = Family::<HedgeSkipLabels, Counter>::default();
         registry.register(
             "gateway_hedges_skipped",
             "Hedges not sent, by reason (budget)",
@@ -239,21 +215,18 @@ impl Default for Metrics {
         );
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
-        for reason in [
-            "queue_full",
-            "queue_timeout",
-            "provider_busy",
-            "cpu_queue_full",
-        ] {
-            let _ = shed.get_or_create(&Reason { reason });
+        for reason in ShedReason::ALL {
+            let _ = shed.get_or_create(&ShedLabels { reason });
         }
-        for scope in ["key", "provider"] {
-            let _ = rate_limited.get_or_create(&Scope { scope });
+        for scope in RateLimitScope::ALL {
+            let _ = rate_limited.get_or_create(&RateLimitLabels { scope });
         }
-        for reason in ["max_retries", "budget", "retry_after_too_long"] {
-            let _ = retries_given_up.get_or_create(&Reason { reason });
+        for reason in GiveUpReason::ALL {
+            let _ = retries_given_up.get_or_create(&GiveUpLabels { reason });
         }
-        let _ = hedges_skipped.get_or_create(&Reason { reason: "budget" });
+        for reason in HedgeSkipReason::ALL {
+            let _ = hedges_skipped.get_or_create(&HedgeSkipLabels { reason });
+        }
         Self {
             registry,
             requests,
@@ -284,12 +257,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn shed(&self, reason: &'static str) {
-        self.shed.get_or_create(&Reason { reason }).inc();
+    pub fn shed(&self, reason: ShedReason) {
+        self.shed.get_or_create(&ShedLabels { reason }).inc();
     }
 
-    pub fn rate_limited(&self, scope: &'static str) {
-        self.rate_limited.get_or_create(&Scope { scope }).inc();
+    pub fn rate_limited(&self, scope: RateLimitScope) {
+        self.rate_limited
+            .get_or_create(&RateLimitLabels { scope })
+            .inc();
     }
 
     /// The registry in Prometheus text (OpenMetrics).
@@ -308,8 +283,8 @@ mod tests {
     #[test]
     fn families_are_named_and_sampled() {
         let metrics = Metrics::default();
-        metrics.shed("queue_full");
-        metrics.rate_limited("key");
+        metrics.shed(ShedReason::QueueFull);
+        metrics.rate_limited(RateLimitScope::Key);
         metrics.health_probe.observe(0.001);
         let text = metrics.encode().expect("encode");
         assert_eq!(

@@ -37,13 +37,10 @@ use reqwest::Url;
 use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::telemetry::metrics::{Attempt, Metrics};
+use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
 use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
-
-/// The kinds of upstream attempt (see [`crate::policy::resilience`]).
-const ATTEMPT_KINDS: [&str; 3] = ["first", "retry", "hedge"];
 
 /// One upstream: its client, its URLs, its models and its limits.
 #[derive(Debug)]
@@ -65,7 +62,7 @@ pub struct Provider {
     budgets: Budgets,
     /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
     /// once here, so an attempt costs an atomic add, not a label allocation and a map lookup.
-    attempts: [Counter; 3],
+    attempts: [Counter; AttemptKind::ALL.len()],
     metrics: Arc<Metrics>,
 }
 
@@ -116,10 +113,10 @@ impl Provider {
             pool_timeout,
             rate,
             budgets: Budgets::new(config),
-            attempts: ATTEMPT_KINDS.map(|kind| {
+            attempts: AttemptKind::ALL.map(|kind| {
                 metrics
                     .attempts
-                    .get_or_create(&Attempt {
+                    .get_or_create(&AttemptLabels {
                         provider: provider.name.clone(),
                         kind,
                     })
@@ -134,9 +131,9 @@ impl Provider {
     pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
         // The slot first: a request shed as busy must not spend a token of the provider's rate.
         let Ok(slot) = self.slots.admit().await else {
-            self.metrics.shed("provider_busy");
+            self.metrics.shed(ShedReason::ProviderBusy);
             return Err(ApiError::overloaded(
-                "provider_busy",
+                ShedReason::ProviderBusy.as_str(),
                 format!(
                     "provider {} has {} requests in progress, its max-concurrent, and none \
                      finished within {} ms (pool-timeout-ms); retry after a second",
@@ -150,7 +147,7 @@ impl Provider {
         if let Some((limiter, rpm)) = &self.rate
             && let Err(not_until) = limiter.check()
         {
-            self.metrics.rate_limited("provider");
+            self.metrics.rate_limited(RateLimitScope::Provider);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(ApiError::rate_limited(
                 "provider_rate_limited",
@@ -171,11 +168,10 @@ impl Provider {
         Ok(response)
     }
 
-    /// Counts one upstream attempt of `kind` (`first`, `retry` or `hedge`).
-    pub fn count_attempt(&self, kind: &'static str) {
-        if let Some(index) = ATTEMPT_KINDS.iter().position(|k| *k == kind) {
-            self.attempts[index].inc();
-        }
+    /// Counts one upstream attempt of `kind`.
+    pub fn count_attempt(&self, kind: AttemptKind) {
+        // One counter per kind, in `AttemptKind::ALL`'s order: every kind has its index.
+        self.attempts[kind as usize].inc();
     }
 
     /// Its retry and hedge budgets, spent by `crate::policy::resilience`.
