@@ -7,7 +7,11 @@
 //! `param` names the offending field (`messages`, `model`) and `code` is a stable, machine-readable
 //! reason (`missing_api_key`, `invalid_api_key`, `request_too_large`, ...) for clients that branch
 //! on it, as OpenAI's SDKs do. Errors that come *from* the upstream are not rebuilt here: the relay
-//! passes them through as the upstream sent them (status, body, `Retry-After`).
+//! passes them through as the upstream sent them (status, body, `Retry-After`). A failure to get
+//! an answer at all is first a `crate::upstream::UpstreamError`, which the retries match on, and
+//! becomes an `ApiError` only where a handler answers.
+//!
+//! A leaf: it imports nothing of the crate, so every layer can fail in this shape.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -132,18 +136,6 @@ impl ApiError {
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_GATEWAY,
-            message: message.into(),
-            kind: "upstream_error",
-            param: None,
-            code: None,
-            headers: Box::default(),
-        }
-    }
-
-    /// The upstream was reached but did not answer in time.
-    pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::GATEWAY_TIMEOUT,
             message: message.into(),
             kind: "upstream_error",
             param: None,

@@ -106,7 +106,7 @@ pub async fn chat_completions(
     waiting.answered();
     match result {
         Ok(outcome) => mark(
-            respond(&api, CHAT, received, outcome.result),
+            respond(&api, CHAT, received, outcome.result.map_err(ApiError::from)),
             outcome.attempts,
         ),
         Err(error) => respond(&api, CHAT, received, Err(error)),
@@ -165,7 +165,7 @@ async fn listed_by(
             ));
         }
         Ok(upstream) => upstream_models(upstream).await,
-        Err(error) => Err(error),
+        Err(error) => Err(ApiError::from(error)),
     };
     listed
         .map(|listed| (listed, attempts))

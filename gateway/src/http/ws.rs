@@ -289,7 +289,10 @@ async fn chat(
             let frame = upstream_error(upstream).await;
             return log.refused(send(socket, frame).await);
         }
-        Err(error) => return log.refused(send(socket, error_frame(&error)).await),
+        Err(error) => {
+            let error = ApiError::from(error);
+            return log.refused(send(socket, error_frame(&error)).await);
+        }
     };
     let mut events = upstream.body.eventsource();
     let mut done = json!({"type": "done", "finish_reason": null});

@@ -78,7 +78,7 @@ pub async fn chat_stream(
     waiting.answered();
     let response = match outcome.result {
         Ok(upstream) => stream.relay.forward(upstream, CHAT_STREAM, received),
-        Err(error) => error.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     };
     Ok(mark(response, outcome.attempts))
 }

@@ -9,7 +9,7 @@
 //! # Retries
 //!
 //! A failed attempt is retried when the request never reached the upstream (connect refused,
-//! unresolvable, connect timeout: [`crate::upstream::UNREACHABLE`]) or the upstream answered
+//! unresolvable, connect timeout: [`UpstreamError::never_reached`]) or the upstream answered
 //! 429, 500, 502, 503 or 504, and **only before the first byte has gone to the client**: once a
 //! `200` and part of a stream are out, a retry would send the client a second, different answer
 //! glued to the first. Mid-stream failures are therefore never retried; the stream is cut.
@@ -74,7 +74,7 @@ use crate::telemetry::metrics::{
 };
 use crate::upstream::budget::Budgets;
 use crate::upstream::providers::Provider;
-use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
 
 /// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.
 pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
@@ -111,7 +111,9 @@ pub struct Plan {
 /// The answer to a request, and how many upstream attempts it took.
 #[derive(Debug)]
 pub struct Outcome {
-    pub result: Result<UpstreamResponse, ApiError>,
+    /// The upstream's response, or why there is none; the handler turns the failure into
+    /// OpenAI's error shape (`ApiError::from`).
+    pub result: Result<UpstreamResponse, UpstreamError>,
     pub attempts: u32,
 }
 
@@ -131,9 +133,9 @@ enum Verdict {
     Fail(Failure),
 }
 
-/// A failed attempt: the upstream's error response (relayed if it is the last word) or the
-/// gateway's own error.
-type Failure = Result<UpstreamResponse, ApiError>;
+/// A failed attempt: the upstream's error response (relayed if it is the last word) or why
+/// there was none.
+type Failure = Result<UpstreamResponse, UpstreamError>;
 
 impl Resilience {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
@@ -202,7 +204,7 @@ impl Resilience {
         let mut last: Option<Failure> = None;
         loop {
             if in_flight.is_empty() && retry_at.is_none() {
-                let result = last.unwrap_or_else(|| Err(ApiError::internal("no attempt was made")));
+                let result = last.unwrap_or(Err(UpstreamError::Internal("no attempt was made")));
                 return Outcome {
                     result,
                     attempts: fired,
@@ -254,15 +256,11 @@ impl Resilience {
                     if hedging {
                         metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
                     }
-                    let waited = plan.deadline.unwrap_or_default();
-                    let error = ApiError::gateway_timeout(format!(
-                        "no upstream attempt succeeded within the deadline of {} ms ({fired} \
-                         attempts to provider {}); raise it with {DEADLINE_HEADER} or \
-                         --hedge-deadline-ms",
-                        waited.as_millis(),
-                        provider.name
-                    ))
-                    .with_code("deadline_exceeded");
+                    let error = UpstreamError::DeadlineExceeded {
+                        provider: provider.name.clone(),
+                        deadline: plan.deadline.unwrap_or_default(),
+                        attempts: fired,
+                    };
                     return Outcome { result: Err(error), attempts: fired };
                 },
             }
@@ -314,7 +312,7 @@ impl Resilience {
 async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool) -> Verdict {
     let mut response = match provider.send(request).await {
         Ok(response) => response,
-        Err(error) if error.code == Some(UNREACHABLE) => return Verdict::Retry(Err(error), None),
+        Err(error) if error.never_reached() => return Verdict::Retry(Err(error), None),
         Err(error) => return Verdict::Fail(Err(error)),
     };
     let status = response.status;
@@ -333,11 +331,10 @@ async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool
             }
             Some(Err(e)) => {
                 // Nothing reached the client yet, so this one may be retried too.
-                let error = ApiError::bad_gateway(format!(
-                    "upstream of provider {} broke off before its first byte: {e}",
-                    provider.name
-                ))
-                .with_code("upstream_broke_off");
+                let error = UpstreamError::BrokeOff {
+                    provider: provider.name.clone(),
+                    detail: e.to_string(),
+                };
                 return Verdict::Retry(Err(error), None);
             }
             None => {}
@@ -394,6 +391,21 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_deadline_error_names_the_header_that_raises_it() {
+        let error = UpstreamError::DeadlineExceeded {
+            provider: "p".into(),
+            deadline: Duration::from_millis(400),
+            attempts: 2,
+        };
+        let message = error.to_string();
+        assert!(message.contains(DEADLINE_HEADER), "{message}");
+        assert!(
+            message.contains("400 ms (2 attempts to provider p)"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn retry_after_prefers_milliseconds() {

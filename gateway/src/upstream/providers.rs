@@ -40,7 +40,7 @@ use crate::error::{ApiError, StartError};
 use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
-use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
+use crate::upstream::{ClientSettings, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 /// One upstream: its client, its URLs, its models and its limits.
 #[derive(Debug)]
@@ -128,37 +128,25 @@ impl Provider {
 
     /// Sends `request` within this provider's limits. The slot goes with the response body and
     /// is given back when the body ends or is dropped.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         // The slot first: a request shed as busy must not spend a token of the provider's rate.
         let Ok(slot) = self.slots.admit().await else {
             self.metrics.shed(ShedReason::ProviderBusy);
-            return Err(ApiError::overloaded(
-                ShedReason::ProviderBusy.as_str(),
-                format!(
-                    "provider {} has {} requests in progress, its max-concurrent, and none \
-                     finished within {} ms (pool-timeout-ms); retry after a second",
-                    self.name,
-                    self.slots.limit(),
-                    self.pool_timeout.as_millis()
-                ),
-            )
-            .retry_after(Duration::from_secs(1)));
+            return Err(UpstreamError::ProviderBusy {
+                provider: self.name.clone(),
+                limit: self.slots.limit(),
+                waited: self.pool_timeout,
+            });
         };
         if let Some((limiter, rpm)) = &self.rate
             && let Err(not_until) = limiter.check()
         {
             self.metrics.rate_limited(RateLimitScope::Provider);
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::rate_limited(
-                "provider_rate_limited",
-                format!(
-                    "provider {} is at its limit of {rpm} requests per minute (its \
-                     requests-per-minute in the gateway's config); retry in {} ms",
-                    self.name,
-                    wait.as_millis()
-                ),
-            )
-            .retry_after(wait));
+            return Err(UpstreamError::ProviderRateLimited {
+                provider: self.name.clone(),
+                rpm: *rpm,
+                wait: not_until.wait_time_from(DefaultClock::default().now()),
+            });
         }
         let mut response = self.upstream.send(request).await?;
         response.body = Box::pin(response.body.map(move |chunk| {
