@@ -182,7 +182,7 @@ impl From<QueryRejection> for ApiError {
 pub enum StartError {
     #[error("cannot build the async HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("cannot derive the upstream stream URL: {0}")]
+    #[error("cannot derive an upstream URL: {0}")]
     Url(String),
     #[error("API keys: {0}")]
     ApiKeys(String),

@@ -101,7 +101,7 @@ impl AppState {
                 Arc::clone(&resilience),
                 Arc::clone(&metrics),
             )),
-            plain_stream: Arc::new(PlainStream::new(&providers, resilience, relay)),
+            plain_stream: Arc::new(PlainStream::new(&providers, resilience, relay)?),
             cpu: Arc::new(Cpu::new(config, Arc::clone(&pool), Arc::clone(&metrics))),
             live_streams,
             providers,

@@ -5,6 +5,10 @@
 //! client. It goes to the first provider, with the same retries, hedging and logs as any other
 //! route; nothing else about it is special, which is the point: the handler cannot tell the modes
 //! apart, only the pool counters and the health probes can.
+//!
+//! `/slow_stream` is the mock's path, not OpenAI's, so it is found here, from the lesson's
+//! upstream (the first provider's base URL), and nowhere in the gateway's providers: a gateway
+//! in front of real providers simply has a demo route whose upstream answers 404.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,31 +17,48 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse as _, Response};
+use reqwest::Url;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, StartError};
 use crate::policy::resilience::{Resilience, mark};
 use crate::telemetry::log::{Route, Waiting};
 use crate::upstream::UpstreamRequest;
 use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::relay::Relay;
 
-/// What `/chat/stream` needs: its upstream, and the gateway's retries and relay.
+/// The mock's plain stream, relative to the upstream's base URL.
+const SLOW_STREAM: &str = "slow_stream";
+
+/// What `/chat/stream` needs: its upstream and the URL of its stream there, and the gateway's
+/// retries and relay.
 #[derive(Debug)]
 pub struct PlainStream {
     /// The first provider: the demo has one upstream, the mock.
     provider: Arc<Provider>,
+    /// `/slow_stream` under that provider's base URL.
+    url: Url,
     resilience: Arc<Resilience>,
     relay: Arc<Relay>,
 }
 
 impl PlainStream {
-    pub fn new(providers: &Providers, resilience: Arc<Resilience>, relay: Arc<Relay>) -> Self {
-        Self {
-            provider: Arc::clone(providers.first()),
+    pub fn new(
+        providers: &Providers,
+        resilience: Arc<Resilience>,
+        relay: Arc<Relay>,
+    ) -> Result<Self, StartError> {
+        let provider = Arc::clone(providers.first());
+        let url = provider
+            .base_url()
+            .join(SLOW_STREAM)
+            .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))?;
+        Ok(Self {
+            provider,
+            url,
             resilience,
             relay,
-        }
+        })
     }
 }
 
@@ -59,7 +80,7 @@ pub async fn chat_stream(
     let received = Instant::now();
     let Query(params) = params?;
     let provider = &stream.provider;
-    let mut url = provider.stream_url.clone();
+    let mut url = stream.url.clone();
     {
         let mut query = url.query_pairs_mut();
         if let Some(chunks) = params.chunks {
@@ -87,3 +108,31 @@ const CHAT_STREAM: Route = Route {
     method: Method::GET,
     path: "/chat/stream",
 };
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::telemetry::log::LiveStreams;
+    use crate::telemetry::metrics::Metrics;
+    use crate::telemetry::pool::BlockingPool;
+
+    #[test]
+    fn the_lesson_finds_the_mocks_stream_under_its_upstream() {
+        let config =
+            Config::try_parse_from(["gateway", "--upstream", "http://127.0.0.1:8001/mock"])
+                .expect("flags");
+        let metrics = Arc::new(Metrics::default());
+        let pool = Arc::new(BlockingPool::new(1));
+        let providers = Providers::new(&config, &pool, &metrics).expect("providers");
+        let resilience = Arc::new(Resilience::new(&config, Arc::clone(&metrics)));
+        let relay = Arc::new(Relay::new(None, metrics, LiveStreams::default()));
+        let stream = PlainStream::new(&providers, resilience, relay).expect("stream");
+        assert_eq!(
+            stream.url.as_str(),
+            "http://127.0.0.1:8001/mock/slow_stream"
+        );
+    }
+}

@@ -20,7 +20,11 @@
 //!
 //! Routing: a provider lists the `model` values it serves; one provider may list `"*"` to take
 //! every other model. A model no provider serves is a **404** `model_not_found`, OpenAI's answer.
-//! `/chat/stream` (the demo's route, which has no model) goes to the first provider.
+//! The demo's `/chat/stream`, which has no model, takes the first provider
+//! ([`crate::lessons::stream`]).
+//!
+//! A provider knows only its OpenAI base URL, and the two OpenAI endpoints under it. Nothing
+//! here knows the mock's own paths: a gateway configured with real providers has none.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -47,10 +51,12 @@ use crate::upstream::{ClientSettings, Upstream, UpstreamError, UpstreamRequest, 
 pub struct Provider {
     pub name: String,
     upstream: Upstream,
+    /// `base-url`, ending in `/` so that joining a path keeps its last segment.
+    base_url: Url,
+    /// `v1/chat/completions` under the base URL.
     pub chat_url: Url,
+    /// `v1/models` under the base URL.
     pub models_url: Url,
-    /// `/slow_stream`, the mock's plain stream, for `/chat/stream`.
-    pub stream_url: Url,
     /// The models named in the config (without `"*"`).
     pub models: Vec<String>,
     /// One place per upstream request in flight, waited for up to `pool-timeout-ms`. The wait
@@ -102,7 +108,7 @@ impl Provider {
             upstream: Upstream::new(config, &settings, Arc::clone(pool))?,
             chat_url: join("v1/chat/completions")?,
             models_url: join("v1/models")?,
-            stream_url: join("slow_stream")?,
+            base_url: base.clone(),
             models: provider
                 .models
                 .iter()
@@ -160,6 +166,11 @@ impl Provider {
     pub fn count_attempt(&self, kind: AttemptKind) {
         // One counter per kind, in `AttemptKind::ALL`'s order: every kind has its index.
         self.attempts[kind as usize].inc();
+    }
+
+    /// Its base URL (ending in `/`): where its OpenAI API lives.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
     }
 
     /// Its retry and hedge budgets, spent by `crate::policy::resilience`.
@@ -248,5 +259,36 @@ impl Providers {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.list.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The providers of `--upstream URL`: the default one, in fixed mode.
+    fn providers(url: &str) -> Providers {
+        let config = Config::try_parse_from(["gateway", "--upstream", url]).expect("flags");
+        let pool = Arc::new(BlockingPool::new(1));
+        Providers::new(&config, &pool, &Arc::new(Metrics::default())).expect("providers")
+    }
+
+    #[test]
+    fn a_provider_knows_only_its_openai_urls() {
+        let providers = providers("https://api.example.com/llm");
+        let provider = providers.first();
+        assert_eq!(provider.base_url().as_str(), "https://api.example.com/llm/");
+        assert_eq!(
+            provider.chat_url.as_str(),
+            "https://api.example.com/llm/v1/chat/completions"
+        );
+        assert_eq!(
+            provider.models_url.as_str(),
+            "https://api.example.com/llm/v1/models"
+        );
+        let all = format!("{providers:?}");
+        assert!(!all.contains("slow_stream"), "a mock path leaked: {all}");
     }
 }
