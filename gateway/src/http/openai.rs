@@ -72,11 +72,13 @@ impl OpenAi {
     }
 }
 
-const CHAT: Route = Route {
+/// `POST /v1/chat/completions`, for the route table and the request log.
+pub const CHAT: Route = Route {
     method: Method::POST,
     path: "/v1/chat/completions",
 };
-const MODELS: Route = Route {
+/// `GET /v1/models`.
+pub const MODELS: Route = Route {
     method: Method::GET,
     path: "/v1/models",
 };

@@ -66,6 +66,7 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::policy::resilience::{Plan, Resilience};
+use crate::telemetry::log::Route;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::providers::Providers;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
@@ -195,8 +196,14 @@ async fn close(socket: &mut WebSocket, code: u16, reason: String) {
     }
 }
 
+/// `GET /v1/chat/ws`, for the route table.
+pub const ROUTE: Route = Route {
+    method: Method::GET,
+    path: "/v1/chat/ws",
+};
+
 /// The route, in logs and as `--hedge-routes` names it.
-const PATH: &str = "/v1/chat/ws";
+const PATH: &str = ROUTE.path;
 
 /// The client left (Close frame, dropped TCP, failed send): nothing more to do.
 #[derive(Debug)]

@@ -90,21 +90,22 @@ pub async fn chat_stream(
             query.append_pair("interval_ms", &interval_ms.to_string());
         }
     }
-    let plan = stream.resilience.plan(CHAT_STREAM.path, &headers)?;
-    let waiting = Waiting::new(CHAT_STREAM, received);
+    let plan = stream.resilience.plan(ROUTE.path, &headers)?;
+    let waiting = Waiting::new(ROUTE, received);
     let outcome = stream
         .resilience
         .send(provider, UpstreamRequest::get(url), plan)
         .await;
     waiting.answered();
     let response = match outcome.result {
-        Ok(upstream) => stream.relay.forward(upstream, CHAT_STREAM, received),
+        Ok(upstream) => stream.relay.forward(upstream, ROUTE, received),
         Err(error) => ApiError::from(error).into_response(),
     };
     Ok(mark(response, outcome.attempts))
 }
 
-const CHAT_STREAM: Route = Route {
+/// `GET /chat/stream`, for the route table and the request log.
+pub const ROUTE: Route = Route {
     method: Method::GET,
     path: "/chat/stream",
 };
