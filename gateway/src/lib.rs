@@ -22,29 +22,36 @@
 //!
 //! # Layout
 //!
-//! Layers point one way: a module imports from its own layer and the layers below, never above.
+//! Each folder is a layer, and a module imports only from its own layer and the layers below it,
+//! never above (ARCHITECTURE.md draws the same picture):
 //!
 //! ```text
-//! http/        the surface: routes, state, openai, ws, probes (/health, /metrics), shutdown
-//!   │  └──▶ lessons/   the demo: /chat/stream, /debug/health-*, /debug/pool, /v1/solve
-//!   ▼          │
-//! policy/      auth, limits, resilience (retries, hedges)
+//! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
+//!   │   │     · probes (/health, /metrics) · shutdown
+//!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   ▼          ▼
-//! upstream/    providers and their budgets, clients broken | fixed | inline, relay, keep-alive
+//! policy/     auth · limits · resilience (retries, hedges)
 //!   ▼
-//! telemetry/   the request log, metrics, the counted blocking pool
+//! upstream/   providers and their budgets · clients broken | fixed | inline · error · relay
 //!   ▼
-//! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds and permits)
+//! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
+//!   ▼
+//! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //! ```
+//!
+//! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
+//! a provider knows only its OpenAI base URL.
 //!
 //! - [`config`]: flags, env overrides, the `--config` file and its precedence, the three modes,
 //!   the rollout percentage.
-//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
+//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in;
+//!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
 //! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
-//! - [`telemetry::log`], [`telemetry::metrics`]: one log line per request; `GET /metrics` in
-//!   Prometheus text: every bound, and every time one was hit.
+//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
+//!   in the gateway's root span (which carries the mode); every bound and every time one was hit,
+//!   with label values as enums.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
@@ -69,6 +76,8 @@
 //!   upstream.
 //! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
 //!   shutdown that cannot hang: a drain deadline.
+//! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
+//!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
 //! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
 //! - [`lessons::health`]: lesson 4, health checks that do and do not depend on the pool.
 //! - [`lessons::solve`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or

@@ -7,8 +7,9 @@
 //! - `GET /debug/health-sync` answers from inside a `spawn_blocking` job, the way a synchronous
 //!   endpoint in a thread-pool framework answers. In broken mode it waits behind every stream
 //!   holding a pool thread: it shows what any pool-bound request of the service experiences.
-//! - `GET /health` times a trivial pool job against a threshold, bounded so the check itself
-//!   never hangs, and reports the pool's counters. Status codes: **200** with `"status":"ok"`
+//! - `GET /health` (the gateway's own readiness check, served by [`crate::http::probes`]) times
+//!   a trivial pool job against a threshold, bounded so the check itself never hangs, and
+//!   reports the pool's counters. Status codes: **200** with `"status":"ok"`
 //!   when the pool answered within the threshold; **503** with `"status":"degraded"` when it
 //!   answered late or not within the bound. 503 makes a load balancer or readiness probe stop
 //!   sending new work to an instance whose pool is saturated; the JSON says why.
