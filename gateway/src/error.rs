@@ -7,7 +7,11 @@
 //! `param` names the offending field (`messages`, `model`) and `code` is a stable, machine-readable
 //! reason (`missing_api_key`, `invalid_api_key`, `request_too_large`, ...) for clients that branch
 //! on it, as OpenAI's SDKs do. Errors that come *from* the upstream are not rebuilt here: the relay
-//! passes them through as the upstream sent them (status, body, `Retry-After`).
+//! passes them through as the upstream sent them (status, body, `Retry-After`). A failure to get
+//! an answer at all is first a `crate::upstream::UpstreamError`, which the retries match on, and
+//! becomes an `ApiError` only where a handler answers.
+//!
+//! A leaf: it imports nothing of the crate, so every layer can fail in this shape.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -47,7 +51,7 @@ impl ApiError {
         }
     }
 
-    /// No usable API key (see [`crate::auth`]). `code` is `missing_api_key` or `invalid_api_key`.
+    /// No usable API key (see [`crate::policy::auth`]). `code` is `missing_api_key` or `invalid_api_key`.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
@@ -140,18 +144,6 @@ impl ApiError {
         }
     }
 
-    /// The upstream was reached but did not answer in time.
-    pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::GATEWAY_TIMEOUT,
-            message: message.into(),
-            kind: "upstream_error",
-            param: None,
-            code: None,
-            headers: Box::default(),
-        }
-    }
-
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -185,45 +177,12 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// Fallback route: unknown paths get a JSON 404 naming the routes that exist.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        ..ApiError::bad_request(
-            None,
-            format!(
-                "no route for {}; try POST /v1/chat/completions, GET /v1/chat/ws (WebSocket), \
-                 GET /v1/models, POST /v1/solve, \
-                 /chat/stream, /health, /metrics, /debug/pool, /debug/health-sync or \
-                 /debug/health-async",
-                uri.path()
-            ),
-        )
-    }
-}
-
-/// A known path with the wrong method (e.g. `GET /v1/chat/completions`): a JSON 405, not
-/// axum's empty one.
-pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        ..ApiError::bad_request(
-            None,
-            format!(
-                "{method} is not allowed on {}; /v1/chat/completions and /v1/solve take POST, \
-                 the others GET",
-                uri.path()
-            ),
-        )
-    }
-}
-
 /// Why the gateway could not start (bad TLS setup, unusable upstream URL, ...).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot build the async HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("cannot derive the upstream stream URL: {0}")]
+    #[error("cannot derive an upstream URL: {0}")]
     Url(String),
     #[error("API keys: {0}")]
     ApiKeys(String),

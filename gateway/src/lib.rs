@@ -22,36 +22,66 @@
 //!
 //! # Layout
 //!
+//! Each folder is a layer, and a module imports only from its own layer and the layers below it,
+//! never above (ARCHITECTURE.md draws the same picture):
+//!
+//! ```text
+//! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
+//!   │   │     · probes (/health, /metrics) · shutdown
+//!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
+//!   ▼          ▼
+//! policy/     auth · limits · resilience (retries, hedges)
+//!   ▼
+//! upstream/   providers and their budgets · clients broken | fixed | inline · error · relay
+//!   ▼
+//! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
+//!   ▼
+//! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
+//! ```
+//!
+//! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
+//! a provider knows only its OpenAI base URL.
+//!
 //! - [`config`]: flags, env overrides, the `--config` file and its precedence, the three modes,
 //!   the rollout percentage.
-//! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
+//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in;
+//!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
+//! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
+//! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
+//!   `spawn_blocking`.
+//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
+//!   in the gateway's root span (which carries the mode); every bound and every time one was hit,
+//!   with label values as enums.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
 //!   stalls, which is why `spawn_blocking` exists.
 //! - [`upstream`]: the request type every client sends, the rollout split, and which headers
-//!   cross the gateway.
-//! - [`relay`]: `GET /chat/stream`, one relayed stream, logged with its bytes and duration; the
-//!   relay machinery every route shares.
-//! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request, forward
-//!   the bytes, never buffer the SSE stream, pass upstream errors through, cancel on disconnect.
-//! - [`auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time, never logged;
-//!   why `/health` and `/debug/*` stay open.
-//! - [`cpu`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or bounded with a
-//!   503 past a queue limit; which to choose when.
-//! - [`limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole life,
-//!   a bounded wait queue with 503 past it, per-key rate limits with 429 and `x-ratelimit-*`.
-//! - [`providers`]: several upstreams, each with its own client pool, concurrency cap and rpm;
-//!   requests routed by `model`.
-//! - [`resilience`]: lesson 9, retries before the first byte and hedged requests, each bounded
-//!   by a count, a deadline and a budget so they cannot amplify an outage.
-//! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket, one frame per token: long-lived sockets
-//!   under their own cap (close 1013 past it), and a client that leaves cancels the upstream.
-//! - [`keepalive`]: `: keep-alive` comments on idle SSE streams, so proxies do not cut them.
-//! - [`metrics`]: `GET /metrics` in Prometheus text: every bound, and every time one was hit.
-//! - [`health`]: lesson 4, health checks that do and do not depend on the pool.
-//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang: a drain deadline.
-//! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in.
+//!   cross the gateway; [`upstream::providers`]: several upstreams, each with its own client
+//!   pool, concurrency cap, rpm and retry budgets, routed by `model`; [`upstream::relay`]: an
+//!   upstream response forwarded chunk by chunk, with [`upstream::keepalive`] comments on idle
+//!   SSE streams.
+//! - [`policy::auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time,
+//!   never logged; why `/health` and `/debug/*` stay open.
+//! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
+//!   life, a bounded wait queue with 503 past it, per-key rate limits with 429 and
+//!   `x-ratelimit-*`.
+//! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
+//!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
+//! - [`http::openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request,
+//!   forward the bytes, never buffer the SSE stream, pass upstream errors through, cancel on
+//!   disconnect.
+//! - [`http::ws`]: `GET /v1/chat/ws`, chat over a WebSocket, one frame per token: long-lived
+//!   sockets under their own cap (close 1013 past it), and a client that leaves cancels the
+//!   upstream.
+//! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
+//!   shutdown that cannot hang: a drain deadline.
+//! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
+//!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
+//! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
+//! - [`lessons::health`]: lesson 4, health checks that do and do not depend on the pool.
+//! - [`lessons::solve`]: lesson 7, `POST /v1/solve`: CPU-bound work inline, on the pool, or
+//!   bounded with a 503 past a queue limit; which to choose when.
 //! - [`embed`]: a gateway on its own thread and runtime, for tests and tools.
 //!
 //! [`app`] builds the router; [`serve`] runs it; [`runtime`] builds the runtime whose blocking
@@ -75,156 +105,24 @@ pub struct MigrationDoc;
 #[doc = include_str!("../../docs/the-problem.md")]
 pub struct TheProblemDoc;
 
-pub mod auth;
+pub mod admission;
 pub mod config;
-pub mod cpu;
 pub mod embed;
 pub mod error;
-pub mod health;
-pub mod keepalive;
-pub mod limits;
-pub mod metrics;
-pub mod openai;
-pub mod pool;
-pub mod providers;
-pub mod relay;
-pub mod resilience;
-pub mod shutdown;
+pub mod http;
+pub mod lessons;
+pub mod policy;
+pub mod telemetry;
 pub mod upstream;
-pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
-use axum::routing::{get, post};
-
 pub use config::{Config, Mode};
-use pool::BlockingPool;
-
-/// Everything the handlers share. Cheap to clone: all `Arc`s.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub mode: Mode,
-    /// The only door to the blocking pool: every job goes through it so it can be counted.
-    pub pool: Arc<BlockingPool>,
-    /// The upstreams, each with its own client and limits; requests are routed by `model`.
-    pub providers: Arc<providers::Providers>,
-    /// `--max-concurrent-requests` and its bounded wait queue (see [`limits`]).
-    pub inbound: Arc<limits::Admission>,
-    /// `--rate-limit-rpm` per API key.
-    pub key_limits: Arc<limits::KeyLimits>,
-    /// Retries and hedges, with their budgets (see [`resilience`]).
-    pub resilience: Arc<resilience::Resilience>,
-    /// Every counter and gauge `/metrics` serves.
-    pub metrics: Arc<metrics::Metrics>,
-    /// `--max-body-bytes`: larger chat requests are refused with 413 before anything else.
-    pub max_body_bytes: usize,
-    /// Accepted client keys; empty means authentication is off (see [`auth`]).
-    pub api_keys: auth::ApiKeys,
-    /// `/health` reports `degraded` when a trivial pool job takes longer than this.
-    pub health_threshold: Duration,
-    /// `/health` gives up waiting for the pool after this, so the check itself never hangs.
-    pub health_timeout: Duration,
-    /// Streams currently being relayed; shown by `/health` and the shutdown log.
-    pub live_streams: Arc<AtomicUsize>,
-    /// `POST /v1/solve`: where its CPU work runs, and the bounded mode's permits and queue.
-    pub cpu: Arc<cpu::Cpu>,
-    /// `--ws-max-connections`: the live `/v1/chat/ws` sockets (see [`ws`]).
-    pub ws: Arc<limits::Admission>,
-    /// Turns `true` when shutdown begins: idle WebSockets close with 1001, busy ones after
-    /// their chat (see [`shutdown`]).
-    pub draining: Arc<tokio::sync::watch::Sender<bool>>,
-    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a keep-alive comment on an
-    /// SSE stream ([`keepalive`]) or a ping on an idle WebSocket.
-    pub sse_keepalive: Option<Duration>,
-}
-
-impl AppState {
-    pub fn new(config: &Config) -> Result<Self, error::StartError> {
-        config.check().map_err(error::StartError::Config)?;
-        let pool = Arc::new(BlockingPool::new(config.blocking_threads));
-        let metrics = Arc::new(metrics::Metrics::default());
-        Ok(Self {
-            mode: config.mode,
-            providers: Arc::new(providers::Providers::new(config, &pool, &metrics)?),
-            pool,
-            inbound: Arc::new(limits::Admission::new(
-                config.max_concurrent_requests,
-                config.max_queued_requests,
-                config.max_queue_wait(),
-            )),
-            key_limits: Arc::new(limits::KeyLimits::new(
-                config.rate_limit_rpm,
-                config.rate_limit_burst,
-            )),
-            resilience: Arc::new(resilience::Resilience::new(config)),
-            metrics,
-            max_body_bytes: config.max_body_bytes,
-            api_keys: auth::ApiKeys::from_config(config)?,
-            health_threshold: Duration::from_millis(config.health_threshold_ms),
-            health_timeout: Duration::from_millis(config.health_timeout_ms),
-            live_streams: Arc::default(),
-            cpu: Arc::new(cpu::Cpu::new(
-                config.cpu_mode,
-                config.cpu_workers,
-                config.cpu_queue,
-            )),
-            ws: Arc::new(limits::Admission::new(
-                config.ws_max_connections,
-                0,
-                Duration::ZERO,
-            )),
-            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
-            sse_keepalive: (config.sse_keepalive_secs > 0)
-                .then(|| Duration::from_secs(config.sse_keepalive_secs)),
-        })
-    }
-}
-
-/// The gateway's routes. Kept apart from [`serve`] so tests can drive it without a socket.
-///
-/// Two groups: the relaying routes, behind the API-key check, and the probes, open (see
-/// [`auth`] for why). `route_layer` runs the check only on a matched route, so an unknown path
-/// is still a 404, not a 401.
-pub fn app(state: AppState) -> Router {
-    let relaying = Router::new()
-        .route("/chat/stream", get(relay::chat_stream))
-        .route(
-            "/v1/chat/completions",
-            post(openai::chat_completions).layer(DefaultBodyLimit::max(state.max_body_bytes)),
-        )
-        .route("/v1/models", get(openai::models))
-        .route("/v1/solve", post(cpu::solve))
-        // Bounded by `--ws-max-connections`, not by the inbound cap: `admit` holds its place only
-        // until the 101's empty body ends (see `ws`).
-        .route("/v1/chat/ws", get(ws::chat_ws))
-        // Layers run bottom-up: the key check first, then the rate and concurrency limits.
-        .route_layer(middleware::from_fn_with_state(state.clone(), limits::admit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_key,
-        ));
-    let probes = Router::new()
-        .route("/health", get(health::health))
-        .route("/debug/health-sync", get(health::health_sync))
-        .route("/debug/health-async", get(health::health_async))
-        .route("/debug/pool", get(health::pool))
-        .route("/metrics", get(metrics::metrics));
-    relaying
-        .merge(probes)
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::count_requests,
-        ))
-        .with_state(state)
-}
+pub use http::routes::app;
+pub use http::state::AppState;
+use tracing::Instrument as _;
 
 /// Builds the runtime the gateway must run on.
 ///
@@ -246,7 +144,7 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`shutdown`]).
+/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`http::shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -254,16 +152,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
-    state.api_keys.log_startup();
+    state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
-    let key_limits = Arc::clone(&state.key_limits);
+    let inbound = Arc::clone(state.inbound());
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
         loop {
             every_minute.tick().await;
-            key_limits.forget_idle();
+            inbound.forget_idle();
         }
     });
-    shutdown::serve_with_drain(listener, state, shutdown, config.drain()).await
+    // The drain's own lines (shutdown requested, drained) carry the mode too.
+    let span = state.span().clone();
+    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain())
+        .instrument(span)
+        .await
 }

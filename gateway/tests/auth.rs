@@ -7,7 +7,6 @@
 //! upstream; the gateway's own `--upstream-api-key` is.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -83,7 +82,7 @@ async fn a_missing_or_wrong_key_is_a_401_in_openai_shape() {
         }
     }
     assert_eq!(
-        mock.chat().await["requests"],
+        mock.stats().await.chat.requests,
         0,
         "nothing reached the upstream"
     );

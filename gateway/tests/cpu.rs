@@ -7,13 +7,13 @@
 //!   `/debug/health-async` waits for it.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Mock, client, gateway, get_json, num};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{Mock, client, get_json, num, pool_gateway};
 
 async fn solve(client: &reqwest::Client, gateway: &str, work: &Value) -> reqwest::Response {
     tokio::time::timeout(
@@ -59,13 +59,13 @@ async fn calibrated(gateway: &str, target: Duration) -> u64 {
     let body: Value = response.json().await.unwrap();
     let per_unit_ms = num(&body, "/compute_ms").max(0.01) / 2000.0;
     let work = (target.as_secs_f64() * 1e3 / per_unit_ms) as u64;
-    work.clamp(1, gateway::cpu::MAX_WORK)
+    work.clamp(1, gateway::lessons::solve::MAX_WORK)
 }
 
 #[tokio::test]
 async fn bounded_mode_turns_excess_load_into_503_with_retry_after() {
     let mock = Mock::start();
-    let gw = gateway(
+    let gw = pool_gateway(
         "fixed",
         4,
         &mock.url(),
@@ -114,7 +114,7 @@ async fn bounded_mode_turns_excess_load_into_503_with_retry_after() {
 #[tokio::test]
 async fn blocking_mode_runs_every_job_on_the_counted_pool() {
     let mock = Mock::start();
-    let gw = gateway("fixed", 2, &mock.url(), &["--cpu-mode", "blocking"]);
+    let gw = pool_gateway("fixed", 2, &mock.url(), &["--cpu-mode", "blocking"]);
     let client = client();
     let (_, before) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
     let results = burst(&gw.url(), 2000).await;
@@ -137,7 +137,7 @@ async fn blocking_mode_runs_every_job_on_the_counted_pool() {
 #[tokio::test]
 async fn inline_mode_on_one_worker_delays_even_the_async_probe() {
     let mock = Mock::start();
-    let gw = gateway(
+    let gw = pool_gateway(
         "fixed",
         4,
         &mock.url(),
@@ -161,11 +161,11 @@ async fn inline_mode_on_one_worker_delays_even_the_async_probe() {
 #[tokio::test]
 async fn bad_work_is_a_400_naming_the_field() {
     let mock = Mock::start();
-    let gw = gateway("fixed", 2, &mock.url(), &[]);
+    let gw = pool_gateway("fixed", 2, &mock.url(), &[]);
     let client = client();
     for work in [
         json!(0),
-        json!(gateway::cpu::MAX_WORK + 1),
+        json!(gateway::lessons::solve::MAX_WORK + 1),
         json!("many"),
         json!(-1),
     ] {

@@ -8,12 +8,12 @@
 //! released. Either way nothing leaks for good.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Mock, MockStats, client, gateway, get_json, wait_for};
 use reqwest::StatusCode;
+use support::{Mock, client, get_json, pool_gateway, wait_for};
 
 /// Opens a long stream through the gateway, reads its first chunk, then hangs up.
 async fn read_one_chunk_and_hang_up(client: &reqwest::Client, url: &str) {
@@ -31,30 +31,31 @@ async fn read_one_chunk_and_hang_up(client: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_mode_cancels_the_upstream_stream_as_soon_as_the_client_leaves() {
     let mock = Mock::start();
-    let gw = gateway("fixed", 2, &mock.url(), &[]);
+    let gw = pool_gateway("fixed", 2, &mock.url(), &[]);
     let client = client();
     // Chunks 2 s apart: the cancel must arrive well before the next chunk would have.
     let url = format!("{}/chat/stream?chunks=100&interval_ms=2000", gw.url());
     read_one_chunk_and_hang_up(&client, &url).await;
 
-    let (mock_ref, client_ref) = (&mock, &client);
+    let mock_ref = &mock;
     let stats = wait_for(
         "the mock to see the stream cancelled (within half an interval)",
         Duration::from_secs(1),
         move || async move {
-            let stats = mock_ref.stats(client_ref).await;
+            let stats = mock_ref.stats().await;
             (stats.cancelled == 1).then_some(stats)
         },
     )
     .await;
     assert_eq!(
-        stats,
-        MockStats {
-            active_streams: 0,
-            started: 1,
-            completed: 0,
-            cancelled: 1
-        }
+        (
+            stats.active_streams,
+            stats.started,
+            stats.completed,
+            stats.cancelled
+        ),
+        (0, 1, 0, 1),
+        "active, started, completed, cancelled: {stats:?}"
     );
     let (_, pool) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
     assert_eq!(
@@ -66,7 +67,7 @@ async fn fixed_mode_cancels_the_upstream_stream_as_soon_as_the_client_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_mode_holds_the_thread_until_the_next_chunk_then_cancels() {
     let mock = Mock::start();
-    let gw = gateway("broken", 2, &mock.url(), &[]);
+    let gw = pool_gateway("broken", 2, &mock.url(), &[]);
     let client = client();
     // 1.5 s between chunks: long enough to look at the gateway between hang-up and next chunk.
     let url = format!("{}/chat/stream?chunks=100&interval_ms=1500", gw.url());
@@ -75,7 +76,7 @@ async fn broken_mode_holds_the_thread_until_the_next_chunk_then_cancels() {
     // Right after the hang-up the thread is still inside `read()`: nothing has noticed yet.
     let (_, pool) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
     assert_eq!(pool["running"], 1, "the thread is still pinned: {pool}");
-    let stats = mock.stats(&client).await;
+    let stats = mock.stats().await;
     assert_eq!(
         (stats.active_streams, stats.cancelled),
         (1, 0),
@@ -88,7 +89,7 @@ async fn broken_mode_holds_the_thread_until_the_next_chunk_then_cancels() {
         "the mock to see the stream cancelled after the next chunk",
         Duration::from_secs(6),
         move || async move {
-            let stats = mock_ref.stats(client_ref).await;
+            let stats = mock_ref.stats().await;
             (stats.cancelled == 1).then_some(stats)
         },
     )

@@ -7,13 +7,13 @@
 //! after which the gateway is still healthy.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Mock, client, gateway, get_json, wait_for};
 use reqwest::StatusCode;
 use serde_json::Value;
+use support::{Mock, client, get_json, pool_gateway, wait_for};
 
 /// Asserts OpenAI's error shape and returns the message.
 fn error_message(body: &Value, kind: &str) -> String {
@@ -30,7 +30,7 @@ fn error_message(body: &Value, kind: &str) -> String {
 async fn gateway_rejects_malformed_params_itself_naming_them() {
     let mock = Mock::start();
     // Broken mode, so the pool counters can show that no thread was spent on bad input.
-    let gw = gateway("broken", 2, &mock.url(), &[]);
+    let gw = pool_gateway("broken", 2, &mock.url(), &[]);
     let client = client();
     let cases = [
         // (query, words the message must contain)
@@ -52,7 +52,7 @@ async fn gateway_rejects_malformed_params_itself_naming_them() {
             );
         }
     }
-    let stats = mock.stats(&client).await;
+    let stats = mock.stats().await;
     assert_eq!(stats.started, 0, "no bad request reached the upstream");
     let (_, pool) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
     assert_eq!(
@@ -65,7 +65,7 @@ async fn gateway_rejects_malformed_params_itself_naming_them() {
 async fn gateway_relays_the_upstreams_range_errors_in_both_modes() {
     let mock = Mock::start();
     for mode in ["broken", "fixed"] {
-        let gw = gateway(mode, 2, &mock.url(), &[]);
+        let gw = pool_gateway(mode, 2, &mock.url(), &[]);
         let client = client();
         let cases = [
             ("chunks=0", "chunks"),
@@ -85,14 +85,14 @@ async fn gateway_relays_the_upstreams_range_errors_in_both_modes() {
         }
     }
     // The range errors came from the upstream, which opened no stream for them.
-    let stats = mock.stats(&client()).await;
+    let stats = mock.stats().await;
     assert_eq!(stats.started, 0, "{stats:?}");
 }
 
 #[tokio::test]
 async fn gateway_answers_unknown_paths_with_a_json_404_listing_the_routes() {
     let mock = Mock::start();
-    let gw = gateway("fixed", 2, &mock.url(), &[]);
+    let gw = pool_gateway("fixed", 2, &mock.url(), &[]);
     let (status, body) = get_json(&client(), &format!("{}/v1/nope", gw.url())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let message = error_message(&body, "invalid_request_error");
@@ -110,7 +110,7 @@ async fn dead_upstream_gives_a_prompt_502_and_the_gateway_stays_healthy() {
     };
     let upstream = format!("http://{dead}");
     for mode in ["broken", "fixed"] {
-        let gw = gateway(mode, 2, &upstream, &[]);
+        let gw = pool_gateway(mode, 2, &upstream, &[]);
         let client = client();
         let url = format!("{}/chat/stream?chunks=2&interval_ms=10", gw.url());
         // A refused connect fails in milliseconds; get_json would give up after 20 s.

@@ -14,12 +14,12 @@
 //! The test therefore asks only for "at least one stream upstream, the probe stalls".
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Mock, Streams, client, expected_body, gateway, get_json, wait_for};
 use reqwest::StatusCode;
+use support::{Mock, Streams, client, expected_body, get_json, pool_gateway};
 
 const CHUNKS: usize = 10;
 const INTERVAL_MS: u64 = 400;
@@ -27,18 +27,17 @@ const INTERVAL_MS: u64 = 400;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_inline_streams_on_two_workers_stall_even_the_async_probe() {
     let mock = Mock::start();
-    let gw = gateway("inline", 4, &mock.url(), &["--worker-threads", "2"]);
+    let gw = pool_gateway("inline", 4, &mock.url(), &["--worker-threads", "2"]);
     let client = client();
     let url = format!(
         "{}/chat/stream?chunks={CHUNKS}&interval_ms={INTERVAL_MS}",
         gw.url()
     );
     let streams = Streams::open(&client, &url, 2);
-    let (c, m) = (&client, &mock);
-    wait_for(
+    mock.wait_stats(
         "an inline stream to reach the upstream",
         Duration::from_secs(10),
-        move || async move { (m.stats(c).await.active_streams >= 1).then_some(()) },
+        |s| s.active_streams >= 1,
     )
     .await;
     // Let the second request arrive too. It may never get a worker of its own: see the test.
@@ -57,7 +56,7 @@ async fn two_inline_streams_on_two_workers_stall_even_the_async_probe() {
         "a blocked worker never flushes: not even the status line is out yet"
     );
     assert!(
-        mock.stats(&client).await.active_streams >= 1,
+        mock.stats().await.active_streams >= 1,
         "the upstream was still streaming while the probe waited"
     );
 

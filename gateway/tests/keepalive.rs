@@ -4,7 +4,6 @@
 //! stream carries none.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::Duration;

@@ -12,7 +12,6 @@
 //!   (503 `provider_busy`) and `requests-per-minute` (429 `provider_rate_limited`, never sent).
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -79,7 +78,7 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
                 (response, started.elapsed())
             }
         });
-        common::wait_for("one request queued", Duration::from_secs(10), || async {
+        support::wait_for("one request queued", Duration::from_secs(10), || async {
             (metric(&base, "gateway_requests_queued").await == 1.0).then_some(())
         })
         .await;
@@ -114,7 +113,7 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
         assert!(health.status().is_success(), "{mode}: {}", health.status());
 
         let text = metrics_text(&base).await;
-        let sample = |series: &str| ::common::prometheus::sample(&text, series);
+        let sample = |series: &str| common::prometheus::sample(&text, series);
         assert_eq!(
             sample("gateway_shed_total{reason=\"queue_full\"}"),
             Some(1.0),
@@ -133,7 +132,7 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
 
         // A stream that ends (here: its client leaves) gives its place back.
         drop(first);
-        common::wait_for("a place freed", Duration::from_secs(10), || async {
+        support::wait_for("a place freed", Duration::from_secs(10), || async {
             (metric(&base, "gateway_requests_in_flight").await == 1.0).then_some(())
         })
         .await;
@@ -162,7 +161,7 @@ async fn a_queued_request_gets_the_place_a_finished_stream_frees() {
         let base = base.clone();
         async move { post_chat(&base, &chat_body(false), &[]).await.status() }
     });
-    common::wait_for("one request queued", Duration::from_secs(10), || async {
+    support::wait_for("one request queued", Duration::from_secs(10), || async {
         (metric(&base, "gateway_requests_queued").await == 1.0).then_some(())
     })
     .await;
@@ -173,7 +172,7 @@ async fn a_queued_request_gets_the_place_a_finished_stream_frees() {
     let text = metrics_text(&base).await;
     for reason in ["queue_full", "queue_timeout"] {
         let series = format!("gateway_shed_total{{reason=\"{reason}\"}}");
-        let shed = ::common::prometheus::sample(&text, &series);
+        let shed = common::prometheus::sample(&text, &series);
         assert_eq!(shed, Some(0.0), "nothing shed: {text}");
     }
 }
@@ -235,7 +234,7 @@ async fn the_per_key_rate_limit_counts_down_then_answers_429() {
         1.0
     );
     assert_eq!(
-        mock.chat().await["requests"],
+        mock.stats().await.chat.requests,
         3,
         "the refused request never reached the upstream"
     );
@@ -275,8 +274,8 @@ requests-per-minute = 2
     let mut stream_body = model("model-a");
     stream_body["stream"] = json!(true);
     let stream = open_stream(&base, &stream_body, 20).await;
-    assert_eq!(slow.chat().await["requests"], 1);
-    assert_eq!(metered.chat().await["requests"], 0);
+    assert_eq!(slow.stats().await.chat.requests, 1);
+    assert_eq!(metered.stats().await.chat.requests, 0);
 
     // slow: one request at a time, held by the open stream.
     let busy = post_chat(&base, &model("model-a"), &[]).await;
@@ -293,7 +292,7 @@ requests-per-minute = 2
         "{body}"
     );
     let text = metrics_text(&base).await;
-    let sample = |series: &str| ::common::prometheus::sample(&text, series);
+    let sample = |series: &str| common::prometheus::sample(&text, series);
     assert_eq!(
         sample("gateway_upstream_in_use{provider=\"slow\"}"),
         Some(1.0),
@@ -328,7 +327,11 @@ requests-per-minute = 2
         "provider_rate_limited",
         "{body}"
     );
-    assert_eq!(metered.chat().await["requests"], 2, "the third never left");
+    assert_eq!(
+        metered.stats().await.chat.requests,
+        2,
+        "the third never left"
+    );
     assert_eq!(
         metric(&base, "gateway_rate_limited_total{scope=\"provider\"}").await,
         1.0
@@ -364,7 +367,7 @@ requests-per-minute = 2
 #[tokio::test]
 async fn a_catch_all_provider_takes_the_other_models_and_lists_its_own() {
     let named = Mock::fast();
-    let rest = Mock::start(&["--models", "mock-1,mock-2", "--tokens", "2"]);
+    let rest = Mock::with_flags(&["--models", "mock-1,mock-2", "--tokens", "2"]);
     let toml = format!(
         "[[providers]]\nname = \"named\"\nbase-url = \"{}\"\nmodels = [\"model-a\"]\n\n\
          [[providers]]\nname = \"rest\"\nbase-url = \"{}\"\nmodels = [\"*\"]\n",
@@ -378,8 +381,8 @@ async fn a_catch_all_provider_takes_the_other_models_and_lists_its_own() {
         post_chat(&gw.url(), &body, &[]).await.status(),
         StatusCode::OK
     );
-    assert_eq!(rest.chat().await["requests"], 1);
-    assert_eq!(named.chat().await["requests"], 0);
+    assert_eq!(rest.stats().await.chat.requests, 1);
+    assert_eq!(named.stats().await.chat.requests, 0);
     let (_, models) = json_of(
         client()
             .get(format!("{}/v1/models", gw.url()))
@@ -444,7 +447,7 @@ async fn metrics_serves_every_family_in_openmetrics_text() {
             "{family}:\n{text}"
         );
     }
-    let sample = |series: &str| ::common::prometheus::sample(&text, series);
+    let sample = |series: &str| common::prometheus::sample(&text, series);
     assert_eq!(
         sample("gateway_requests_total{route=\"/health\",status=\"200\"}"),
         Some(1.0),

@@ -8,7 +8,6 @@
 //! naming the problem, before the upstream sees anything.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::Duration;
@@ -103,7 +102,7 @@ async fn non_streaming_body_is_the_upstreams() {
 
 #[tokio::test]
 async fn models_are_the_upstreams() {
-    let mock = Mock::start(&["--models", "mock-1,mock-2"]);
+    let mock = Mock::with_flags(&["--models", "mock-1,mock-2"]);
     let (_, direct) = json_of(
         client()
             .get(format!("{}/v1/models", mock.url()))
@@ -238,7 +237,10 @@ async fn silent_upstream_is_a_504_or_a_cut_stream() {
         assert_eq!(sse.text(), mock_llm::openai::text(3), "{mode}");
     }
     // Both stalled requests of both modes were given up by the gateway: the mock saw 4 cancels.
-    mock.wait_chat("cancelled", 4, Duration::from_secs(5)).await;
+    mock.wait_stats("mock chat.cancelled >= 4", Duration::from_secs(5), |s| {
+        s.chat.cancelled >= 4
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -302,8 +304,8 @@ async fn bad_requests_are_refused_before_the_upstream_sees_them() {
         let (status, body) = json_of(client().get(&url).send().await.unwrap()).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{mode}: {body}");
     }
-    let chat = mock.chat().await;
-    assert_eq!(chat["requests"], 0, "nothing reached the upstream: {chat}");
+    let chat = mock.stats().await.chat;
+    assert_eq!(chat.requests, 0, "nothing reached the upstream: {chat:?}");
 }
 
 #[tokio::test]

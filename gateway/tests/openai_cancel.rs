@@ -12,7 +12,6 @@
 //!   whole answer arrives, so the upstream completes the generation for nobody.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -127,13 +126,17 @@ async fn fixed_cancels_while_waiting_for_the_first_token() {
     let mock = Mock::fast();
     let gw = gateway("fixed", &mock.url(), &[]);
     let left = hang_up_before_the_first_token(&gw.url(), Duration::from_millis(200)).await;
-    let seen = mock.wait_chat("cancelled", 1, Duration::from_secs(2)).await;
+    let seen = mock
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(2), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
     assert_prompt("(a)", left, seen);
-    let chat = mock.chat().await;
+    let chat = mock.stats().await.chat;
     // Measured by the mock: from the request's arrival to the hang-up reaching it.
-    let time_to_cancel = chat["time_to_cancel_ms"]["last"].as_u64().unwrap();
-    assert!(time_to_cancel < 2000, "{chat}");
-    assert_eq!(chat["completed"], 0, "{chat}");
+    let time_to_cancel = chat.time_to_cancel_ms.last.unwrap();
+    assert!(time_to_cancel < 2000, "{chat:?}");
+    assert_eq!(chat.completed, 0, "{chat:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,11 +151,15 @@ async fn broken_cancels_only_when_the_first_token_arrives() {
         1,
         "the thread is still pinned"
     );
-    assert_eq!(mock.chat().await["cancelled"], 0);
-    let seen = mock.wait_chat("cancelled", 1, Duration::from_secs(8)).await;
+    assert_eq!(mock.stats().await.chat.cancelled, 0);
+    let seen = mock
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(8), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
     assert_late("(a)", left, seen);
-    let chat = mock.chat().await;
-    assert_eq!(chat["completed"], 0, "{chat}");
+    let chat = mock.stats().await.chat;
+    assert_eq!(chat.completed, 0, "{chat:?}");
     support::wait_for(
         "the pool thread to be released",
         Duration::from_secs(3),
@@ -166,14 +173,15 @@ async fn fixed_cancels_mid_stream() {
     let mock = Mock::fast();
     let gw = gateway("fixed", &mock.url(), &[]);
     let left = hang_up_mid_stream(&gw.url()).await;
-    let seen = mock.wait_chat("cancelled", 1, Duration::from_secs(2)).await;
+    let seen = mock
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(2), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
     assert_prompt("(b)", left, seen);
     // Measured by the mock: from the token it last sent to the cancel, i.e. well under an ITL.
-    let chat = mock.chat().await;
-    assert!(
-        chat["time_to_cancel_ms"]["last"].as_u64().unwrap() < 2000,
-        "{chat}"
-    );
+    let chat = mock.stats().await.chat;
+    assert!(chat.time_to_cancel_ms.last.unwrap() < 2000, "{chat:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,16 +189,17 @@ async fn broken_cancels_mid_stream_only_at_the_next_token() {
     let mock = Mock::fast();
     let gw = gateway("broken", &mock.url(), &[]);
     let left = hang_up_mid_stream(&gw.url()).await;
-    let seen = mock.wait_chat("cancelled", 1, Duration::from_secs(8)).await;
+    let seen = mock
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(8), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
     assert_late("(b)", left, seen);
     // The mock's own clock says ~0 ms: it counts from its last progress, and here its last
     // progress was the very token whose hand-over to the pool thread revealed the hang-up. The
     // wall clock above is the honest measure: a whole ITL of generation for nobody.
-    let chat = mock.chat().await;
-    assert!(
-        chat["time_to_cancel_ms"]["last"].as_u64().unwrap() < 1000,
-        "{chat}"
-    );
+    let chat = mock.stats().await.chat;
+    assert!(chat.time_to_cancel_ms.last.unwrap() < 1000, "{chat:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,10 +207,14 @@ async fn fixed_cancels_a_non_streaming_request_in_flight() {
     let mock = Mock::fast();
     let gw = gateway("fixed", &mock.url(), &[]);
     let left = hang_up_non_streaming(gw.addr(), Duration::from_millis(300)).await;
-    let seen = mock.wait_chat("cancelled", 1, Duration::from_secs(2)).await;
+    let seen = mock
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(2), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
     assert_prompt("(c)", left, seen);
-    let chat = mock.chat().await;
-    assert_eq!(chat["completed"], 0, "{chat}");
+    let chat = mock.stats().await.chat;
+    assert_eq!(chat.completed, 0, "{chat:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +229,11 @@ async fn broken_never_cancels_a_non_streaming_request_the_upstream_completes_it(
         1,
         "the thread is still pinned"
     );
-    let done = mock.wait_chat("completed", 1, Duration::from_secs(8)).await;
+    let done = mock
+        .wait_stats("mock chat.completed >= 1", Duration::from_secs(8), |s| {
+            s.chat.completed >= 1
+        })
+        .await;
     println!(
         "broken (c): the upstream saw no cancel; it completed {} ms after the client left",
         (done - left).as_millis()
@@ -225,8 +242,8 @@ async fn broken_never_cancels_a_non_streaming_request_the_upstream_completes_it(
         done - left >= Duration::from_millis(1500),
         "the upstream finished at its own pace"
     );
-    let chat = mock.chat().await;
-    assert_eq!(chat["cancelled"], 0, "the upstream never learnt: {chat}");
+    let chat = mock.stats().await.chat;
+    assert_eq!(chat.cancelled, 0, "the upstream never learnt: {chat:?}");
     support::wait_for(
         "the pool thread to be released",
         Duration::from_secs(3),
@@ -246,7 +263,9 @@ async fn a_client_that_stays_is_not_counted_as_cancelled() {
         let sse = read_sse(response, Duration::from_secs(10)).await;
         assert!(sse.error.is_none(), "{mode}");
     }
-    let chat = mock.wait_chat("completed", 2, Duration::from_secs(5)).await;
-    let _ = chat;
-    assert_eq!(mock.chat().await["cancelled"], 0);
+    mock.wait_stats("mock chat.completed >= 2", Duration::from_secs(5), |s| {
+        s.chat.completed >= 2
+    })
+    .await;
+    assert_eq!(mock.stats().await.chat.cancelled, 0);
 }

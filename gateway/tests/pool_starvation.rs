@@ -7,12 +7,12 @@
 //! 4 flow and never touches the pool for a stream. Afterwards the pool counters return to rest.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Mock, Streams, client, expected_body, gateway, get_json, num, wait_for};
 use reqwest::StatusCode;
+use support::{Mock, Streams, client, expected_body, get_json, num, pool_gateway, wait_for};
 
 const CHUNKS: usize = 8;
 const INTERVAL: Duration = Duration::from_millis(300);
@@ -29,7 +29,7 @@ fn stream_url(gateway: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_mode_lets_only_pool_size_streams_flow_and_starves_the_sync_probe() {
     let mock = Mock::start();
-    let gw = gateway("broken", 2, &mock.url(), &[]);
+    let gw = pool_gateway("broken", 2, &mock.url(), &[]);
     let client = client();
     let streams = Streams::open(&client, &stream_url(&gw.url()), 4);
     let s = &streams;
@@ -131,7 +131,7 @@ async fn broken_mode_lets_only_pool_size_streams_flow_and_starves_the_sync_probe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_mode_lets_every_stream_flow_and_leaves_the_pool_idle() {
     let mock = Mock::start();
-    let gw = gateway("fixed", 2, &mock.url(), &[]);
+    let gw = pool_gateway("fixed", 2, &mock.url(), &[]);
     let client = client();
     let streams = Streams::open(&client, &stream_url(&gw.url()), 4);
     let s = &streams;
@@ -188,7 +188,7 @@ async fn fixed_mode_lets_every_stream_flow_and_leaves_the_pool_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_counters_return_to_rest_after_streams_finish() {
     let mock = Mock::start();
-    let gw = gateway("broken", 2, &mock.url(), &[]);
+    let gw = pool_gateway("broken", 2, &mock.url(), &[]);
     let client = client();
     let url = format!("{}/chat/stream?chunks=3&interval_ms=100", gw.url());
     let streams = Streams::open(&client, &url, 3);

@@ -8,7 +8,6 @@
 //! hedging; invalid per-request values are a 400 naming the range.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::Duration;
@@ -52,9 +51,9 @@ async fn a_failed_attempt_is_retried_and_the_client_sees_only_the_success() {
         assert_eq!(attempts(&response), 2, "{mode}");
         let (_, body) = json_of(response).await;
         assert_eq!(body["object"], "chat.completion", "{mode}: {body}");
-        let chat = mock.chat().await;
-        assert_eq!(chat["requests"], 2, "{mode}: {chat}");
-        assert_eq!(chat["faults"]["503"], 1, "{mode}: {chat}");
+        let chat = mock.stats().await.chat;
+        assert_eq!(chat.requests, 2, "{mode}: {chat:?}");
+        assert_eq!(chat.faults.overloaded, 1, "{mode}: {chat:?}");
         let retries = "gateway_upstream_attempts_total{provider=\"default\",kind=\"retry\"}";
         assert_eq!(metric(&gw.url(), retries).await, 1.0, "{mode}");
     }
@@ -80,9 +79,9 @@ async fn the_retry_budget_runs_out_and_the_upstream_error_goes_through() {
             "the upstream's own error"
         );
     }
-    assert_eq!(mock.chat().await["requests"], 5);
+    assert_eq!(mock.stats().await.chat.requests, 5);
     let text = metrics_text(&gw.url()).await;
-    let sample = |s: &str| ::common::prometheus::sample(&text, s);
+    let sample = |s: &str| common::prometheus::sample(&text, s);
     assert_eq!(
         sample("gateway_retries_given_up_total{reason=\"budget\"}"),
         Some(4.0),
@@ -128,7 +127,7 @@ async fn max_retries_then_the_last_answer_goes_through() {
     let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(attempts(&response), 3);
-    assert_eq!(mock.chat().await["requests"], 3);
+    assert_eq!(mock.stats().await.chat.requests, 3);
     assert_eq!(
         metric(
             &gw.url(),
@@ -206,7 +205,7 @@ async fn a_stream_cut_after_its_first_byte_is_never_retried() {
         assert!(sse.error.is_some(), "{mode}: the client sees the cut");
         assert!(!sse.text().is_empty(), "{mode}: after some tokens");
         assert_eq!(
-            mock.chat().await["requests"],
+            mock.stats().await.chat.requests,
             1,
             "{mode}: no second attempt"
         );
@@ -218,7 +217,7 @@ async fn a_stream_cut_after_its_first_byte_is_never_retried() {
 #[tokio::test]
 async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
     for mode in MODES {
-        let mock = Mock::start(&[
+        let mock = Mock::with_flags(&[
             "--ttft-ms",
             "100",
             "--itl-ms",
@@ -255,10 +254,12 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
             "{mode}"
         );
         // The loser's upstream request is cancelled (in broken mode at its first token).
-        mock.wait_chat("cancelled", 1, Duration::from_secs(10))
-            .await;
+        mock.wait_stats("mock chat.cancelled >= 1", Duration::from_secs(10), |s| {
+            s.chat.cancelled >= 1
+        })
+        .await;
         let text = metrics_text(&gw.url()).await;
-        let sample = |s: &str| ::common::prometheus::sample(&text, s);
+        let sample = |s: &str| common::prometheus::sample(&text, s);
         assert_eq!(
             sample("gateway_hedges_fired_total"),
             Some(1.0),
@@ -300,8 +301,10 @@ async fn a_hedged_request_past_its_deadline_is_a_504() {
         error["message"].as_str().unwrap().contains("400 ms"),
         "{body}"
     );
-    mock.wait_chat("cancelled", 3, Duration::from_secs(10))
-        .await;
+    mock.wait_stats("mock chat.cancelled >= 3", Duration::from_secs(10), |s| {
+        s.chat.cancelled >= 3
+    })
+    .await;
     assert_eq!(
         metric(&gw.url(), "gateway_deadline_exceeded_total").await,
         1.0
@@ -330,7 +333,7 @@ async fn the_hedge_budget_stops_hedging_when_every_request_is_slow() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let text = metrics_text(&gw.url()).await;
-    let sample = |s: &str| ::common::prometheus::sample(&text, s).unwrap_or(0.0);
+    let sample = |s: &str| common::prometheus::sample(&text, s).unwrap_or(0.0);
     let fired = sample("gateway_hedges_fired_total");
     // One token to start with, a tenth of one per request: at most 2 hedges in 10 requests,
     // where unbounded hedging would have sent 20.
@@ -339,7 +342,7 @@ async fn the_hedge_budget_stops_hedging_when_every_request_is_slow() {
         sample("gateway_hedges_skipped_total{reason=\"budget\"}") >= 8.0,
         "{text}"
     );
-    assert_eq!(mock.chat().await["requests"], 10 + fired as u64);
+    assert_eq!(mock.stats().await.chat.requests, 10 + fired as u64);
 }
 
 #[tokio::test]
@@ -361,7 +364,7 @@ async fn invalid_hedge_and_deadline_values_are_a_400_naming_the_range() {
         assert!(error["message"].as_str().unwrap().contains(range), "{body}");
     }
     assert_eq!(
-        mock.chat().await["requests"],
+        mock.stats().await.chat.requests,
         0,
         "refused before any upstream call"
     );

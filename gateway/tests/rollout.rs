@@ -4,12 +4,12 @@
 //! `X-Stream-Method`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use clap::Parser as _;
-use common::{Mock, client, gateway};
 use reqwest::StatusCode;
 use serde_json::json;
+use support::{Mock, client, pool_gateway};
 
 /// The `X-Stream-Method` of `n` short streams, one after the other.
 async fn methods(gateway: &str, n: usize) -> Vec<String> {
@@ -42,10 +42,10 @@ fn count(methods: &[String], name: &str) -> usize {
 #[tokio::test]
 async fn zero_percent_is_all_blocking_and_hundred_is_all_async() {
     let mock = Mock::start();
-    let none = gateway("broken", 4, &mock.url(), &["--async-rollout-percent", "0"]);
+    let none = pool_gateway("broken", 4, &mock.url(), &["--async-rollout-percent", "0"]);
     let seen = methods(&none.url(), 10).await;
     assert_eq!(count(&seen, "blocking"), 10, "{seen:?}");
-    let all = gateway(
+    let all = pool_gateway(
         "broken",
         4,
         &mock.url(),
@@ -55,7 +55,7 @@ async fn zero_percent_is_all_blocking_and_hundred_is_all_async() {
     assert_eq!(count(&seen, "async"), 10, "{seen:?}");
     // Without the flag, each mode names its one client.
     for (mode, method) in [("broken", "blocking"), ("fixed", "async")] {
-        let gw = gateway(mode, 4, &mock.url(), &[]);
+        let gw = pool_gateway(mode, 4, &mock.url(), &[]);
         assert_eq!(methods(&gw.url(), 2).await, [method, method], "{mode}");
     }
 }
@@ -63,7 +63,7 @@ async fn zero_percent_is_all_blocking_and_hundred_is_all_async() {
 #[tokio::test]
 async fn fifty_percent_alternates_exactly_on_both_routes() {
     let mock = Mock::start();
-    let gw = gateway("broken", 4, &mock.url(), &["--async-rollout-percent", "50"]);
+    let gw = pool_gateway("broken", 4, &mock.url(), &["--async-rollout-percent", "50"]);
     let seen = methods(&gw.url(), 20).await;
     assert_eq!(count(&seen, "async"), 10, "{seen:?}");
     assert_eq!(count(&seen, "blocking"), 10, "{seen:?}");

@@ -5,7 +5,7 @@
 //! These tests run the real `gateway` binary and send it a real SIGTERM.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,10 +13,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Mock, client, expected_body, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
+use support::{Mock, client, expected_body, wait_for};
 
 /// The `gateway` binary as a child process, with its stderr log collected.
 struct GatewayProcess {
@@ -194,7 +194,7 @@ async fn sigterm_stops_accepting_but_lets_the_in_flight_stream_finish() {
         "exited because drained: {log}"
     );
     assert!(!log.contains("deadline passed"), "{log}");
-    assert_eq!(mock.stats(&client).await.completed, 1);
+    assert_eq!(mock.stats().await.completed, 1);
 }
 
 /// Opens a stream that will not finish for a long time and returns its response once the

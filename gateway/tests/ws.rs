@@ -11,7 +11,6 @@
 //! - an idle socket is pinged every `--sse-keepalive-secs`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -243,10 +242,12 @@ async fn a_client_that_leaves_cancels_the_upstream_and_frees_its_slot() {
     let left = Instant::now();
     drop(ws);
     let seen = mock
-        .wait_chat("cancelled", 1, Duration::from_secs(10))
+        .wait_stats("mock chat.cancelled >= 1", Duration::from_secs(10), |s| {
+            s.chat.cancelled >= 1
+        })
         .await;
     assert!(seen - left < at_once, "cancelled after {:?}", seen - left);
-    common::wait_for("the slot is free", at_once, || async {
+    support::wait_for("the slot is free", at_once, || async {
         (metric(&base, "gateway_ws_connections").await == 0.0).then_some(())
     })
     .await;
@@ -259,10 +260,12 @@ async fn a_client_that_leaves_cancels_the_upstream_and_frees_its_slot() {
     let left = Instant::now();
     ws.close(None).await.unwrap();
     let seen = mock
-        .wait_chat("cancelled", 2, Duration::from_secs(10))
+        .wait_stats("mock chat.cancelled >= 2", Duration::from_secs(10), |s| {
+            s.chat.cancelled >= 2
+        })
         .await;
     assert!(seen - left < at_once, "cancelled after {:?}", seen - left);
-    common::wait_for("the slot is free again", at_once, || async {
+    support::wait_for("the slot is free again", at_once, || async {
         (metric(&base, "gateway_ws_connections").await == 0.0).then_some(())
     })
     .await;
@@ -271,7 +274,7 @@ async fn a_client_that_leaves_cancels_the_upstream_and_frees_its_slot() {
     let (_, done) = chat(&mut ws, &chat_body(false)).await;
     assert_eq!(done["type"], "done", "{done}");
     assert_eq!(metric(&base, "gateway_ws_rejected_total").await, 0.0);
-    assert_eq!(mock.chat().await["completed"], 1);
+    assert_eq!(mock.stats().await.chat.completed, 1);
 }
 
 #[tokio::test]

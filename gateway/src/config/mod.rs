@@ -1,9 +1,10 @@
 //! Settings of the `gateway` binary. Every flag has an env override (`GATEWAY_*`) and can be a key
-//! of the `--config` file ([`file`] holds the precedence rule: file < environment < flags). Every
+//! of the `--config` file ([`file`](mod@file) holds the precedence rule: file < environment < flags). Every
 //! limit in force is logged at start-up in one block, so a reader of the log knows what was
 //! running; `--check-config` prints that block and exits.
 
 pub mod file;
+mod modes;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -11,34 +12,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::Parser;
 use clap::builder::TypedValueParser as _;
-use clap::{Parser, ValueEnum};
 use reqwest::Url;
 
-use crate::cpu::CpuMode;
 pub use file::ProviderConfig;
-
-/// How the gateway talks to its upstream. This is the whole experiment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Blocking client (ureq) inside `spawn_blocking`: one pool thread per open stream.
-    Broken,
-    /// Async client (reqwest) streaming the body: no pool thread at all.
-    Fixed,
-    /// Blocking client (ureq) called right inside the async handler, no `spawn_blocking`: each
-    /// stream blocks one of the runtime's *worker* threads, so everything else stalls too.
-    Inline,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Broken => "broken",
-            Mode::Fixed => "fixed",
-            Mode::Inline => "inline",
-        })
-    }
-}
+pub use modes::{CpuMode, Mode};
 
 /// An LLM gateway that relays slow upstream streams, in a broken or a fixed way.
 #[derive(Debug, Clone, Parser)]

@@ -38,9 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse};
-use crate::error::ApiError;
-use crate::pool::BlockingPool;
+use super::{ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::telemetry::pool::BlockingPool;
 
 /// Chunks buffered between the pool thread and the async response. Small on purpose: when the
 /// client reads slowly, the thread blocks in `blocking_send` instead of buffering the stream.
@@ -57,7 +56,7 @@ pub struct BlockingClient {
 }
 
 /// What the pool thread reports once the upstream has answered.
-type Head = Result<(StatusCode, HeaderMap), ApiError>;
+type Head = Result<(StatusCode, HeaderMap), UpstreamError>;
 
 impl BlockingClient {
     pub fn new(settings: &ClientSettings, pool: Arc<BlockingPool>) -> Self {
@@ -70,7 +69,7 @@ impl BlockingClient {
 
     /// Any method, any body: the head comes back through a oneshot, the body through a small
     /// channel fed by the pool thread.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let (head_tx, head_rx) = oneshot::channel::<Head>();
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let agent = self.agent.clone();
@@ -82,7 +81,7 @@ impl BlockingClient {
         // If the client hangs up here, hyper drops this future and `head_rx` with it; the pool
         // thread only finds out when it next touches `head_tx` (see the module docs).
         let (status, headers) = head_rx.await.map_err(|_| {
-            ApiError::internal("the upstream worker thread ended without answering")
+            UpstreamError::Internal("the upstream worker thread ended without answering")
         })??;
         let body = ReceiverStream::new(chunk_rx).map(|chunk| chunk.map_err(std::io::Error::other));
         Ok(UpstreamResponse {
@@ -172,24 +171,28 @@ pub(super) fn call(
     }
 }
 
-pub(super) fn map_error(url: &Url, error: ureq::Error) -> ApiError {
+/// ureq's error as the gateway's: which failures never reached the upstream decides retries.
+pub(super) fn map_error(url: &Url, error: ureq::Error) -> UpstreamError {
     use ureq::Timeout;
-    let connect = match &error {
-        ureq::Error::Timeout(Timeout::Resolve | Timeout::Connect)
-        | ureq::Error::HostNotFound
-        | ureq::Error::ConnectionFailed => true,
-        ureq::Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-        _ => false,
-    };
-    let error = match error {
-        ureq::Error::Timeout(what) => {
-            ApiError::gateway_timeout(format!("upstream {url} timed out ({what})"))
+    let url = url.clone();
+    let detail = error.to_string();
+    match error {
+        ureq::Error::Timeout(what @ (Timeout::Resolve | Timeout::Connect)) => {
+            UpstreamError::ConnectTimeout {
+                url,
+                detail: format!("timed out ({what})"),
+            }
         }
-        other => ApiError::bad_gateway(format!("upstream {url} unreachable: {other}")),
-    };
-    if connect {
-        error.with_code(super::UNREACHABLE)
-    } else {
-        error
+        ureq::Error::Timeout(what) => UpstreamError::ReadTimeout {
+            url,
+            detail: format!("timed out ({what})"),
+        },
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
+            UpstreamError::Unreachable { url, detail }
+        }
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            UpstreamError::Unreachable { url, detail }
+        }
+        _ => UpstreamError::Failed { url, detail },
     }
 }

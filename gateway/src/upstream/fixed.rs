@@ -21,8 +21,8 @@ use axum::http::HeaderValue;
 use futures_util::TryStreamExt;
 use reqwest::Url;
 
-use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse};
-use crate::error::{ApiError, StartError};
+use super::{ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::error::StartError;
 
 /// A pooled async HTTP client.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl AsyncClient {
     }
 
     /// Returns at the upstream's head; the body follows as a stream of chunks.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let headers = super::outgoing_headers(&request, self.credential.as_ref());
         let url = request.url;
         let mut builder = self
@@ -83,29 +83,33 @@ impl AsyncClient {
         })
     }
 
-    fn map_error(&self, url: &Url, error: reqwest::Error) -> ApiError {
+    /// reqwest's error as the gateway's: which failures never reached the upstream decides
+    /// retries.
+    fn map_error(&self, url: &Url, error: reqwest::Error) -> UpstreamError {
+        let url = url.clone();
         if error.is_timeout() && error.is_connect() {
-            ApiError::gateway_timeout(format!(
-                "upstream {url} did not accept a connection within {:?}",
-                self.connect_timeout
-            ))
-            .with_code(super::UNREACHABLE)
+            UpstreamError::ConnectTimeout {
+                url,
+                detail: format!(
+                    "did not accept a connection within {:?}",
+                    self.connect_timeout
+                ),
+            }
         } else if error.is_connect() {
-            ApiError::bad_gateway(format!(
-                "upstream {url} unreachable: {}",
-                error_chain(&error)
-            ))
-            .with_code(super::UNREACHABLE)
+            UpstreamError::Unreachable {
+                url,
+                detail: error_chain(&error),
+            }
         } else if error.is_timeout() {
-            ApiError::gateway_timeout(format!(
-                "upstream {url} sent nothing for {:?}",
-                self.read_timeout
-            ))
+            UpstreamError::ReadTimeout {
+                url,
+                detail: format!("sent nothing for {:?}", self.read_timeout),
+            }
         } else {
-            ApiError::bad_gateway(format!(
-                "upstream {url} unreachable: {}",
-                error_chain(&error)
-            ))
+            UpstreamError::Failed {
+                url,
+                detail: error_chain(&error),
+            }
         }
     }
 }

@@ -37,8 +37,9 @@ use std::io::Read;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 
-use super::{ClientSettings, StreamMethod, UpstreamRequest, UpstreamResponse, broken};
-use crate::error::ApiError;
+use super::{
+    ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse, broken,
+};
 
 /// The ureq agent, used straight from async code. Do not do this.
 #[derive(Debug)]
@@ -57,7 +58,7 @@ impl InlineClient {
     }
 
     /// `async` in name only: every line of it blocks the worker thread polling it.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let headers = super::outgoing_headers(&request, self.credential.as_ref());
         let url = request.url.clone();
         // Blocks the *worker* until the upstream's status and headers arrive.

@@ -15,8 +15,13 @@
 //! `Transfer-Encoding`, ...) never cross: each side of the gateway is its own HTTP connection.
 
 pub mod broken;
+pub mod budget;
+pub mod error;
 pub mod fixed;
 pub mod inline;
+pub mod keepalive;
+pub mod providers;
+pub mod relay;
 
 use std::io;
 use std::sync::Arc;
@@ -29,12 +34,9 @@ use futures_util::stream::BoxStream;
 use reqwest::Url;
 
 use crate::config::{Config, Mode, ProviderConfig};
-use crate::error::{ApiError, StartError};
-use crate::pool::BlockingPool;
-
-/// The `code` of an error where the request never reached the upstream (refused, unresolvable,
-/// no connection within the connect timeout): always safe to retry.
-pub const UNREACHABLE: &str = "upstream_unreachable";
+use crate::error::StartError;
+use crate::telemetry::pool::BlockingPool;
+pub use error::UpstreamError;
 
 /// Request headers copied from the client to the upstream, by exact name.
 const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
@@ -190,7 +192,7 @@ impl Rollout {
         (n + 1) * percent / 100 > n * percent / 100
     }
 
-    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         if Self::goes_async(self.percent, n) {
             self.async_client.send(request).await
@@ -239,7 +241,7 @@ impl Upstream {
     }
 
     /// Sends `request` and returns once the upstream's status and headers are in.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         match self {
             Upstream::Broken(client) => client.send(request).await,
             Upstream::Fixed(client) => client.send(request).await,

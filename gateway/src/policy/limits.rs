@@ -25,17 +25,13 @@
 //!   headers replace the provider's: the client's limit is the gateway's.
 //!
 //! The rate check runs first (it costs nothing), then the concurrency wait. The per-provider
-//! bounds (concurrent upstream requests, requests per minute) are in [`crate::providers`].
+//! bounds (concurrent upstream requests, requests per minute) are in [`crate::upstream::providers`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
@@ -44,114 +40,34 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http_body::{Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::AppState;
+use crate::admission::{Admission, Shed, hold};
+use crate::config::Config;
 use crate::error::ApiError;
+use crate::telemetry::log::log_rejected;
+use crate::telemetry::metrics::{Metrics, RateLimitScope, ShedReason};
 
-/// `limit` places, at most `max_queued` waiting for one, each for at most `max_wait`: the one
-/// shape of bound the gateway uses, everywhere it bounds something. Inbound requests
-/// (`--max-concurrent-requests`, `--max-queued-requests`, `--max-queue-wait-ms`), a provider's
-/// upstream slots (`max-concurrent`, `pool-timeout-ms`), `/v1/solve`'s computations
-/// (`--cpu-workers`, `--cpu-queue`) and WebSockets (`--ws-max-connections`, no queue).
-#[derive(Debug)]
-pub struct Admission {
-    /// One permit per place. Tokio's semaphore is fair: waiters get permits in arrival order.
-    slots: Arc<Semaphore>,
-    limit: usize,
-    /// Requests waiting now; never above `max_queued` (a place is reserved before waiting).
-    queued: AtomicUsize,
-    max_queued: usize,
-    max_wait: Duration,
-}
-
-/// Why a request was shed: the label of `gateway_shed_total` and the error's `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shed {
-    /// Every place taken and the wait queue full: refused at once.
-    QueueFull,
-    /// Waited the longest allowed without getting a place.
-    QueueTimeout,
-}
-
-impl Shed {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shed::QueueFull => "queue_full",
-            Shed::QueueTimeout => "queue_timeout",
-        }
-    }
-}
-
-impl Admission {
-    /// `max_wait` may be `Duration::MAX`: wait as long as it takes (tokio caps the timer).
-    pub fn new(limit: usize, max_queued: usize, max_wait: Duration) -> Self {
-        Self {
-            slots: Arc::new(Semaphore::new(limit)),
-            limit,
-            queued: AtomicUsize::new(0),
-            max_queued,
-            max_wait,
-        }
-    }
-
-    /// A place, now or after a bounded wait. The permit is the place: drop it to give it back.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Shed> {
-        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
-            return Ok(permit);
-        }
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_queued).then_some(n + 1)
-            })
-            .map_err(|_| Shed::QueueFull)?;
-        // Leaves the queue however the wait ends, including the client hanging up mid-wait.
-        let _waiting = Decrement(&self.queued);
-        match tokio::time::timeout(self.max_wait, Arc::clone(&self.slots).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Shed::QueueTimeout),
-        }
-    }
-
-    pub fn in_use(&self) -> usize {
-        self.limit.saturating_sub(self.slots.available_permits())
-    }
-
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// The inbound limit's 503, naming its flags.
-    fn shed_error(&self, shed: Shed) -> ApiError {
-        let why = match shed {
-            Shed::QueueFull => format!(
-                "the gateway is at its limit: {} requests in progress and {} waiting \
-                 (--max-concurrent-requests, --max-queued-requests)",
-                self.limit, self.max_queued
-            ),
-            Shed::QueueTimeout => format!(
-                "the gateway is at its limit of {} requests in progress and no place came free \
-                 within {} ms (--max-queue-wait-ms)",
-                self.limit,
-                self.max_wait.as_millis()
-            ),
-        };
-        ApiError::overloaded(shed.as_str(), format!("{why}; retry after a second"))
-            .retry_after(Duration::from_secs(1))
-    }
-}
-
-struct Decrement<'a>(&'a AtomicUsize);
-
-impl Drop for Decrement<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// The inbound limit's 503, naming its flags.
+fn shed_error(inbound: &Admission, shed: Shed) -> ApiError {
+    let why = match shed {
+        Shed::QueueFull => format!(
+            "the gateway is at its limit: {} requests in progress and {} waiting \
+             (--max-concurrent-requests, --max-queued-requests)",
+            inbound.limit(),
+            inbound.max_queued()
+        ),
+        Shed::QueueTimeout => format!(
+            "the gateway is at its limit of {} requests in progress and no place came free \
+             within {} ms (--max-queue-wait-ms)",
+            inbound.limit(),
+            inbound.max_wait().as_millis()
+        ),
+    };
+    ApiError::overloaded(
+        ShedReason::from(shed).as_str(),
+        format!("{why}; retry after a second"),
+    )
+    .retry_after(Duration::from_secs(1))
 }
 
 /// Who a rate limit counts against: the API key (by digest, never the key itself) or, with
@@ -240,7 +156,7 @@ impl KeyLimits {
     }
 
     /// Forgets clients whose buckets are full again, so one bucket per IP ever seen cannot grow
-    /// without bound. [`crate::serve`] calls it once a minute.
+    /// without bound. [`crate::serve`] calls it once a minute (through [`Inbound::forget_idle`]).
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
@@ -267,9 +183,42 @@ fn trim(x: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// The inbound bounds: `--rate-limit-rpm` per client, then `--max-concurrent-requests` with its
+/// bounded wait queue. The state of the [`admit`] middleware, and nothing else.
+#[derive(Debug)]
+pub struct Inbound {
+    keys: KeyLimits,
+    places: Admission,
+    metrics: Arc<Metrics>,
+}
+
+impl Inbound {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            keys: KeyLimits::new(config.rate_limit_rpm, config.rate_limit_burst),
+            places: Admission::new(
+                config.max_concurrent_requests,
+                config.max_queued_requests,
+                config.max_queue_wait(),
+            ),
+            metrics,
+        }
+    }
+
+    /// The inbound places: in use, queued and the limit, for `/metrics`.
+    pub fn places(&self) -> &Admission {
+        &self.places
+    }
+
+    /// See [`KeyLimits::forget_idle`].
+    pub fn forget_idle(&self) {
+        self.keys.forget_idle();
+    }
+}
+
 /// Middleware on the relaying routes (after the API-key check): the per-key rate, then a place
 /// within the concurrency cap, held by the response body until it ends.
-pub async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: Next) -> Response {
     let received = Instant::now();
     let client = request
         .extensions()
@@ -286,21 +235,21 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
             .extensions()
             .get::<MatchedPath>()
             .map_or("", MatchedPath::as_str);
-        crate::relay::log_rejected(state.mode, request.method(), path, &error, received);
+        log_rejected(request.method(), path, &error, received);
         error.into_response()
     };
-    let rate_headers = match state.key_limits.check(&client) {
+    let rate_headers = match inbound.keys.check(&client) {
         Ok(headers) => headers,
         Err(error) => {
-            state.metrics.rate_limited("key");
+            inbound.metrics.rate_limited(RateLimitScope::Key);
             return refuse(error, &request);
         }
     };
-    let permit = match state.inbound.admit().await {
+    let permit = match inbound.places.admit().await {
         Ok(permit) => permit,
         Err(shed) => {
-            state.metrics.shed(shed.as_str());
-            return refuse(state.inbound.shed_error(shed), &request);
+            inbound.metrics.shed(ShedReason::from(shed));
+            return refuse(shed_error(&inbound.places, shed), &request);
         }
     };
     let mut response = next.run(request).await;
@@ -308,68 +257,9 @@ pub async fn admit(State(state): State<AppState>, request: Request, next: Next) 
     hold(response, permit)
 }
 
-/// `response` with `guard` moved into its body: the guard is dropped when the body is, i.e.
-/// when the last byte is sent or the client goes away, not when the headers leave.
-pub fn hold<G: Send + Unpin + 'static>(response: Response, guard: G) -> Response {
-    let (parts, body) = response.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Held {
-            body,
-            _guard: guard,
-        }),
-    )
-}
-
-/// A body that owns a guard. Size and end-of-stream are the inner body's, so a JSON error keeps
-/// its `Content-Length`.
-struct Held<G> {
-    body: Body,
-    _guard: G,
-}
-
-impl<G: Unpin> http_body::Body for Held<G> {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn places_queue_and_shed() {
-        let inbound = Arc::new(Admission::new(1, 1, Duration::from_millis(300)));
-        let first = inbound.admit().await.expect("a free place");
-        assert_eq!(inbound.in_use(), 1);
-        let second = tokio::spawn({
-            let inbound = Arc::clone(&inbound);
-            async move { inbound.admit().await.map(drop) }
-        });
-        while inbound.queued() == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(inbound.admit().await.map(drop), Err(Shed::QueueFull));
-        assert_eq!(second.await.expect("join"), Err(Shed::QueueTimeout));
-        assert_eq!(inbound.queued(), 0, "a timed-out waiter leaves the queue");
-        drop(first);
-        assert!(inbound.admit().await.is_ok(), "a returned place is reused");
-    }
 
     #[test]
     fn key_limit_counts_down_then_refuses() {

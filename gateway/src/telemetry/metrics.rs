@@ -14,7 +14,7 @@
 //! | `gateway_rate_limited_total{scope}` | counter | 429s: `key` (per API key) or `provider` (a provider's rpm) |
 //! | `gateway_upstream_in_use{provider}` | gauge | upstream requests open per provider, i.e. its connections in use |
 //! | `gateway_upstream_limit{provider}` | gauge | the provider's `max-concurrent` |
-//! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::pool`]) |
+//! | `gateway_blocking_pool_running` / `_queued` / `_threads` | gauge | the counted blocking pool ([`crate::telemetry::pool`]) |
 //! | `gateway_health_probe_seconds` | histogram | how long `/health`'s pool job took: the starvation signal |
 //! | `gateway_live_streams` | gauge | response bodies being relayed right now |
 //! | `gateway_upstream_attempts_total{provider,kind}` | counter | every upstream attempt: `first`, `retry`, `hedge` |
@@ -35,47 +35,16 @@
 
 use std::sync::atomic::AtomicI64;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::AppState;
-use crate::error::ApiError;
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteStatus {
-    pub route: String,
-    pub status: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
-    pub reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Scope {
-    pub scope: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProviderLabel {
-    pub provider: String,
-}
-
-/// An upstream attempt: `first`, `retry` (after a failure) or `hedge` (after the delay).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Attempt {
-    pub provider: String,
-    pub kind: &'static str,
-}
+pub use super::labels::{
+    AttemptKind, AttemptLabels, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason,
+    ProviderLabel, RateLimitLabels, RateLimitScope, RouteStatus, ShedLabels, ShedReason,
+};
 
 /// The registry and every family in it. Later features register their families here too.
 #[derive(Debug)]
@@ -85,8 +54,8 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     pub queued: Gauge<i64, AtomicI64>,
     pub limit: Gauge<i64, AtomicI64>,
-    pub shed: Family<Reason, Counter>,
-    pub rate_limited: Family<Scope, Counter>,
+    pub shed: Family<ShedLabels, Counter>,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
     pub upstream_in_use: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
     pub upstream_limit: Family<ProviderLabel, Gauge<i64, AtomicI64>>,
     pub pool_running: Gauge<i64, AtomicI64>,
@@ -94,12 +63,12 @@ pub struct Metrics {
     pub pool_threads: Gauge<i64, AtomicI64>,
     pub health_probe: Histogram,
     pub live_streams: Gauge<i64, AtomicI64>,
-    pub attempts: Family<Attempt, Counter>,
-    pub retries_given_up: Family<Reason, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub retries_given_up: Family<GiveUpLabels, Counter>,
     pub hedges_fired: Counter,
     pub hedges_won: Counter,
     pub hedges_cancelled: Counter,
-    pub hedges_skipped: Family<Reason, Counter>,
+    pub hedges_skipped: Family<HedgeSkipLabels, Counter>,
     pub deadline_exceeded: Counter,
     pub ws_connections: Gauge<i64, AtomicI64>,
     pub ws_rejected: Counter,
@@ -135,13 +104,13 @@ impl Default for Metrics {
             "gateway_requests_limit",
             "Inbound places (--max-concurrent-requests)",
         );
-        let shed = Family::<Reason, Counter>::default();
+        let shed = Family::<ShedLabels, Counter>::default();
         registry.register(
             "gateway_shed",
             "Requests refused with 503 by the gateway's own limits, by reason",
             shed.clone(),
         );
-        let rate_limited = Family::<Scope, Counter>::default();
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
         registry.register(
             "gateway_rate_limited",
             "Requests refused with 429, by whose limit (key or provider)",
@@ -186,13 +155,13 @@ impl Default for Metrics {
             "gateway_live_streams",
             "Response bodies being relayed",
         );
-        let attempts = Family::<Attempt, Counter>::default();
+        let attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "gateway_upstream_attempts",
             "Upstream attempts by provider and kind (first, retry, hedge)",
             attempts.clone(),
         );
-        let retries_given_up = Family::<Reason, Counter>::default();
+        let retries_given_up = Family::<GiveUpLabels, Counter>::default();
         registry.register(
             "gateway_retries_given_up",
             "Failed attempts not retried, by reason (max_retries, budget, retry_after_too_long)",
@@ -218,7 +187,7 @@ impl Default for Metrics {
             "gateway_hedges_cancelled",
             "Attempts cancelled because another attempt of the same request won",
         );
-        let hedges_skipped = Family::<Reason, Counter>::default();
+        let hedges_skipped = Family::<HedgeSkipLabels, Counter>::default();
         registry.register(
             "gateway_hedges_skipped",
             "Hedges not sent, by reason (budget)",
@@ -246,21 +215,18 @@ impl Default for Metrics {
         );
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
-        for reason in [
-            "queue_full",
-            "queue_timeout",
-            "provider_busy",
-            "cpu_queue_full",
-        ] {
-            let _ = shed.get_or_create(&Reason { reason });
+        for reason in ShedReason::ALL {
+            let _ = shed.get_or_create(&ShedLabels { reason });
         }
-        for scope in ["key", "provider"] {
-            let _ = rate_limited.get_or_create(&Scope { scope });
+        for scope in RateLimitScope::ALL {
+            let _ = rate_limited.get_or_create(&RateLimitLabels { scope });
         }
-        for reason in ["max_retries", "budget", "retry_after_too_long"] {
-            let _ = retries_given_up.get_or_create(&Reason { reason });
+        for reason in GiveUpReason::ALL {
+            let _ = retries_given_up.get_or_create(&GiveUpLabels { reason });
         }
-        let _ = hedges_skipped.get_or_create(&Reason { reason: "budget" });
+        for reason in HedgeSkipReason::ALL {
+            let _ = hedges_skipped.get_or_create(&HedgeSkipLabels { reason });
+        }
         Self {
             registry,
             requests,
@@ -291,89 +257,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn shed(&self, reason: &'static str) {
-        self.shed.get_or_create(&Reason { reason }).inc();
+    pub fn shed(&self, reason: ShedReason) {
+        self.shed.get_or_create(&ShedLabels { reason }).inc();
     }
 
-    pub fn rate_limited(&self, scope: &'static str) {
-        self.rate_limited.get_or_create(&Scope { scope }).inc();
+    pub fn rate_limited(&self, scope: RateLimitScope) {
+        self.rate_limited
+            .get_or_create(&RateLimitLabels { scope })
+            .inc();
     }
 
-    fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// The registry in Prometheus text (OpenMetrics).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
-}
-
-fn as_gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    let pool = state.pool.snapshot();
-    m.pool_running.set(as_gauge(pool.running));
-    m.pool_queued.set(as_gauge(pool.queued));
-    m.pool_threads.set(as_gauge(pool.max_threads));
-    m.in_flight.set(as_gauge(state.inbound.in_use()));
-    m.queued.set(as_gauge(state.inbound.queued()));
-    m.limit.set(as_gauge(state.inbound.limit()));
-    m.live_streams.set(as_gauge(
-        state
-            .live_streams
-            .load(std::sync::atomic::Ordering::Relaxed),
-    ));
-    m.ws_connections.set(as_gauge(state.ws.in_use()));
-    for provider in state.providers.iter() {
-        let label = ProviderLabel {
-            provider: provider.name.clone(),
-        };
-        m.upstream_in_use
-            .get_or_create(&label)
-            .set(as_gauge(provider.in_use()));
-        m.upstream_limit
-            .get_or_create(&label)
-            .set(as_gauge(provider.limit()));
-    }
-    match m.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => ApiError::internal(format!("cannot encode the metrics: {e}")).into_response(),
-    }
-}
-
-/// Middleware on the whole router: counts each answered request by route and status. The
-/// route is the router's pattern (`/v1/chat/completions`), never the raw path, so a scanner
-/// probing random URLs adds one `unmatched` series, not one per URL.
-pub async fn count_requests(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    state
-        .metrics
-        .requests
-        .get_or_create(&RouteStatus {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
 }
 
 #[cfg(test)]
@@ -384,8 +283,8 @@ mod tests {
     #[test]
     fn families_are_named_and_sampled() {
         let metrics = Metrics::default();
-        metrics.shed("queue_full");
-        metrics.rate_limited("key");
+        metrics.shed(ShedReason::QueueFull);
+        metrics.rate_limited(RateLimitScope::Key);
         metrics.health_probe.observe(0.001);
         let text = metrics.encode().expect("encode");
         assert_eq!(

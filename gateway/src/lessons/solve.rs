@@ -6,7 +6,7 @@
 //!   milliseconds it blocks the worker exactly as a blocking read does ([`crate::upstream::inline`]):
 //!   every other task on it waits, and with `--worker-threads 1` even `/debug/health-async` waits
 //!   for the whole computation. Choose it only when the work is tiny and bounded.
-//! - `blocking`: `spawn_blocking` through the counted [`crate::pool::BlockingPool`]. The workers
+//! - `blocking`: `spawn_blocking` through the counted [`crate::telemetry::pool::BlockingPool`]. The workers
 //!   stay free, but the pool queues without bound and is shared with everything else that needs
 //!   it (the health check, DNS, broken-mode streams): 100 concurrent requests mean 100 queued
 //!   jobs, latency grows for everyone, and nothing says no. Choose it for occasional work.
@@ -20,6 +20,7 @@
 //! Every answer says where the time went: `queued_ms` (waiting for a thread or a permit) and
 //! `compute_ms` (hashing). Drive it with `diag load` while `diag watch` runs (see README.md).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -27,44 +28,27 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use clap::ValueEnum;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::AppState;
+use crate::admission::Admission;
+use crate::config::{Config, CpuMode};
 use crate::error::ApiError;
-use crate::limits::Admission;
+use crate::telemetry::metrics::{Metrics, ShedReason};
+use crate::telemetry::pool::BlockingPool;
 
 /// The largest `work` accepted: about a second of one core in a release build.
 pub const MAX_WORK: u64 = 2_000_000;
 const BUFFER_BYTES: usize = 1024;
 
-/// Where `POST /v1/solve` computes (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CpuMode {
-    /// On the async worker itself.
-    Inline,
-    /// `spawn_blocking` on the shared, unbounded-queue blocking pool.
-    Blocking,
-    /// A semaphore of `--cpu-workers` permits before `spawn_blocking`, and 503 past `--cpu-queue`.
-    Bounded,
-}
-
-impl CpuMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CpuMode::Inline => "inline",
-            CpuMode::Blocking => "blocking",
-            CpuMode::Bounded => "bounded",
-        }
-    }
-}
-
-/// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue.
+/// The CPU endpoint's state: its mode, and in bounded mode its workers and their queue; the
+/// pool it computes on and the counter of its refusals.
 #[derive(Debug)]
 pub struct Cpu {
     mode: CpuMode,
+    pool: Arc<BlockingPool>,
+    metrics: Arc<Metrics>,
     /// `--cpu-workers` places, `--cpu-queue` waiting, for as long as it takes: a request in the
     /// queue will be served, so it need not give up; one past it is refused at once.
     bounded: Admission,
@@ -73,12 +57,16 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    pub fn new(mode: CpuMode, workers: Option<usize>, queue_limit: usize) -> Self {
-        let workers = workers.unwrap_or_else(|| {
+    /// `--cpu-mode`, `--cpu-workers` and `--cpu-queue`.
+    pub fn new(config: &Config, pool: Arc<BlockingPool>, metrics: Arc<Metrics>) -> Self {
+        let queue_limit = config.cpu_queue;
+        let workers = config.cpu_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         Self {
-            mode,
+            mode: config.cpu_mode,
+            pool,
+            metrics,
             bounded: Admission::new(workers, queue_limit, Duration::MAX),
             workers,
             queue_limit,
@@ -115,17 +103,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub async fn solve(
-    State(state): State<AppState>,
+    State(cpu): State<Arc<Cpu>>,
     body: Result<Json<SolveRequest>, JsonRejection>,
 ) -> Response {
-    match run(&state, body).await {
+    match run(&cpu, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
 async fn run(
-    state: &AppState,
+    cpu: &Cpu,
     body: Result<Json<SolveRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     // Not JSON at all is a 415, as on /v1/chat/completions; anything else wrong is a 400
@@ -151,7 +139,6 @@ async fn run(
         )
         .with_code("invalid_value"));
     }
-    let cpu = &state.cpu;
     let received = Instant::now();
     let (digest, queued, computed) = match cpu.mode {
         CpuMode::Inline => {
@@ -159,7 +146,7 @@ async fn run(
             let digest = compute(work);
             (digest, Duration::ZERO, received.elapsed())
         }
-        CpuMode::Blocking => state
+        CpuMode::Blocking => cpu
             .pool
             .spawn(move |waited| {
                 let started = Instant::now();
@@ -170,10 +157,10 @@ async fn run(
         CpuMode::Bounded => {
             // The only refusal: the queue is full (the wait itself has no limit).
             let Ok(permit) = cpu.bounded.admit().await else {
-                state.metrics.shed("cpu_queue_full");
+                cpu.metrics.shed(ShedReason::CpuQueueFull);
                 return Ok(queue_full(cpu));
             };
-            let (digest, waited, computed) = state
+            let (digest, waited, computed) = cpu
                 .pool
                 .spawn(move |waited| {
                     let _permit = permit;
@@ -200,7 +187,7 @@ async fn run(
 /// 503 in OpenAI's error shape, with `Retry-After`: the bounded queue is full, try again soon.
 fn queue_full(cpu: &Cpu) -> Response {
     ApiError::overloaded(
-        "cpu_queue_full",
+        ShedReason::CpuQueueFull.as_str(),
         format!(
             "the gateway is busy: {} computations running and {} waiting (--cpu-workers, \
              --cpu-queue); retry after a second",

@@ -9,16 +9,15 @@
 //!
 //! WebSockets need a word of their own: once upgraded, a connection is no longer HTTP, and
 //! axum's graceful shutdown neither waits for it nor tells it. So the drain also flips
-//! `AppState::draining`: an idle socket is closed at once with code 1001 (Going Away), a busy
+//! `Sockets::begin_drain` (`super::ws`): an idle socket is closed at once with code 1001 (Going Away), a busy
 //! one after its current chat, and the drain waits for the sockets like for the streams, up to
 //! the same deadline. A client then reconnects to another instance, instead of seeing its
 //! connection vanish with an abnormal close (1006).
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::AppState;
+use super::state::AppState;
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
@@ -46,12 +45,12 @@ pub async fn serve_with_drain(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let live = std::sync::Arc::clone(&state.live_streams);
-    let draining = std::sync::Arc::clone(&state.draining);
-    let sockets = std::sync::Arc::clone(&state.ws);
+    let live = state.live_streams().clone();
+    let sockets = std::sync::Arc::clone(state.sockets());
     let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
     // The peer address is the rate-limit key when authentication is off (see `limits`).
-    let app = crate::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app =
+        super::routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     // Small writes go out at once. With Nagle's algorithm on, a token written right after the
     // response head waits for the client's (delayed, up to 40 ms) ACK of the head: measured as
     // +40 ms of time to first token on every hedged stream, whose head and first token leave
@@ -72,11 +71,11 @@ pub async fn serve_with_drain(
         () = shutdown => {}
     }
     tracing::info!(
-        live_streams = live.load(Ordering::Relaxed),
+        live_streams = live.get(),
         "shutdown requested: no new connections; draining open streams for up to {drain:?}"
     );
     let _ = start_drain.send(());
-    draining.send_replace(true);
+    sockets.begin_drain();
     let drained = async {
         let result = server.await;
         while sockets.in_use() > 0 {
@@ -91,7 +90,7 @@ pub async fn serve_with_drain(
         }
         Err(_) => {
             tracing::warn!(
-                live_streams = live.load(Ordering::Relaxed),
+                live_streams = live.get(),
                 websockets = sockets.in_use(),
                 "drain deadline passed; cutting the remaining streams"
             );

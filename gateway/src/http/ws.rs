@@ -6,9 +6,9 @@
 //! long-lived socket costs a gateway, and how to bound it:
 //!
 //! - **Its own cap.** A socket lives for minutes, idle most of the time. The inbound limit
-//!   ([`crate::limits::admit`]) holds its place only until the `101 Switching Protocols`
+//!   ([`crate::policy::limits::admit`]) holds its place only until the `101 Switching Protocols`
 //!   response's (empty) body ends, so it does not bound WebSockets at all. They are bounded by
-//!   `--ws-max-connections` (a [`crate::limits::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
+//!   `--ws-max-connections` (a [`crate::admission::Admission`] without a queue), counted in `gateway_ws_connections`. Past it the
 //!   upgrade completes and the socket is closed at once with code **1013** (Try Again Later)
 //!   and a reason naming the flag, counted in `gateway_ws_rejected_total`: an HTTP error before
 //!   the upgrade is shown by browsers only as a generic failure, a close code is readable.
@@ -21,7 +21,7 @@
 //!   sent, so proxies with idle timeouts do not cut a conversation between two prompts.
 //! - **Shutdown says so.** axum's graceful shutdown does not see upgraded connections. On
 //!   SIGTERM an idle socket gets Close **1001** (Going Away) at once, a busy one after its
-//!   chat, and the drain waits for them (see [`crate::shutdown`]): the client reconnects
+//!   chat, and the drain waits for them (see [`crate::http::shutdown`]): the client reconnects
 //!   elsewhere instead of seeing an abnormal close.
 //!
 //! # Protocol
@@ -60,16 +60,69 @@ use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
 
-use crate::AppState;
+use crate::admission::Admission;
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::resilience::Plan;
+use crate::policy::resilience::{Plan, Resilience};
+use crate::telemetry::log::Route;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::providers::Providers;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
+
+/// What the WebSocket route needs: its own cap and drain signal, and the gateway's providers
+/// and retries for each chat.
+#[derive(Debug)]
+pub struct Sockets {
+    /// `--ws-max-connections` live sockets, no queue.
+    cap: Admission,
+    /// Turns `true` when shutdown begins: idle sockets close with 1001, busy ones after their
+    /// chat (see [`crate::http::shutdown`]).
+    draining: tokio::sync::watch::Sender<bool>,
+    /// `--sse-keepalive-secs`, `None` when 0: the idle period before a ping.
+    ping: Option<Duration>,
+    /// `--max-body-bytes`: the largest frame read.
+    max_frame_bytes: usize,
+    providers: Arc<Providers>,
+    resilience: Arc<Resilience>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sockets {
+    pub fn new(
+        config: &Config,
+        providers: Arc<Providers>,
+        resilience: Arc<Resilience>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cap: Admission::new(config.ws_max_connections, 0, Duration::ZERO),
+            draining: tokio::sync::watch::Sender::new(false),
+            ping: (config.sse_keepalive_secs > 0)
+                .then(|| Duration::from_secs(config.sse_keepalive_secs)),
+            max_frame_bytes: config.max_body_bytes,
+            providers,
+            resilience,
+            metrics,
+        }
+    }
+
+    /// Live sockets now.
+    pub fn in_use(&self) -> usize {
+        self.cap.in_use()
+    }
+
+    /// Shutdown began: every session closes with 1001 when it is next idle.
+    pub fn begin_drain(&self) {
+        self.draining.send_replace(true);
+    }
+}
 
 /// The upgrade. The slot is taken here, before the `101`, so two sockets racing for the last
 /// slot are decided in arrival order, and a socket counts as soon as its client sees it open.
 pub async fn chat_ws(
-    State(state): State<AppState>,
+    State(sockets): State<Arc<Sockets>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -85,34 +138,40 @@ pub async fn chat_ws(
         }
     };
     // Retries and hedging apply to each chat as on POST, set by the upgrade's headers.
-    let plan = match state.resilience.plan(PATH, &headers) {
+    let plan = match sockets.resilience.plan(PATH, &headers) {
         Ok(plan) => plan,
         Err(error) => return error.into_response(),
     };
     // No queue: a socket past the cap is refused with 1013 at once, never kept waiting.
-    let slot = state.ws.admit().await.ok();
+    let slot = sockets.cap.admit().await.ok();
     let mut forwarded = forwarded_request_headers(&headers);
     forwarded.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // axum runs the socket on a task of its own: it keeps the request's span (the gateway's
+    // root span, with the mode) only if given it.
+    let span = tracing::Span::current();
     upgrade
-        .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| async move {
-            match slot {
-                Some(slot) => session(socket, &state, &forwarded, plan, slot).await,
-                None => refuse(socket, &state).await,
+        .max_message_size(sockets.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            async move {
+                match slot {
+                    Some(slot) => session(socket, &sockets, &forwarded, plan, slot).await,
+                    None => refuse(socket, &sockets).await,
+                }
             }
+            .instrument(span)
         })
 }
 
 /// Past the cap: Close 1013 with a reason a person can act on, then wait briefly for the
 /// client's Close reply, as the protocol asks, before dropping the connection.
-async fn refuse(mut socket: WebSocket, state: &AppState) {
-    state.metrics.ws_rejected.inc();
+async fn refuse(mut socket: WebSocket, sockets: &Sockets) {
+    sockets.metrics.ws_rejected.inc();
     let reason = format!(
         "at capacity: {} live connections (--ws-max-connections)",
-        state.ws.limit()
+        sockets.cap.limit()
     );
     tracing::info!(
         path = PATH,
@@ -137,8 +196,14 @@ async fn close(socket: &mut WebSocket, code: u16, reason: String) {
     }
 }
 
+/// `GET /v1/chat/ws`, for the route table.
+pub const ROUTE: Route = Route {
+    method: Method::GET,
+    path: "/v1/chat/ws",
+};
+
 /// The route, in logs and as `--hedge-routes` names it.
-const PATH: &str = "/v1/chat/ws";
+const PATH: &str = ROUTE.path;
 
 /// The client left (Close frame, dropped TCP, failed send): nothing more to do.
 #[derive(Debug)]
@@ -148,13 +213,13 @@ struct Gone;
 /// this returns, i.e. the moment the client is gone.
 async fn session(
     mut socket: WebSocket,
-    state: &AppState,
+    sockets: &Sockets,
     headers: &HeaderMap,
     plan: Plan,
     _slot: OwnedSemaphorePermit,
 ) {
-    let ping = state.sse_keepalive;
-    let mut draining = state.draining.subscribe();
+    let ping = sockets.ping;
+    let mut draining = sockets.draining.subscribe();
     loop {
         // Between chats the socket waits for the client, and for shutdown (see `shutdown`).
         let shutdown = async {
@@ -184,7 +249,7 @@ async fn session(
             }
             Watched::Gone => return,
         };
-        if chat(&mut socket, state, headers, plan, &text)
+        if chat(&mut socket, sockets, headers, plan, &text)
             .await
             .is_err()
         {
@@ -197,14 +262,14 @@ async fn session(
 /// when the client left; the upstream request is dropped with this future.
 async fn chat(
     socket: &mut WebSocket,
-    state: &AppState,
+    sockets: &Sockets,
     headers: &HeaderMap,
     plan: Plan,
     text: &str,
 ) -> Result<(), Gone> {
-    let mut log = ChatLog::new(state);
+    let mut log = ChatLog::new();
     let (provider, body) = match request_body(text)
-        .and_then(|(model, body)| Ok((Arc::clone(state.providers.route(&model)?), body)))
+        .and_then(|(model, body)| Ok((Arc::clone(sockets.providers.route(&model)?), body)))
     {
         Ok(routed) => routed,
         Err(error) => return log.refused(send(socket, error_frame(&error)).await),
@@ -216,14 +281,11 @@ async fn chat(
         body: Some(body),
     };
     let mut sent = pin!(async {
-        let outcome = state
-            .resilience
-            .send(&provider, request, plan, &state.metrics)
-            .await;
+        let outcome = sockets.resilience.send(&provider, request, plan).await;
         outcome.result
     });
     let upstream = loop {
-        match watch(socket, &mut sent, state.sse_keepalive).await {
+        match watch(socket, &mut sent, sockets.ping).await {
             Watched::Done(result) => break result,
             other => log.gone(busy(socket, other).await)?,
         }
@@ -234,12 +296,15 @@ async fn chat(
             let frame = upstream_error(upstream).await;
             return log.refused(send(socket, frame).await);
         }
-        Err(error) => return log.refused(send(socket, error_frame(&error)).await),
+        Err(error) => {
+            let error = ApiError::from(error);
+            return log.refused(send(socket, error_frame(&error)).await);
+        }
     };
     let mut events = upstream.body.eventsource();
     let mut done = json!({"type": "done", "finish_reason": null});
     loop {
-        let event = match watch(socket, events.next(), state.sse_keepalive).await {
+        let event = match watch(socket, events.next(), sockets.ping).await {
             Watched::Done(event) => event,
             other => {
                 log.gone(busy(socket, other).await)?;
@@ -274,7 +339,7 @@ async fn chat(
 /// The client's frame as the upstream's body, checked by the same rules (and with the same
 /// error codes) as `POST /v1/chat/completions`, with `"stream": true`. Returns the model too.
 fn request_body(text: &str) -> Result<(String, Bytes), ApiError> {
-    let model = crate::openai::validate(text.as_bytes())?;
+    let model = crate::http::openai::validate(text.as_bytes())?;
     let mut fields: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(None, format!("the message is not valid JSON: {e}"))
             .with_code("invalid_json")
@@ -409,17 +474,15 @@ async fn send(socket: &mut WebSocket, frame: Value) -> Result<(), Gone> {
         .map_err(|_| Gone)
 }
 
-/// One log line per chat, like [`crate::relay::LoggedStream`]'s per stream: never the prompt.
+/// One log line per chat, like [`crate::telemetry::log::LoggedStream`]'s per stream: never the prompt.
 struct ChatLog {
-    mode: crate::Mode,
     received: Instant,
     tokens: u64,
 }
 
 impl ChatLog {
-    fn new(state: &AppState) -> Self {
+    fn new() -> Self {
         Self {
-            mode: state.mode,
             received: Instant::now(),
             tokens: 0,
         }
@@ -427,7 +490,6 @@ impl ChatLog {
 
     fn end(&self, outcome: &str) {
         tracing::info!(
-            mode = %self.mode,
             path = PATH,
             outcome,
             tokens = self.tokens,

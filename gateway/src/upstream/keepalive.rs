@@ -20,7 +20,7 @@
 //! been sent yet. Mid-event it waits another period; the rest of the event is due any moment,
 //! and if it never comes, the upstream read timeout ends the stream.
 //!
-//! Applied by [`crate::relay::relay`] to responses whose `Content-Type` is `text/event-stream`,
+//! Applied by [`super::relay::Relay::forward`] to responses whose `Content-Type` is `text/event-stream`,
 //! on every route and in every mode; each comment counts in `gateway_sse_keepalives_total`.
 
 use std::future::Future as _;
@@ -35,7 +35,7 @@ use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use tokio::time::{Instant, Sleep};
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// The comment sent on an idle stream.
 pub const COMMENT: &[u8] = b": keep-alive\n\n";

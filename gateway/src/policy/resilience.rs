@@ -9,7 +9,7 @@
 //! # Retries
 //!
 //! A failed attempt is retried when the request never reached the upstream (connect refused,
-//! unresolvable, connect timeout: [`crate::upstream::UNREACHABLE`]) or the upstream answered
+//! unresolvable, connect timeout: [`UpstreamError::never_reached`]) or the upstream answered
 //! 429, 500, 502, 503 or 504, and **only before the first byte has gone to the client**: once a
 //! `200` and part of a stream are out, a retry would send the client a second, different answer
 //! glued to the first. Mid-stream failures are therefore never retried; the stream is cut.
@@ -52,13 +52,13 @@
 //!
 //! A budget is a token bucket: every request deposits `percent / 100` of a token, every extra
 //! attempt takes a whole one. It starts with one token and holds at most ten, so a quiet hour
-//! does not bank a burst of hedges. Each provider has its own pair of budgets ([`Budgets`]): an
+//! does not bank a burst of hedges. Each provider owns its pair of budgets ([`Budgets`]): an
 //! outage at one provider must not use up the retries of the others.
 //!
 //! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
 //! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -69,9 +69,12 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::metrics::{Metrics, Reason};
-use crate::providers::Provider;
-use crate::upstream::{UNREACHABLE, UpstreamRequest, UpstreamResponse};
+use crate::telemetry::metrics::{
+    AttemptKind, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason, Metrics,
+};
+use crate::upstream::budget::Budgets;
+use crate::upstream::providers::Provider;
+use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
 
 /// Turns hedging on for one request with this delay (10..=60000 ms), or off with 0.
 pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
@@ -80,59 +83,6 @@ pub const HEDGE_DELAY_HEADER: &str = "x-gateway-hedge-delay-ms";
 pub const DEADLINE_HEADER: &str = "x-gateway-deadline-ms";
 /// On every response that reached the upstream (or tried to): the attempts made for it.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-gateway-attempts");
-
-const MILLI: i64 = 1000;
-
-/// A token bucket in thousandths of a token; see the module docs.
-#[derive(Debug)]
-pub struct Budget {
-    /// Thousandths of a token each request deposits (`percent * 10`).
-    deposit: i64,
-    balance: AtomicI64,
-}
-
-impl Budget {
-    pub fn new(percent: u8) -> Self {
-        let deposit = i64::from(percent) * MILLI / 100;
-        Self {
-            deposit,
-            balance: AtomicI64::new(if deposit > 0 { MILLI } else { 0 }),
-        }
-    }
-
-    fn deposit(&self) {
-        let _ = self
-            .balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                Some((b + self.deposit).min(10 * MILLI))
-            });
-    }
-
-    /// Takes one token if there is one.
-    fn withdraw(&self) -> bool {
-        self.balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b >= MILLI).then_some(b - MILLI)
-            })
-            .is_ok()
-    }
-}
-
-/// One provider's retry and hedge budgets.
-#[derive(Debug)]
-pub struct Budgets {
-    retry: Budget,
-    hedge: Budget,
-}
-
-impl Budgets {
-    pub fn new(config: &Config) -> Self {
-        Self {
-            retry: Budget::new(config.retry_budget_percent),
-            hedge: Budget::new(config.hedge_budget_percent),
-        }
-    }
-}
 
 /// The retry and hedging settings (the budgets are each provider's, see [`Budgets`]).
 #[derive(Debug)]
@@ -145,6 +95,8 @@ pub struct Resilience {
     hedge_delay: Duration,
     hedge_max_attempts: u32,
     hedge_deadline: Duration,
+    /// Attempts by kind, hedges, retries given up, deadlines.
+    metrics: Arc<Metrics>,
 }
 
 /// What one request may do: decided by its route and its headers.
@@ -159,7 +111,9 @@ pub struct Plan {
 /// The answer to a request, and how many upstream attempts it took.
 #[derive(Debug)]
 pub struct Outcome {
-    pub result: Result<UpstreamResponse, ApiError>,
+    /// The upstream's response, or why there is none; the handler turns the failure into
+    /// OpenAI's error shape (`ApiError::from`).
+    pub result: Result<UpstreamResponse, UpstreamError>,
     pub attempts: u32,
 }
 
@@ -179,13 +133,14 @@ enum Verdict {
     Fail(Failure),
 }
 
-/// A failed attempt: the upstream's error response (relayed if it is the last word) or the
-/// gateway's own error.
-type Failure = Result<UpstreamResponse, ApiError>;
+/// A failed attempt: the upstream's error response (relayed if it is the last word) or why
+/// there was none.
+type Failure = Result<UpstreamResponse, UpstreamError>;
 
 impl Resilience {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             retries: config.retries,
             backoff: Duration::from_millis(config.retry_backoff_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
@@ -220,18 +175,13 @@ impl Resilience {
     }
 
     /// Sends `request` to `provider` with the retries and hedges `plan` allows.
-    pub async fn send(
-        &self,
-        provider: &Provider,
-        request: UpstreamRequest,
-        plan: Plan,
-        metrics: &Metrics,
-    ) -> Outcome {
-        let budgets = &provider.budgets;
-        budgets.retry.deposit();
+    pub async fn send(&self, provider: &Provider, request: UpstreamRequest, plan: Plan) -> Outcome {
+        let metrics = &*self.metrics;
+        let budgets = provider.budgets();
+        budgets.retry().deposit();
         let hedging = plan.hedge_delay.is_some();
         if hedging {
-            budgets.hedge.deposit();
+            budgets.hedge().deposit();
         }
         let max_attempts = if hedging {
             self.hedge_max_attempts
@@ -240,13 +190,13 @@ impl Resilience {
         };
         let started = Instant::now();
         let deadline = plan.deadline.map(|d| started + d);
-        let attempt = |kind: &'static str| {
+        let attempt = |kind: AttemptKind| {
             provider.count_attempt(kind);
             let request = request.clone();
             async move { (kind, attempt(provider, request, hedging).await) }.boxed()
         };
         let mut in_flight = FuturesUnordered::new();
-        in_flight.push(attempt("first"));
+        in_flight.push(attempt(AttemptKind::First));
         let mut fired = 1;
         let mut retries = 0;
         let mut hedge_at = plan.hedge_delay.map(|d| started + d);
@@ -254,7 +204,7 @@ impl Resilience {
         let mut last: Option<Failure> = None;
         loop {
             if in_flight.is_empty() && retry_at.is_none() {
-                let result = last.unwrap_or_else(|| Err(ApiError::internal("no attempt was made")));
+                let result = last.unwrap_or(Err(UpstreamError::Internal("no attempt was made")));
                 return Outcome {
                     result,
                     attempts: fired,
@@ -268,7 +218,7 @@ impl Resilience {
                     Verdict::Success(response) => {
                         if hedging {
                             metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
-                            if kind == "hedge" {
+                            if kind == AttemptKind::Hedge {
                                 metrics.hedges_won.inc();
                             }
                         }
@@ -278,26 +228,26 @@ impl Resilience {
                         last = Some(failure);
                         // With other attempts running, wait for them; the hedge timer goes on.
                         if in_flight.is_empty() {
-                            retry_at = self.schedule_retry(budgets, fired, max_attempts, asked, retries, metrics);
+                            retry_at = self.schedule_retry(budgets, fired, max_attempts, asked, retries);
                             retries += u32::from(retry_at.is_some());
                         }
                     }
                     Verdict::Fail(failure) => last = Some(failure),
                 },
                 () = sleep_until(hedge_due), if hedge_due.is_some() => {
-                    if budgets.hedge.withdraw() {
+                    if budgets.hedge().withdraw() {
                         metrics.hedges_fired.inc();
-                        in_flight.push(attempt("hedge"));
+                        in_flight.push(attempt(AttemptKind::Hedge));
                         fired += 1;
                         hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
                     } else {
-                        metrics.hedges_skipped.get_or_create(&Reason { reason: "budget" }).inc();
+                        metrics.hedges_skipped.get_or_create(&HedgeSkipLabels { reason: HedgeSkipReason::Budget }).inc();
                         hedge_at = None;
                     }
                 },
                 () = sleep_until(retry_at), if retry_at.is_some() => {
                     retry_at = None;
-                    in_flight.push(attempt("retry"));
+                    in_flight.push(attempt(AttemptKind::Retry));
                     fired += 1;
                     hedge_at = plan.hedge_delay.map(|d| Instant::now() + d);
                 },
@@ -306,15 +256,11 @@ impl Resilience {
                     if hedging {
                         metrics.hedges_cancelled.inc_by(in_flight.len() as u64);
                     }
-                    let waited = plan.deadline.unwrap_or_default();
-                    let error = ApiError::gateway_timeout(format!(
-                        "no upstream attempt succeeded within the deadline of {} ms ({fired} \
-                         attempts to provider {}); raise it with {DEADLINE_HEADER} or \
-                         --hedge-deadline-ms",
-                        waited.as_millis(),
-                        provider.name
-                    ))
-                    .with_code("deadline_exceeded");
+                    let error = UpstreamError::DeadlineExceeded {
+                        provider: provider.name.clone(),
+                        deadline: plan.deadline.unwrap_or_default(),
+                        attempts: fired,
+                    };
                     return Outcome { result: Err(error), attempts: fired };
                 },
             }
@@ -329,23 +275,22 @@ impl Resilience {
         max_attempts: u32,
         asked: Option<Duration>,
         retries: u32,
-        metrics: &Metrics,
     ) -> Option<Instant> {
         let give_up = |reason| {
-            metrics
+            self.metrics
                 .retries_given_up
-                .get_or_create(&Reason { reason })
+                .get_or_create(&GiveUpLabels { reason })
                 .inc();
             None
         };
         if fired >= max_attempts || retries >= self.retries {
-            return give_up("max_retries");
+            return give_up(GiveUpReason::MaxRetries);
         }
         if asked.is_some_and(|wait| wait > self.retry_after_max) {
-            return give_up("retry_after_too_long");
+            return give_up(GiveUpReason::RetryAfterTooLong);
         }
-        if !budgets.retry.withdraw() {
-            return give_up("budget");
+        if !budgets.retry().withdraw() {
+            return give_up(GiveUpReason::Budget);
         }
         let wait = asked.unwrap_or_else(|| self.backoff(retries));
         Some(Instant::now() + wait)
@@ -367,7 +312,7 @@ impl Resilience {
 async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool) -> Verdict {
     let mut response = match provider.send(request).await {
         Ok(response) => response,
-        Err(error) if error.code == Some(UNREACHABLE) => return Verdict::Retry(Err(error), None),
+        Err(error) if error.never_reached() => return Verdict::Retry(Err(error), None),
         Err(error) => return Verdict::Fail(Err(error)),
     };
     let status = response.status;
@@ -386,11 +331,10 @@ async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool
             }
             Some(Err(e)) => {
                 // Nothing reached the client yet, so this one may be retried too.
-                let error = ApiError::bad_gateway(format!(
-                    "upstream of provider {} broke off before its first byte: {e}",
-                    provider.name
-                ))
-                .with_code("upstream_broke_off");
+                let error = UpstreamError::BrokeOff {
+                    provider: provider.name.clone(),
+                    detail: e.to_string(),
+                };
                 return Verdict::Retry(Err(error), None);
             }
             None => {}
@@ -449,22 +393,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_budget_allows_its_share_and_no_more() {
-        let budget = Budget::new(10);
-        assert!(budget.withdraw(), "one token to start with");
-        assert!(!budget.withdraw());
-        for _ in 0..9 {
-            budget.deposit();
-        }
-        assert!(!budget.withdraw(), "nine requests earn 0.9 of a token");
-        budget.deposit();
-        assert!(budget.withdraw(), "the tenth completes it");
-        for _ in 0..1000 {
-            budget.deposit();
-        }
-        let tokens = (0..20).filter(|_| budget.withdraw()).count();
-        assert_eq!(tokens, 10, "the bucket holds at most ten");
-        assert!(!Budget::new(0).withdraw(), "0 % never allows one");
+    fn the_deadline_error_names_the_header_that_raises_it() {
+        let error = UpstreamError::DeadlineExceeded {
+            provider: "p".into(),
+            deadline: Duration::from_millis(400),
+            attempts: 2,
+        };
+        let message = error.to_string();
+        assert!(message.contains(DEADLINE_HEADER), "{message}");
+        assert!(
+            message.contains("400 ms (2 attempts to provider p)"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The lesson here is what a relay must *not* do. It must not parse and re-serialise the stream:
 //! the upstream's SSE bytes are forwarded as they arrive, each event leaving the gateway as soon
-//! as it came in (see [`crate::relay::relay`]), in both modes, through the same
+//! as it came in (see [`crate::upstream::relay::Relay::forward`]), in both modes, through the same
 //! [`crate::upstream::Upstream`] as `/chat/stream`. It must not swallow the upstream's errors: a
 //! 429 reaches the client with its status, body and `Retry-After`, so the client's own retry
 //! logic works. And it must not trust the client blindly: the request body is checked *before*
@@ -17,7 +17,7 @@
 //! exist yet) is the upstream's business and goes through untouched: the gateway forwards the
 //! client's bytes, not a re-encoding of what it understood.
 //!
-//! The request goes to the provider that serves its `model` ([`crate::providers`]); a model no
+//! The request goes to the provider that serves its `model` ([`crate::upstream::providers`]); a model no
 //! provider serves is a 404 `model_not_found`. `GET /v1/models` is the gateway's own answer: the
 //! models the providers are configured with, plus, for a provider taking every model (`"*"`),
 //! the list its upstream reports.
@@ -26,6 +26,7 @@
 //! in `broken` mode only at the upstream's next event, or never (see [`crate::upstream::broken`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -37,69 +38,95 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::providers::Provider;
-use crate::relay::{Route, Waiting, log_rejected, relay};
-use crate::resilience::mark;
+use crate::policy::resilience::{Resilience, mark};
+use crate::telemetry::log::{Route, Waiting, log_rejected};
+use crate::upstream::providers::{Provider, Providers};
+use crate::upstream::relay::Relay;
 use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_headers};
 
-const CHAT: Route = Route {
+/// What the OpenAI routes share: the providers to route to, the retries and hedges to send
+/// with, the relay back, and the body limit their messages name.
+#[derive(Debug)]
+pub struct OpenAi {
+    providers: Arc<Providers>,
+    resilience: Arc<Resilience>,
+    relay: Arc<Relay>,
+    /// `--max-body-bytes`, named in the 413 (the router's `DefaultBodyLimit` enforces it).
+    max_body_bytes: usize,
+}
+
+impl OpenAi {
+    pub fn new(
+        providers: Arc<Providers>,
+        resilience: Arc<Resilience>,
+        relay: Arc<Relay>,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            providers,
+            resilience,
+            relay,
+            max_body_bytes,
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`, for the route table and the request log.
+pub const CHAT: Route = Route {
     method: Method::POST,
     path: "/v1/chat/completions",
 };
-const MODELS: Route = Route {
+/// `GET /v1/models`.
+pub const MODELS: Route = Route {
     method: Method::GET,
     path: "/v1/models",
 };
 
 pub async fn chat_completions(
-    State(state): State<AppState>,
+    State(api): State<Arc<OpenAi>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let received = Instant::now();
-    let waiting = Waiting::new(state.mode, CHAT, received);
+    let waiting = Waiting::new(CHAT, received);
     let result = async {
         require_json(&headers)?;
-        let body = body.map_err(|rejection| body_error(&rejection, state.max_body_bytes))?;
+        let body = body.map_err(|rejection| body_error(&rejection, api.max_body_bytes))?;
         let model = validate(&body)?;
-        let provider = state.providers.route(&model)?;
-        let plan = state.resilience.plan(CHAT.path, &headers)?;
+        let provider = api.providers.route(&model)?;
+        let plan = api.resilience.plan(CHAT.path, &headers)?;
         let request = UpstreamRequest {
             method: Method::POST,
             url: provider.chat_url.clone(),
             headers: forwarded_request_headers(&headers),
             body: Some(body),
         };
-        Ok(state
-            .resilience
-            .send(provider, request, plan, &state.metrics)
-            .await)
+        Ok(api.resilience.send(provider, request, plan).await)
     }
     .await;
     waiting.answered();
     match result {
         Ok(outcome) => mark(
-            respond(&state, CHAT, received, outcome.result),
+            respond(&api, CHAT, received, outcome.result.map_err(ApiError::from)),
             outcome.attempts,
         ),
-        Err(error) => respond(&state, CHAT, received, Err(error)),
+        Err(error) => respond(&api, CHAT, received, Err(error)),
     }
 }
 
-pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn models(State(api): State<Arc<OpenAi>>, headers: HeaderMap) -> Response {
     let received = Instant::now();
     let mut data: Vec<Value> = Vec::new();
-    for provider in state.providers.iter() {
+    for provider in api.providers.iter() {
         data.extend(provider.models.iter().map(
             |id| json!({"id": id, "object": "model", "created": 0, "owned_by": provider.name}),
         ));
     }
-    let Some(provider) = state.providers.catch_all() else {
+    let Some(provider) = api.providers.catch_all() else {
         return Json(json!({"object": "list", "data": data})).into_response();
     };
-    match listed_by(&state, provider, &headers, received).await {
+    match listed_by(&api, provider, &headers, received).await {
         Ok((listed, attempts)) => {
             let named: HashSet<Value> = data.iter().map(|m| m["id"].clone()).collect();
             data.extend(listed.into_iter().filter(|m| !named.contains(&m["id"])));
@@ -115,36 +142,36 @@ pub async fn models(State(state): State<AppState>, headers: HeaderMap) -> Respon
 /// The models a catch-all provider's upstream lists, and the attempts it took; or the response
 /// to send instead: the upstream's own error, as it sent it, or the gateway's.
 async fn listed_by(
-    state: &AppState,
+    api: &OpenAi,
     provider: &Provider,
     headers: &HeaderMap,
     received: Instant,
 ) -> Result<(Vec<Value>, u32), Response> {
-    let plan = state
+    let plan = api
         .resilience
         .plan(MODELS.path, headers)
-        .map_err(|error| respond(state, MODELS, received, Err(error)))?;
+        .map_err(|error| respond(api, MODELS, received, Err(error)))?;
     let request = UpstreamRequest {
         headers: forwarded_request_headers(headers),
         ..UpstreamRequest::get(provider.models_url.clone())
     };
-    let waiting = Waiting::new(state.mode, MODELS, received);
-    let outcome = state
-        .resilience
-        .send(provider, request, plan, &state.metrics)
-        .await;
+    let waiting = Waiting::new(MODELS, received);
+    let outcome = api.resilience.send(provider, request, plan).await;
     waiting.answered();
     let attempts = outcome.attempts;
     let listed = match outcome.result {
         Ok(upstream) if !upstream.status.is_success() => {
-            return Err(mark(relay(upstream, state, MODELS, received), attempts));
+            return Err(mark(
+                api.relay.forward(upstream, MODELS, received),
+                attempts,
+            ));
         }
         Ok(upstream) => upstream_models(upstream).await,
-        Err(error) => Err(error),
+        Err(error) => Err(ApiError::from(error)),
     };
     listed
         .map(|listed| (listed, attempts))
-        .map_err(|error| mark(respond(state, MODELS, received, Err(error)), attempts))
+        .map_err(|error| mark(respond(api, MODELS, received, Err(error)), attempts))
 }
 
 /// The `data` array of an upstream's `/v1/models`, read whole (it is small; 4 MiB at most).
@@ -174,15 +201,15 @@ async fn upstream_models(upstream: UpstreamResponse) -> Result<Vec<Value>, ApiEr
 
 /// The relayed response, or the gateway's own error; either way one log line.
 fn respond(
-    state: &AppState,
+    api: &OpenAi,
     route: Route,
     received: Instant,
     result: Result<UpstreamResponse, ApiError>,
 ) -> Response {
     match result {
-        Ok(upstream) => relay(upstream, state, route, received),
+        Ok(upstream) => api.relay.forward(upstream, route, received),
         Err(error) => {
-            log_rejected(state.mode, &route.method, route.path, &error, received);
+            log_rejected(&route.method, route.path, &error, received);
             error.into_response()
         }
     }

@@ -36,10 +36,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::AppState;
 use crate::config::{Config, Secret};
 use crate::error::{ApiError, StartError};
-use crate::limits::ClientId;
+use crate::policy::limits::ClientId;
 
 /// The header a client may use instead of `Authorization: Bearer`.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -143,15 +142,15 @@ fn parse_keys_file(text: &str) -> Result<Vec<Secret>, String> {
 /// Middleware: lets the request through when authentication is off or the key is good;
 /// otherwise answers 401 in OpenAI's shape, with `WWW-Authenticate: Bearer` (RFC 6750).
 pub async fn require_api_key(
-    State(state): State<AppState>,
+    State(keys): State<ApiKeys>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.api_keys.is_empty() {
+    if keys.is_empty() {
         return next.run(request).await;
     }
     let received = Instant::now();
-    match check(&state.api_keys, request.headers()) {
+    match check(&keys, request.headers()) {
         Ok(client) => {
             let mut request = request;
             request.extensions_mut().insert(client);
@@ -163,7 +162,7 @@ pub async fn require_api_key(
                 .extensions()
                 .get::<MatchedPath>()
                 .map_or("", MatchedPath::as_str);
-            crate::relay::log_rejected(state.mode, request.method(), path, &error, received);
+            crate::telemetry::log::log_rejected(request.method(), path, &error, received);
             let mut response = error.into_response();
             response
                 .headers_mut()

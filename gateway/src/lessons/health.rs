@@ -7,38 +7,36 @@
 //! - `GET /debug/health-sync` answers from inside a `spawn_blocking` job, the way a synchronous
 //!   endpoint in a thread-pool framework answers. In broken mode it waits behind every stream
 //!   holding a pool thread: it shows what any pool-bound request of the service experiences.
-//! - `GET /health` times a trivial pool job against a threshold, bounded so the check itself
-//!   never hangs, and reports the pool's counters. Status codes: **200** with `"status":"ok"`
+//! - `GET /health` (the gateway's own readiness check, served by [`crate::http::probes`]) times
+//!   a trivial pool job against a threshold, bounded so the check itself never hangs, and
+//!   reports the pool's counters. Status codes: **200** with `"status":"ok"`
 //!   when the pool answered within the threshold; **503** with `"status":"degraded"` when it
 //!   answered late or not within the bound. 503 makes a load balancer or readiness probe stop
 //!   sending new work to an instance whose pool is saturated; the JSON says why.
 //!
-//! `GET /debug/pool` serves the counters of [`crate::pool`] on the async worker.
+//! `GET /debug/pool` serves the counters of [`crate::telemetry::pool`] on the async worker.
 //!
 //! In `inline` mode none of the three can be trusted to answer: they all need an async worker,
 //! and the workers are blocked in upstream reads ([`crate::upstream::inline`]). Even `/health`'s
 //! bound is a tokio timer, which only a running worker can fire. A stalled runtime can only be
 //! seen from outside it: a load balancer's own timeout, or `diag`.
 
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
-use crate::pool::PoolSnapshot;
+use crate::telemetry::pool::{BlockingPool, PoolSnapshot};
 
 pub async fn health_async() -> Json<Value> {
     Json(json!({"status": "ok", "answered_on": "async_worker"}))
 }
 
 /// No timeout here on purpose: this endpoint exists to show how long the pool makes it wait.
-pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let waited = state
-        .pool
+pub async fn health_sync(State(pool): State<Arc<BlockingPool>>) -> Result<Json<Value>, ApiError> {
+    let waited = pool
         .spawn(|waited| waited)
         .await
         .map_err(|e| ApiError::internal(format!("health job failed: {e}")))?;
@@ -49,34 +47,6 @@ pub async fn health_sync(State(state): State<AppState>) -> Result<Json<Value>, A
     })))
 }
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let started = Instant::now();
-    // The job is trivial; all the time measured is time spent waiting for a pool thread.
-    let answered = tokio::time::timeout(state.health_timeout, state.pool.spawn(|_| ())).await;
-    let elapsed = started.elapsed();
-    state.metrics.health_probe.observe(elapsed.as_secs_f64());
-    let timed_out = !matches!(answered, Ok(Ok(())));
-    let degraded = timed_out || elapsed > state.health_threshold;
-    let status = if degraded { "degraded" } else { "ok" };
-    let code = if degraded {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    let body = json!({
-        "status": status,
-        "mode": state.mode.to_string(),
-        "checks": {
-            "blocking_pool_response_ms": elapsed.as_secs_f64() * 1e3,
-            "blocking_pool_timed_out": timed_out,
-            "threshold_ms": state.health_threshold.as_secs_f64() * 1e3,
-        },
-        "pool": state.pool.snapshot(),
-        "live_streams": state.live_streams.load(std::sync::atomic::Ordering::Relaxed),
-    });
-    (code, Json(body))
-}
-
-pub async fn pool(State(state): State<AppState>) -> Json<PoolSnapshot> {
-    Json(state.pool.snapshot())
+pub async fn pool(State(pool): State<Arc<BlockingPool>>) -> Json<PoolSnapshot> {
+    Json(pool.snapshot())
 }

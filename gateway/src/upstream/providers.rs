@@ -14,13 +14,17 @@
 //!   anyway only earns a ban.
 //! - **concurrent upstream requests** (`max-concurrent`): a request waits up to
 //!   `pool-timeout-ms` for a slot, then gets **503** `provider_busy`. The slot is held by the
-//!   response body until the stream ends (see [`crate::limits::hold`]), so this is also the cap
+//!   response body until the stream ends (see [`crate::admission::hold`]), so this is also the cap
 //!   on the provider's open connections. reqwest's pool has no such cap of its own: it opens a
 //!   new connection whenever none is idle.
 //!
 //! Routing: a provider lists the `model` values it serves; one provider may list `"*"` to take
 //! every other model. A model no provider serves is a **404** `model_not_found`, OpenAI's answer.
-//! `/chat/stream` (the demo's route, which has no model) goes to the first provider.
+//! The demo's `/chat/stream`, which has no model, takes the first provider
+//! ([`crate::lessons::stream`]).
+//!
+//! A provider knows only its OpenAI base URL, and the two OpenAI endpoints under it. Nothing
+//! here knows the mock's own paths: a gateway configured with real providers has none.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -34,26 +38,25 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus_client::metrics::counter::Counter;
 use reqwest::Url;
 
+use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
-use crate::limits::Admission;
-use crate::metrics::{Attempt, Metrics};
-use crate::pool::BlockingPool;
-use crate::resilience::Budgets;
-use crate::upstream::{ClientSettings, Upstream, UpstreamRequest, UpstreamResponse};
-
-/// The kinds of upstream attempt (see [`crate::resilience`]).
-const ATTEMPT_KINDS: [&str; 3] = ["first", "retry", "hedge"];
+use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
+use crate::telemetry::pool::BlockingPool;
+use crate::upstream::budget::Budgets;
+use crate::upstream::{ClientSettings, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 /// One upstream: its client, its URLs, its models and its limits.
 #[derive(Debug)]
 pub struct Provider {
     pub name: String,
     upstream: Upstream,
+    /// `base-url`, ending in `/` so that joining a path keeps its last segment.
+    base_url: Url,
+    /// `v1/chat/completions` under the base URL.
     pub chat_url: Url,
+    /// `v1/models` under the base URL.
     pub models_url: Url,
-    /// `/slow_stream`, the mock's plain stream, for `/chat/stream`.
-    pub stream_url: Url,
     /// The models named in the config (without `"*"`).
     pub models: Vec<String>,
     /// One place per upstream request in flight, waited for up to `pool-timeout-ms`. The wait
@@ -62,10 +65,10 @@ pub struct Provider {
     pool_timeout: Duration,
     rate: Option<(DefaultDirectRateLimiter, u32)>,
     /// This provider's retry and hedge budgets: its outage must not spend the others'.
-    pub budgets: Budgets,
+    budgets: Budgets,
     /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
     /// once here, so an attempt costs an atomic add, not a label allocation and a map lookup.
-    attempts: [Counter; 3],
+    attempts: [Counter; AttemptKind::ALL.len()],
     metrics: Arc<Metrics>,
 }
 
@@ -105,7 +108,7 @@ impl Provider {
             upstream: Upstream::new(config, &settings, Arc::clone(pool))?,
             chat_url: join("v1/chat/completions")?,
             models_url: join("v1/models")?,
-            stream_url: join("slow_stream")?,
+            base_url: base.clone(),
             models: provider
                 .models
                 .iter()
@@ -116,10 +119,10 @@ impl Provider {
             pool_timeout,
             rate,
             budgets: Budgets::new(config),
-            attempts: ATTEMPT_KINDS.map(|kind| {
+            attempts: AttemptKind::ALL.map(|kind| {
                 metrics
                     .attempts
-                    .get_or_create(&Attempt {
+                    .get_or_create(&AttemptLabels {
                         provider: provider.name.clone(),
                         kind,
                     })
@@ -131,37 +134,25 @@ impl Provider {
 
     /// Sends `request` within this provider's limits. The slot goes with the response body and
     /// is given back when the body ends or is dropped.
-    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, ApiError> {
+    pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         // The slot first: a request shed as busy must not spend a token of the provider's rate.
         let Ok(slot) = self.slots.admit().await else {
-            self.metrics.shed("provider_busy");
-            return Err(ApiError::overloaded(
-                "provider_busy",
-                format!(
-                    "provider {} has {} requests in progress, its max-concurrent, and none \
-                     finished within {} ms (pool-timeout-ms); retry after a second",
-                    self.name,
-                    self.slots.limit(),
-                    self.pool_timeout.as_millis()
-                ),
-            )
-            .retry_after(Duration::from_secs(1)));
+            self.metrics.shed(ShedReason::ProviderBusy);
+            return Err(UpstreamError::ProviderBusy {
+                provider: self.name.clone(),
+                limit: self.slots.limit(),
+                waited: self.pool_timeout,
+            });
         };
         if let Some((limiter, rpm)) = &self.rate
             && let Err(not_until) = limiter.check()
         {
-            self.metrics.rate_limited("provider");
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::rate_limited(
-                "provider_rate_limited",
-                format!(
-                    "provider {} is at its limit of {rpm} requests per minute (its \
-                     requests-per-minute in the gateway's config); retry in {} ms",
-                    self.name,
-                    wait.as_millis()
-                ),
-            )
-            .retry_after(wait));
+            self.metrics.rate_limited(RateLimitScope::Provider);
+            return Err(UpstreamError::ProviderRateLimited {
+                provider: self.name.clone(),
+                rpm: *rpm,
+                wait: not_until.wait_time_from(DefaultClock::default().now()),
+            });
         }
         let mut response = self.upstream.send(request).await?;
         response.body = Box::pin(response.body.map(move |chunk| {
@@ -171,11 +162,20 @@ impl Provider {
         Ok(response)
     }
 
-    /// Counts one upstream attempt of `kind` (`first`, `retry` or `hedge`).
-    pub fn count_attempt(&self, kind: &'static str) {
-        if let Some(index) = ATTEMPT_KINDS.iter().position(|k| *k == kind) {
-            self.attempts[index].inc();
-        }
+    /// Counts one upstream attempt of `kind`.
+    pub fn count_attempt(&self, kind: AttemptKind) {
+        // One counter per kind, in `AttemptKind::ALL`'s order: every kind has its index.
+        self.attempts[kind as usize].inc();
+    }
+
+    /// Its base URL (ending in `/`): where its OpenAI API lives.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// Its retry and hedge budgets, spent by `crate::policy::resilience`.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// Upstream requests open now: its connections in use.
@@ -259,5 +259,36 @@ impl Providers {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
         self.list.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    /// The providers of `--upstream URL`: the default one, in fixed mode.
+    fn providers(url: &str) -> Providers {
+        let config = Config::try_parse_from(["gateway", "--upstream", url]).expect("flags");
+        let pool = Arc::new(BlockingPool::new(1));
+        Providers::new(&config, &pool, &Arc::new(Metrics::default())).expect("providers")
+    }
+
+    #[test]
+    fn a_provider_knows_only_its_openai_urls() {
+        let providers = providers("https://api.example.com/llm");
+        let provider = providers.first();
+        assert_eq!(provider.base_url().as_str(), "https://api.example.com/llm/");
+        assert_eq!(
+            provider.chat_url.as_str(),
+            "https://api.example.com/llm/v1/chat/completions"
+        );
+        assert_eq!(
+            provider.models_url.as_str(),
+            "https://api.example.com/llm/v1/models"
+        );
+        let all = format!("{providers:?}");
+        assert!(!all.contains("slow_stream"), "a mock path leaked: {all}");
     }
 }

@@ -1,14 +1,22 @@
-//! `GET /chat/stream`: relay one upstream stream to the client, chunk by chunk; and the relay
-//! machinery every route shares ([`relay`], [`LoggedStream`], [`log_rejected`]).
+//! The request log: one line per request, however it ends, and never a header value or a body
+//! (they may hold keys and prompts).
 //!
-//! The handler is the same in both modes; only [`crate::upstream`] differs. Nothing is buffered:
-//! each upstream chunk becomes one chunk of the response as soon as it arrives. Every stream is
-//! wrapped in a [`LoggedStream`], which writes one log line when the stream ends, however it ends,
-//! with its method and path, status, duration, bytes, and outcome: `completed`, `client_gone`
-//! (the client left first) or `upstream_failed` (the upstream broke off; the client's body is cut
-//! short, which is the only honest way to say so once a `200` and part of the body have gone
-//! out). A request refused before any upstream call gets its one line from [`log_rejected`].
-//! Neither ever logs a header value or a body: they may hold keys and prompts.
+//! A leaf: the relay, the limits, the API-key check and the WebSocket route all call it, and it
+//! calls none of them. Three writers, one shape (method, path, status, outcome, bytes, duration):
+//!
+//! - [`LoggedStream`] wraps every relayed body and writes its line when the body is dropped, with
+//!   the outcome `completed`, `client_gone` (the client left first) or `upstream_failed` (the
+//!   upstream broke off; the client's body is cut short, which is the only honest way to say so
+//!   once a `200` and part of the body have gone out);
+//! - [`log_rejected`], for a request the gateway answered itself with an error;
+//! - [`Waiting`], for a request whose client left before the upstream answered.
+//!
+//! The gateway's mode is not a field of these lines: it is a field of the one [`root_span`]
+//! every request runs in, so each line carries it (`gateway{mode=broken}: ...`) without every
+//! writer having to know it.
+//!
+//! [`LiveStreams`] counts the bodies being relayed right now: `/health`, `/metrics` and the
+//! shutdown log read it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,63 +24,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse as _, Response};
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
-use serde::Deserialize;
+use tracing::Span;
 
-use crate::AppState;
 use crate::config::Mode;
 use crate::error::ApiError;
-use crate::upstream::{UpstreamRequest, UpstreamResponse};
-
-/// Query parameters passed through to the upstream's `/slow_stream`. Types are checked here,
-/// ranges by the upstream (whose 400 is relayed as is). Unknown names are rejected: a typo such
-/// as `chunk=5` would otherwise silently run a 45 s default stream.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamParams {
-    chunks: Option<u32>,
-    interval_ms: Option<u64>,
-}
-
-pub async fn chat_stream(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    params: Result<Query<StreamParams>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let received = Instant::now();
-    let Query(params) = params?;
-    let provider = state.providers.first();
-    let mut url = provider.stream_url.clone();
-    {
-        let mut query = url.query_pairs_mut();
-        if let Some(chunks) = params.chunks {
-            query.append_pair("chunks", &chunks.to_string());
-        }
-        if let Some(interval_ms) = params.interval_ms {
-            query.append_pair("interval_ms", &interval_ms.to_string());
-        }
-    }
-    let plan = state
-        .resilience
-        .plan(Route::GET_CHAT_STREAM.path, &headers)?;
-    let waiting = Waiting::new(state.mode, Route::GET_CHAT_STREAM, received);
-    let outcome = state
-        .resilience
-        .send(provider, UpstreamRequest::get(url), plan, &state.metrics)
-        .await;
-    waiting.answered();
-    let response = match outcome.result {
-        Ok(upstream) => relay(upstream, &state, Route::GET_CHAT_STREAM, received),
-        Err(error) => error.into_response(),
-    };
-    Ok(crate::resilience::mark(response, outcome.attempts))
-}
 
 /// A route, for the log line: its method and path as written in the router, never the raw
 /// request URI (whose query may carry anything).
@@ -82,50 +41,27 @@ pub struct Route {
     pub path: &'static str,
 }
 
-impl Route {
-    pub const GET_CHAT_STREAM: Route = Route {
-        method: Method::GET,
-        path: "/chat/stream",
-    };
+/// Response bodies being relayed right now. Cloning is shallow: one counter, many handles.
+#[derive(Debug, Clone, Default)]
+pub struct LiveStreams(Arc<AtomicUsize>);
+
+impl LiveStreams {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
-/// Which upstream client carried a relayed response: `async`, `blocking` or `inline` (see
-/// [`crate::upstream::StreamMethod`]). Lets a client, or `diag`, count a rollout's split.
-pub const STREAM_METHOD: HeaderName = HeaderName::from_static("x-stream-method");
-
-/// The upstream's response as the client's: its status, its relayed headers, and its body as a
-/// [`LoggedStream`], forwarded chunk by chunk as it arrives. Upstream errors (429, 5xx) take this
-/// same path, so they reach the client exactly as the upstream sent them. An SSE body that goes
-/// quiet gets keep-alive comments between its events ([`crate::keepalive`]).
-pub fn relay(
-    upstream: UpstreamResponse,
-    state: &AppState,
-    route: Route,
-    received: Instant,
-) -> Response {
-    let status = upstream.status;
-    let body = crate::keepalive::apply(
-        upstream.body,
-        &upstream.headers,
-        state.sse_keepalive,
-        &state.metrics,
-    );
-    let body = LoggedStream::new(body, state, route, status, received);
-    let mut response = Response::new(Body::from_stream(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = upstream.headers;
-    response.headers_mut().insert(
-        STREAM_METHOD,
-        HeaderValue::from_static(upstream.method.as_str()),
-    );
-    response
+/// The span every request, stream and WebSocket of one gateway runs in, named after the crate
+/// and carrying the mode. Created once per gateway (several may share a test process, each with
+/// its own).
+pub fn root_span(mode: Mode) -> Span {
+    tracing::info_span!("gateway", %mode)
 }
 
 /// The one log line of a request the gateway answered itself with an error (bad input, missing
 /// key, unreachable upstream), in the same shape as [`LoggedStream`]'s.
-pub fn log_rejected(mode: Mode, method: &Method, path: &str, error: &ApiError, received: Instant) {
+pub fn log_rejected(method: &Method, path: &str, error: &ApiError, received: Instant) {
     tracing::info!(
-        mode = %mode,
         method = %method,
         path,
         status = error.status.as_u16(),
@@ -142,16 +78,14 @@ pub fn log_rejected(mode: Mode, method: &Method, path: &str, error: &ApiError, r
 /// upstream's head, the request gets its one log line here, as `client_gone`.
 #[derive(Debug)]
 pub struct Waiting {
-    mode: Mode,
     route: Route,
     received: Instant,
     armed: bool,
 }
 
 impl Waiting {
-    pub fn new(mode: Mode, route: Route, received: Instant) -> Self {
+    pub fn new(route: Route, received: Instant) -> Self {
         Self {
-            mode,
             route,
             received,
             armed: true,
@@ -168,7 +102,6 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         if self.armed {
             tracing::info!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 outcome = "client_gone",
@@ -192,7 +125,9 @@ enum Outcome {
 /// A body stream that counts its bytes and logs one line when it is dropped.
 pub struct LoggedStream {
     inner: BoxStream<'static, std::io::Result<Bytes>>,
-    mode: Mode,
+    /// The request's span (the gateway's [`root_span`]): the body is dropped by hyper's
+    /// connection task, outside the request, so the line enters it again to carry the mode.
+    span: Span,
     route: Route,
     status: StatusCode,
     /// When the request arrived: the logged duration includes any wait for a pool thread.
@@ -201,29 +136,29 @@ pub struct LoggedStream {
     outcome: Outcome,
     /// Why the upstream broke off, when it did.
     error: Option<String>,
-    /// `AppState::live_streams`: this stream counts in it until it is dropped.
-    live: Arc<AtomicUsize>,
+    /// This stream counts in it until it is dropped.
+    live: LiveStreams,
 }
 
 impl LoggedStream {
-    fn new(
+    pub fn new(
         inner: BoxStream<'static, std::io::Result<Bytes>>,
-        state: &AppState,
+        live: &LiveStreams,
         route: Route,
         status: StatusCode,
         received: Instant,
     ) -> Self {
-        state.live_streams.fetch_add(1, Ordering::Relaxed);
+        live.0.fetch_add(1, Ordering::Relaxed);
         Self {
             inner,
-            mode: state.mode,
+            span: Span::current(),
             route,
             status,
             received,
             bytes: 0,
             outcome: Outcome::Open,
             error: None,
-            live: Arc::clone(&state.live_streams),
+            live: live.clone(),
         }
     }
 }
@@ -261,7 +196,8 @@ impl Stream for LoggedStream {
 
 impl Drop for LoggedStream {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.live.0.fetch_sub(1, Ordering::Relaxed);
+        let _span = self.span.enter();
         let outcome = match self.outcome {
             Outcome::Open => "client_gone",
             Outcome::Completed => "completed",
@@ -270,7 +206,6 @@ impl Drop for LoggedStream {
         let duration_ms = self.received.elapsed().as_millis() as u64;
         match &self.error {
             None => tracing::info!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 status = self.status.as_u16(),
@@ -280,7 +215,6 @@ impl Drop for LoggedStream {
                 "stream ended"
             ),
             Some(error) => tracing::warn!(
-                mode = %self.mode,
                 method = %self.route.method,
                 path = self.route.path,
                 status = self.status.as_u16(),

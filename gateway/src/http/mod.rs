@@ -1,0 +1,16 @@
+//! The HTTP surface: the router, the OpenAI routes, the WebSocket route, the probes, and serving
+//! with a drain deadline.
+//!
+//! - [`routes`]: which path goes to which handler, behind which policies; JSON 404 and 405.
+//! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`.
+//! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
+//! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
+//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang.
+//! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
+
+pub mod openai;
+pub mod probes;
+pub mod routes;
+pub mod shutdown;
+pub mod state;
+pub mod ws;

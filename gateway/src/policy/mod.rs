@@ -1,0 +1,10 @@
+//! Policies: what a request must pass before and while it reaches an upstream.
+//!
+//! - [`auth`]: API keys, compared in constant time, never logged.
+//! - [`limits`]: lesson 8, the inbound cap held until a stream's last byte, a short queue, a
+//!   rate per key.
+//! - [`resilience`]: lesson 9, retries before the first byte and hedged requests, each bounded.
+
+pub mod auth;
+pub mod limits;
+pub mod resilience;

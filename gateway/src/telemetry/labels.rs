@@ -1,0 +1,180 @@
+//! The label sets of `/metrics`, and the label values as enums: a misspelt label does not
+//! compile.
+//!
+//! A label set is a struct deriving prometheus-client's `EncodeLabelSet`: its field names are
+//! the label names. A label value the gateway chooses (why a request was shed, whose rate limit
+//! refused it, which kind of attempt it was) is an enum, so `shed(ShedReason::QueueFull)` is
+//! checked by the compiler where `shed("queue_ful")` used to count a new series, and each enum's
+//! `ALL` lets [`super::metrics::Metrics`] create every series at 0 up front.
+//!
+//! The enums implement `EncodeLabelValue` through `label_values!` (below) rather than its derive: the
+//! derive writes the variant's Rust name (`QueueFull`), and the values must stay the ones every
+//! dashboard already queries (`queue_full`), byte for byte. Each value's text sits beside its
+//! variant, once.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+
+use crate::admission::Shed;
+
+/// Declares label-value enums: each variant with its text, `ALL`, `as_str` and the encoding.
+macro_rules! label_values {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }
+    )+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order (so `value as usize` indexes it).
+            pub const ALL: [Self; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
+
+            /// The label value, as `/metrics` shows it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+label_values! {
+    /// Why the gateway answered 503 itself: `gateway_shed_total{reason}`, and the error's `code`.
+    ShedReason {
+        /// Every inbound place taken and the wait queue full.
+        QueueFull => "queue_full",
+        /// Waited `--max-queue-wait-ms` for an inbound place.
+        QueueTimeout => "queue_timeout",
+        /// A provider's `max-concurrent` slots stayed taken for `pool-timeout-ms`.
+        ProviderBusy => "provider_busy",
+        /// `/v1/solve`'s bounded queue was full.
+        CpuQueueFull => "cpu_queue_full",
+    }
+
+    /// Whose rate limit answered 429: `gateway_rate_limited_total{scope}`.
+    RateLimitScope {
+        /// `--rate-limit-rpm`, per API key (or client IP).
+        Key => "key",
+        /// A provider's `requests-per-minute`.
+        Provider => "provider",
+    }
+
+    /// An upstream attempt: `gateway_upstream_attempts_total{provider,kind}`.
+    AttemptKind {
+        /// The request's first attempt.
+        First => "first",
+        /// After a failed attempt.
+        Retry => "retry",
+        /// Beside a slow attempt, after the hedge delay.
+        Hedge => "hedge",
+    }
+
+    /// A retryable failure not retried: `gateway_retries_given_up_total{reason}`.
+    GiveUpReason {
+        /// `--retries` (or `--hedge-max-attempts`) used up.
+        MaxRetries => "max_retries",
+        /// The provider's retry budget had no token.
+        Budget => "budget",
+        /// The upstream asked to wait longer than `--retry-after-max-ms`.
+        RetryAfterTooLong => "retry_after_too_long",
+    }
+
+    /// A hedge not sent: `gateway_hedges_skipped_total{reason}`.
+    HedgeSkipReason {
+        /// The provider's hedge budget had no token.
+        Budget => "budget",
+    }
+}
+
+/// A limit the admission refused at is shed with the reason of the same name.
+impl From<Shed> for ShedReason {
+    fn from(shed: Shed) -> Self {
+        match shed {
+            Shed::QueueFull => ShedReason::QueueFull,
+            Shed::QueueTimeout => ShedReason::QueueTimeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub reason: ShedReason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub scope: RateLimitScope,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub provider: String,
+    pub kind: AttemptKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GiveUpLabels {
+    pub reason: GiveUpReason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HedgeSkipLabels {
+    pub reason: HedgeSkipReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values dashboards and alerts already query: renaming a variant must not change them.
+    #[test]
+    fn values_are_the_published_ones() {
+        let texts = |values: Vec<&'static str>| values.join(",");
+        assert_eq!(
+            texts(ShedReason::ALL.iter().map(|r| r.as_str()).collect()),
+            "queue_full,queue_timeout,provider_busy,cpu_queue_full"
+        );
+        assert_eq!(
+            texts(RateLimitScope::ALL.iter().map(|s| s.as_str()).collect()),
+            "key,provider"
+        );
+        assert_eq!(
+            texts(AttemptKind::ALL.iter().map(|k| k.as_str()).collect()),
+            "first,retry,hedge"
+        );
+        assert_eq!(
+            texts(GiveUpReason::ALL.iter().map(|r| r.as_str()).collect()),
+            "max_retries,budget,retry_after_too_long"
+        );
+        assert_eq!(
+            texts(HedgeSkipReason::ALL.iter().map(|r| r.as_str()).collect()),
+            "budget"
+        );
+        for (index, kind) in AttemptKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index, "ALL is in declaration order");
+        }
+    }
+}

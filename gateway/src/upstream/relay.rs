@@ -1,0 +1,68 @@
+//! The relay every route shares: an upstream's response becomes the client's, chunk by chunk.
+//!
+//! The same in every mode; only the client that fetched the response differs
+//! ([`crate::upstream`]). Nothing is buffered: each upstream chunk becomes one chunk of the
+//! response as soon as it arrives. Every body is wrapped in a [`LoggedStream`], which writes one
+//! log line when the stream ends, however it ends (see [`crate::telemetry::log`]), and an SSE
+//! body that goes quiet gets keep-alive comments between its events ([`super::keepalive`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+
+use super::UpstreamResponse;
+use crate::telemetry::log::{LiveStreams, LoggedStream, Route};
+use crate::telemetry::metrics::Metrics;
+
+/// Which upstream client carried a relayed response: `async`, `blocking` or `inline` (see
+/// [`crate::upstream::StreamMethod`]). Lets a client, or `diag`, count a rollout's split.
+pub const STREAM_METHOD: HeaderName = HeaderName::from_static("x-stream-method");
+
+/// What relaying needs: the keep-alive period, the counters, and the live-stream count.
+#[derive(Debug)]
+pub struct Relay {
+    /// `--sse-keepalive-secs`, `None` when 0.
+    keepalive: Option<Duration>,
+    metrics: Arc<Metrics>,
+    live: LiveStreams,
+}
+
+impl Relay {
+    pub fn new(keepalive: Option<Duration>, metrics: Arc<Metrics>, live: LiveStreams) -> Self {
+        Self {
+            keepalive,
+            metrics,
+            live,
+        }
+    }
+
+    /// The response bodies being relayed now.
+    pub fn live(&self) -> &LiveStreams {
+        &self.live
+    }
+
+    /// The upstream's response as the client's: its status, its relayed headers, and its body
+    /// as a [`LoggedStream`], forwarded chunk by chunk as it arrives. Upstream errors (429, 5xx)
+    /// take this same path, so they reach the client exactly as the upstream sent them.
+    pub fn forward(&self, upstream: UpstreamResponse, route: Route, received: Instant) -> Response {
+        let status = upstream.status;
+        let body = super::keepalive::apply(
+            upstream.body,
+            &upstream.headers,
+            self.keepalive,
+            &self.metrics,
+        );
+        let body = LoggedStream::new(body, &self.live, route, status, received);
+        let mut response = Response::new(Body::from_stream(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = upstream.headers;
+        response.headers_mut().insert(
+            STREAM_METHOD,
+            HeaderValue::from_static(upstream.method.as_str()),
+        );
+        response
+    }
+}
