@@ -37,6 +37,7 @@
 //! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
 //!   ▼
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
+//!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -47,6 +48,7 @@
 //! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in;
 //!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
 //! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
+//! - [`lifecycle`]: the phase every part watches to know whether to take new work (the drain).
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
@@ -111,6 +113,7 @@ pub mod embed;
 pub mod error;
 pub mod http;
 pub mod lessons;
+pub mod lifecycle;
 pub mod policy;
 pub mod telemetry;
 pub mod upstream;
