@@ -38,6 +38,7 @@
 //!   ▼
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
+//!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -49,6 +50,9 @@
 //!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
 //! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
 //! - [`lifecycle`]: the phase every part watches to know whether to take new work (the drain).
+//! - [`descriptors`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start-up, and the
+//!   default `--max-connections` derived from it (two sockets per relayed stream, plus a
+//!   reserve).
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
@@ -109,6 +113,7 @@ pub struct TheProblemDoc;
 
 pub mod admission;
 pub mod config;
+pub mod descriptors;
 pub mod embed;
 pub mod error;
 pub mod http;
@@ -153,8 +158,21 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Before anything reads the limit: the default `--max-connections` is derived from it.
+    // Embedded gateways (tests) raise their process's limit too; harmless, see `descriptors`.
+    let raised = descriptors::raise_soft_limit();
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
+    match raised {
+        Ok(r) if r.to > r.from => tracing::info!(
+            "open-file limit raised from {} to {} (the hard limit is {})",
+            r.from,
+            r.to,
+            r.hard
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-file limit ({e})"),
+    }
     state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
