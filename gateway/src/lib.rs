@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
-//!   │   │     · probes (/health, /metrics) · shutdown
+//!   │   │     · probes (/health, /metrics) · shutdown · server, connection (the accept loop)
 //!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
@@ -82,6 +82,9 @@
 //!   upstream.
 //! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
 //!   shutdown that cannot hang: a drain deadline.
+//! - [`http::server`]: the main listener's own accept loop: `--max-connections` (closed at once
+//!   past it), the head and idle timeouts ([`http::connection`]), a listener that stays open
+//!   during the drain.
 //! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
 //!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
 //! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
@@ -171,7 +174,10 @@ pub async fn serve(
             r.hard
         ),
         Ok(_) => {}
-        Err(e) => tracing::warn!("cannot raise the open-file limit ({e})"),
+        Err(e) => tracing::warn!(
+            "cannot raise the open-file limit ({e}); connections are capped at {}",
+            state.connections().limit()
+        ),
     }
     state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
