@@ -3,8 +3,8 @@
 //! An [`Admission`] is `limit` places plus a short, bounded wait for one; past it, an immediate
 //! refusal ([`Shed`]) the caller turns into its own 503 or close frame. It needs nothing of the
 //! app (no state, no metrics, no error type), so every layer can bound something with it: the
-//! inbound cap (`crate::policy::limits`), a provider's upstream slots, `/v1/solve`'s workers and
-//! the WebSocket cap.
+//! inbound cap (`crate::policy::limits`), a provider's upstream slots, `/v1/solve`'s workers,
+//! the WebSocket cap and the main listener's connection cap (`crate::http::server`).
 //!
 //! The permit *is* the place, and where it lives decides what is bounded. tower's
 //! `ConcurrencyLimitLayer` releases its permit when the response's headers are ready, i.e. at
@@ -27,7 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// shape of bound the gateway uses, everywhere it bounds something. Inbound requests
 /// (`--max-concurrent-requests`, `--max-queued-requests`, `--max-queue-wait-ms`), a provider's
 /// upstream slots (`max-concurrent`, `pool-timeout-ms`), `/v1/solve`'s computations
-/// (`--cpu-workers`, `--cpu-queue`) and WebSockets (`--ws-max-connections`, no queue).
+/// (`--cpu-workers`, `--cpu-queue`), WebSockets (`--ws-max-connections`, no queue) and
+/// connections (`--max-connections`, no queue: [`Admission::try_admit`]).
 #[derive(Debug)]
 pub struct Admission {
     /// One permit per place. Tokio's semaphore is fair: waiters get permits in arrival order.
@@ -77,6 +78,12 @@ impl Admission {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Shed::QueueTimeout),
         }
+    }
+
+    /// A place now, or `None`: no waiting at all, for callers that cannot wait (the accept
+    /// loop refuses a connection rather than hold it in a queue).
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
     }
 
     pub fn in_use(&self) -> usize {

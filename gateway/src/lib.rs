@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
-//!   │   │     · probes (/health, /metrics) · shutdown
+//!   │   │     · probes (/health, /metrics) · shutdown · server, connection (the accept loop)
 //!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
@@ -37,6 +37,8 @@
 //! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
 //!   ▼
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
+//!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
+//!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -47,6 +49,10 @@
 //! - [`error`]: the one JSON error shape (OpenAI's) every failure is returned in;
 //!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
 //! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
+//! - [`lifecycle`]: the phase every part watches to know whether to take new work (the drain).
+//! - [`descriptors`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start-up, and the
+//!   default `--max-connections` derived from it (two sockets per relayed stream, plus a
+//!   reserve).
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
@@ -76,6 +82,9 @@
 //!   upstream.
 //! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
 //!   shutdown that cannot hang: a drain deadline.
+//! - [`http::server`]: the main listener's own accept loop: `--max-connections` (closed at once
+//!   past it), the head and idle timeouts ([`http::connection`]), a listener that stays open
+//!   during the drain.
 //! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
 //!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
 //! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
@@ -107,10 +116,12 @@ pub struct TheProblemDoc;
 
 pub mod admission;
 pub mod config;
+pub mod descriptors;
 pub mod embed;
 pub mod error;
 pub mod http;
 pub mod lessons;
+pub mod lifecycle;
 pub mod policy;
 pub mod telemetry;
 pub mod upstream;
@@ -150,8 +161,24 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Before anything reads the limit: the default `--max-connections` is derived from it.
+    // Embedded gateways (tests) raise their process's limit too; harmless, see `descriptors`.
+    let raised = descriptors::raise_soft_limit();
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
+    match raised {
+        Ok(r) if r.to > r.from => tracing::info!(
+            "open-file limit raised from {} to {} (the hard limit is {})",
+            r.from,
+            r.to,
+            r.hard
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "cannot raise the open-file limit ({e}); connections are capped at {}",
+            state.connections().limit()
+        ),
+    }
     state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.

@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     // printed by clap with exit status 2.
     let config = gateway::Config::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
     if config.check_config {
+        // As `serve` does first, so the limits printed are the ones it would run with (the
+        // default --max-connections is derived from the open-file limit).
+        let _ = gateway::descriptors::raise_soft_limit();
         print!(
             "settings are valid; limits in force:\n{}",
             config.limits_block()

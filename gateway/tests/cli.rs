@@ -94,6 +94,11 @@ fn config_file(name: &str, text: &str) -> String {
 
 /// The `blocking pool` line of `--check-config`'s limits block.
 fn pool_line(args: &[&str], env: &[(&str, &str)]) -> String {
+    limits_line(args, env, "blocking pool")
+}
+
+/// The line of `--check-config`'s limits block that starts with `name`.
+fn limits_line(args: &[&str], env: &[(&str, &str)], name: &str) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
     command.args(args).arg("--check-config");
     for (name, _) in std::env::vars_os() {
@@ -111,10 +116,34 @@ fn pool_line(args: &[&str], env: &[(&str, &str)]) -> String {
     );
     stdout
         .lines()
-        .find(|line| line.contains("blocking pool"))
-        .unwrap_or_else(|| panic!("no pool line in {stdout}"))
-        .trim()
+        .map(str::trim)
+        .find(|line| line.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} line in {stdout}"))
         .to_owned()
+}
+
+#[test]
+fn the_connection_bounds_are_in_the_limits_block() {
+    let derived = limits_line(&[], &[], "connections");
+    assert!(derived.contains("derived: ("), "{derived}");
+    assert!(derived.contains("within 10000 ms"), "{derived}");
+    assert!(derived.contains("after 75 s"), "{derived}");
+    let flags = [
+        "--max-connections",
+        "500",
+        "--header-read-timeout-ms",
+        "800",
+    ];
+    let env = [("GATEWAY_IDLE_TIMEOUT_SECS", "30")];
+    let set = limits_line(&flags, &env, "connections");
+    assert!(
+        set.starts_with("connections            500 open at once (--max-connections)"),
+        "{set}"
+    );
+    assert!(
+        set.contains("within 800 ms") && set.contains("after 30 s"),
+        "{set}"
+    );
 }
 
 #[test]

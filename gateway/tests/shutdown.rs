@@ -1,5 +1,5 @@
-//! Lesson: graceful shutdown stops accepting at once, lets in-flight streams finish, and still
-//! cannot hang: after the drain deadline the remaining streams are cut and the process exits,
+//! Lesson: graceful shutdown keeps answering (a refused connection tells a load balancer "dead
+//! host", not "draining"), lets in-flight streams finish, and still cannot hang: after the drain deadline the remaining streams are cut and the process exits,
 //! even in broken mode, where a pool thread sits in a blocking `read()` that nothing can abort.
 //!
 //! These tests run the real `gateway` binary and send it a real SIGTERM.
@@ -134,13 +134,28 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// True once a new TCP connection to `addr` is refused.
-async fn refuses_connections(addr: SocketAddr) -> bool {
-    tokio::net::TcpStream::connect(addr).await.is_err()
+/// A request on a new connection to `addr`, asking to close it after the answer: the answer's
+/// status line, once the gateway closed the connection.
+async fn status_line_of_a_new_connection(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the listener stays open during the drain");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_accepting_but_lets_the_in_flight_stream_finish() {
+async fn sigterm_keeps_answering_and_lets_the_in_flight_stream_finish() {
     let mock = Mock::start();
     let mut gw = GatewayProcess::start(&[
         "--mode",
@@ -163,16 +178,16 @@ async fn sigterm_stops_accepting_but_lets_the_in_flight_stream_finish() {
     body.push_str(&String::from_utf8_lossy(&first));
 
     gw.sigterm();
-    let addr = gw.addr;
-    wait_for(
-        "the gateway to refuse new connections",
-        Duration::from_secs(5),
-        move || async move { refuses_connections(addr).await.then_some(()) },
-    )
+    wait_for("the drain to begin", Duration::from_secs(5), || async {
+        gw.log().contains("shutdown requested").then_some(())
+    })
     .await;
+    // Whatever the status (served during a grace, or 503 after it), an HTTP answer.
+    let status = status_line_of_a_new_connection(gw.addr).await;
+    assert!(status.starts_with("HTTP/1.1 "), "{status:?}");
     assert!(
         gw.is_running(),
-        "refusing new connections while still draining, not because it already exited"
+        "answered while draining, not after exiting"
     );
 
     // The in-flight stream runs on to its last chunk.

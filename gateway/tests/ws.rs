@@ -295,18 +295,7 @@ async fn an_idle_socket_is_pinged() {
 #[tokio::test]
 async fn shutdown_closes_an_idle_socket_with_1001() {
     let mock = Mock::fast();
-    let upstream = mock.url();
-    let config = gateway::Config::load([
-        "gateway",
-        "--upstream",
-        &upstream,
-        "--listen",
-        "127.0.0.1:0",
-        "--drain-secs",
-        "10",
-    ])
-    .unwrap();
-    let gw = gateway::embed::start(config).unwrap();
+    let gw = support::draining_gateway(&mock.url());
     let mut ws = connect(&gw.url(), &[]).await;
     let (text, _) = chat(&mut ws, &chat_body(true)).await;
     assert!(!text.is_empty(), "the socket works before the shutdown");

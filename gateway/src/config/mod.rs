@@ -16,6 +16,8 @@ use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use reqwest::Url;
 
+use crate::descriptors;
+
 pub use file::ProviderConfig;
 pub use modes::{CpuMode, Mode};
 
@@ -173,6 +175,29 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_SSE_KEEPALIVE_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub sse_keepalive_secs: u64,
+
+    /// Connections open at once on the main listener; past it a new connection is closed at
+    /// once (and counted), while the open ones are served on. Default: derived from the
+    /// descriptor limit, `(soft RLIMIT_NOFILE − 128) / 2`, since each relayed stream holds two
+    /// sockets (the client's and the upstream one) and the rest is headroom for the admin plane,
+    /// DNS and files; the soft limit is raised to the hard one at start-up first.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000).map(|n| n as usize))]
+    pub max_connections: Option<usize>,
+
+    /// A connection must send a whole request head within this (ms): from its accept for its
+    /// first request, from the first byte for a later one. Otherwise it is closed: a client
+    /// that sends half a head and stops holds a socket for this long, not forever.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub header_read_timeout_ms: u64,
+
+    /// A keep-alive connection with no request in flight is closed after this long without a
+    /// new one (seconds). A connection relaying a stream is never idle, however quiet the
+    /// stream.
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT_SECS", default_value_t = 75,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
 
     /// Base URL of the upstream, when the `--config` file defines no `[[providers]]`: it is then
     /// the one provider, `default`, serving every model. Use an IP literal: a host name is resolved on the blocking pool.
@@ -336,6 +361,21 @@ impl Config {
         Duration::from_secs(self.drain_secs)
     }
 
+    /// `--max-connections`, or the default derived from the descriptor limit in force now (see
+    /// [`crate::descriptors`]).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| descriptors::max_connections_for(descriptors::soft_limit()))
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
     pub fn upstream_read_timeout(&self) -> Duration {
         Duration::from_secs(self.upstream_read_timeout_secs)
     }
@@ -375,6 +415,21 @@ impl Config {
                 "inbound                {} at once (a stream until its last byte), {} queued, \
                  wait up to {} ms, then 503",
                 self.max_concurrent_requests, self.max_queued_requests, self.max_queue_wait_ms
+            ),
+            format!(
+                "connections            {} open at once ({}), then closed at once; a request \
+                 head within {} ms; idle keep-alive closed after {} s",
+                self.max_connections(),
+                match self.max_connections {
+                    Some(_) => "--max-connections".to_owned(),
+                    None => format!(
+                        "derived: ({} descriptors - {}) / 2",
+                        descriptors::soft_limit(),
+                        descriptors::RESERVED
+                    ),
+                },
+                self.header_read_timeout_ms,
+                self.idle_timeout_secs
             ),
             format!("rate limit             {rate_limit}"),
             format!("request body           up to {} bytes", self.max_body_bytes),

@@ -6,11 +6,16 @@
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang.
+//! - [`server`]: the main listener's accept loop: the connection cap, the head and idle
+//!   timeouts, the drain's part; [`connection`]: what one connection is doing, and when it
+//!   has waited too long.
 //! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
 
+pub mod connection;
 pub mod openai;
 pub mod probes;
 pub mod routes;
+pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod ws;

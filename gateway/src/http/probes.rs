@@ -73,6 +73,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.limit.set(as_gauge(inbound.limit()));
     m.live_streams.set(as_gauge(state.live_streams().get()));
     m.ws_connections.set(as_gauge(state.sockets().in_use()));
+    m.connections_open.set(as_gauge(state.connections().open()));
+    m.connections_limit
+        .set(as_gauge(state.connections().limit()));
     for provider in state.providers().iter() {
         let label = ProviderLabel {
             provider: provider.name.clone(),

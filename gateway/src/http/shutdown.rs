@@ -2,8 +2,10 @@
 //!
 //! axum's graceful shutdown stops accepting connections and then waits for every open one to
 //! finish, with no time limit, including a 45 s streaming body, or one that never ends. So on
-//! SIGTERM/SIGINT the gateway stops accepting, lets in-flight streams run on for the drain
-//! period, and then returns anyway. `main` then drops the runtime with `shutdown_timeout`,
+//! SIGTERM/SIGINT the gateway closes its idle connections, lets in-flight streams run on for
+//! the drain period, and then returns anyway. Its listener stays open meanwhile, and a client
+//! that connects is answered, then its connection closed (`super::server`): a refused
+//! connection would tell a load balancer "dead host", not "draining". `main` then drops the runtime with `shutdown_timeout`,
 //! because dropping a runtime waits for its blocking threads forever, and in broken mode those
 //! threads are sitting inside `read()` on upstream sockets.
 //!
@@ -14,10 +16,11 @@
 //! the same deadline. A client then reconnects to another instance, instead of seeing its
 //! connection vanish with an abnormal close (1006).
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::time::Duration;
 
 use super::state::AppState;
+use crate::lifecycle::Phase;
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
@@ -47,46 +50,39 @@ pub async fn serve_with_drain(
 ) -> std::io::Result<()> {
     let live = state.live_streams().clone();
     let sockets = std::sync::Arc::clone(state.sockets());
-    let (start_drain, drain_started) = tokio::sync::oneshot::channel::<()>();
-    // The peer address is the rate-limit key when authentication is off (see `limits`).
-    let app =
-        super::routes::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Small writes go out at once. With Nagle's algorithm on, a token written right after the
-    // response head waits for the client's (delayed, up to 40 ms) ACK of the head: measured as
-    // +40 ms of time to first token on every hedged stream, whose head and first token leave
-    // together.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = drain_started.await;
-        })
-        .into_future();
+    let connections = std::sync::Arc::clone(state.connections());
+    let lifecycle = state.lifecycle().clone();
+    // The gateway's own accept loop (`super::server`): a connection cap, head and idle
+    // timeouts, and a listener that stays open during the drain.
+    let server = tokio::spawn(std::sync::Arc::clone(&connections).run(
+        listener,
+        super::routes::app(state),
+        lifecycle.clone(),
+    ));
+    lifecycle.advance(Phase::Serving);
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => return result,
+        // The loop ends on its own only at `Phase::Stopped`, so this is a panic in it.
+        joined = &mut server => return joined.map_err(std::io::Error::other),
         () = shutdown => {}
     }
     tracing::info!(
         live_streams = live.get(),
-        "shutdown requested: no new connections; draining open streams for up to {drain:?}"
+        connections = connections.open(),
+        "shutdown requested: idle connections closed, new ones answered once; draining open \
+         streams for up to {drain:?}"
     );
-    let _ = start_drain.send(());
+    lifecycle.advance(Phase::ShuttingDown);
     sockets.begin_drain();
     let drained = async {
-        let result = server.await;
-        while sockets.in_use() > 0 {
+        while connections.serving() > 0 || sockets.in_use() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        result
     };
-    match tokio::time::timeout(drain, drained).await {
-        Ok(result) => {
+    let result = match tokio::time::timeout(drain, drained).await {
+        Ok(()) => {
             tracing::info!("drained; exiting");
-            result
+            Ok(())
         }
         Err(_) => {
             tracing::warn!(
@@ -96,5 +92,9 @@ pub async fn serve_with_drain(
             );
             Ok(())
         }
-    }
+    };
+    lifecycle.advance(Phase::Stopped);
+    // The loop stops accepting and cuts what is left; it returns at once.
+    (&mut server).await.map_err(std::io::Error::other)?;
+    result
 }

@@ -18,11 +18,13 @@ use axum::extract::FromRef;
 use tracing::Span;
 
 use super::openai::OpenAi;
+use super::server::Connections;
 use super::ws::Sockets;
 use crate::config::{Config, Mode};
 use crate::error::StartError;
 use crate::lessons::solve::Cpu;
 use crate::lessons::stream::PlainStream;
+use crate::lifecycle::Lifecycle;
 use crate::policy::auth::ApiKeys;
 use crate::policy::limits::Inbound;
 use crate::policy::resilience::Resilience;
@@ -57,6 +59,10 @@ struct Shared {
     health_timeout: Duration,
     /// `--max-body-bytes`: the router refuses larger chat requests with 413 before anything else.
     max_body_bytes: usize,
+    /// Where the instance is (serving, shutting down, ...): the accept loop and the drain watch it.
+    lifecycle: Lifecycle,
+    /// The main listener's connections: cap, timeouts, how many are open.
+    connections: Arc<Connections>,
     // The parts handlers and middleware take (see the module docs).
     api_keys: ApiKeys,
     inbound: Arc<Inbound>,
@@ -87,6 +93,8 @@ impl AppState {
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
             max_body_bytes: config.max_body_bytes,
+            lifecycle: Lifecycle::default(),
+            connections: Arc::new(Connections::new(config, Arc::clone(&metrics))),
             api_keys: ApiKeys::from_config(config)?,
             inbound: Arc::new(Inbound::new(config, Arc::clone(&metrics))),
             openai: Arc::new(OpenAi::new(
@@ -157,6 +165,14 @@ impl AppState {
 
     pub fn sockets(&self) -> &Arc<Sockets> {
         &self.shared.sockets
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.shared.lifecycle
+    }
+
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.shared.connections
     }
 }
 

@@ -96,6 +96,24 @@ label_values! {
         /// The provider's hedge budget had no token.
         Budget => "budget",
     }
+
+    /// A connection the main listener closed as soon as it accepted it:
+    /// `gateway_connections_refused_total{reason}`.
+    ConnectionRefusal {
+        /// `--max-connections` connections were open.
+        MaxConnections => "max_connections",
+    }
+
+    /// A connection the gateway closed on its own: `gateway_connections_closed_total{reason}`.
+    ConnectionClose {
+        /// No whole request head within `--header-read-timeout-ms`.
+        HeaderTimeout => "header_timeout",
+        /// A keep-alive connection without a request for `--idle-timeout-secs`.
+        IdleTimeout => "idle_timeout",
+        /// Closed by the drain: idle when the gateway began shutting down, or still open at the
+        /// drain deadline.
+        Shutdown => "shutdown",
+    }
 }
 
 /// A limit the admission refused at is shed with the reason of the same name.
@@ -145,6 +163,16 @@ pub struct HedgeSkipLabels {
     pub reason: HedgeSkipReason,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub reason: ConnectionRefusal,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub reason: ConnectionClose,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +200,14 @@ mod tests {
         assert_eq!(
             texts(HedgeSkipReason::ALL.iter().map(|r| r.as_str()).collect()),
             "budget"
+        );
+        assert_eq!(
+            texts(ConnectionRefusal::ALL.iter().map(|r| r.as_str()).collect()),
+            "max_connections"
+        );
+        assert_eq!(
+            texts(ConnectionClose::ALL.iter().map(|r| r.as_str()).collect()),
+            "header_timeout,idle_timeout,shutdown"
         );
         for (index, kind) in AttemptKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, index, "ALL is in declaration order");

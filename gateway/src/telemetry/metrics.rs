@@ -25,6 +25,11 @@
 //! | `gateway_ws_connections` | gauge | live `/v1/chat/ws` connections |
 //! | `gateway_ws_rejected_total` | counter | sockets closed with 1013 at `--ws-max-connections` |
 //! | `gateway_sse_keepalives_total` | counter | `: keep-alive` comments sent on idle SSE streams |
+//! | `gateway_connections_open` | gauge | connections open on the main listener (upgraded WebSockets included) |
+//! | `gateway_connections_limit` | gauge | `--max-connections` |
+//! | `gateway_connections_refused_total{reason}` | counter | connections closed as soon as accepted: `max_connections` |
+//! | `gateway_connections_closed_total{reason}` | counter | connections the gateway closed: `header_timeout`, `idle_timeout`, `shutdown` |
+//! | `gateway_accept_errors_total` | counter | `accept` failures other than a client gone (`EMFILE`: out of descriptors) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -42,8 +47,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub use super::labels::{
-    AttemptKind, AttemptLabels, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason,
-    ProviderLabel, RateLimitLabels, RateLimitScope, RouteStatus, ShedLabels, ShedReason,
+    AttemptKind, AttemptLabels, ClosedLabels, ConnectionClose, ConnectionRefusal, GiveUpLabels,
+    GiveUpReason, HedgeSkipLabels, HedgeSkipReason, ProviderLabel, RateLimitLabels, RateLimitScope,
+    RefusedLabels, RouteStatus, ShedLabels, ShedReason,
 };
 
 /// The registry and every family in it. Later features register their families here too.
@@ -73,6 +79,11 @@ pub struct Metrics {
     pub ws_connections: Gauge<i64, AtomicI64>,
     pub ws_rejected: Counter,
     pub sse_keepalives: Counter,
+    pub connections_open: Gauge<i64, AtomicI64>,
+    pub connections_limit: Gauge<i64, AtomicI64>,
+    pub connections_refused: Family<RefusedLabels, Counter>,
+    pub connections_closed: Family<ClosedLabels, Counter>,
+    pub accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -213,6 +224,33 @@ impl Default for Metrics {
             "gateway_sse_keepalives",
             "Keep-alive comments sent on idle SSE streams",
         );
+        let connections_open = gauge(
+            &mut registry,
+            "gateway_connections_open",
+            "Connections open on the main listener, upgraded WebSockets included",
+        );
+        let connections_limit = gauge(
+            &mut registry,
+            "gateway_connections_limit",
+            "Connections the main listener keeps open at once (--max-connections)",
+        );
+        let connections_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "gateway_connections_refused",
+            "Connections closed as soon as they were accepted, by reason (max_connections)",
+            connections_refused.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "gateway_connections_closed",
+            "Connections the gateway closed, by reason (header_timeout, idle_timeout, shutdown)",
+            connections_closed.clone(),
+        );
+        let accept_errors = counter(
+            &mut registry,
+            "gateway_accept_errors",
+            "accept() failures other than a client that left (EMFILE: out of descriptors)",
+        );
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -226,6 +264,12 @@ impl Default for Metrics {
         }
         for reason in HedgeSkipReason::ALL {
             let _ = hedges_skipped.get_or_create(&HedgeSkipLabels { reason });
+        }
+        for reason in ConnectionRefusal::ALL {
+            let _ = connections_refused.get_or_create(&RefusedLabels { reason });
+        }
+        for reason in ConnectionClose::ALL {
+            let _ = connections_closed.get_or_create(&ClosedLabels { reason });
         }
         Self {
             registry,
@@ -252,6 +296,11 @@ impl Default for Metrics {
             ws_connections,
             ws_rejected,
             sse_keepalives,
+            connections_open,
+            connections_limit,
+            connections_refused,
+            connections_closed,
+            accept_errors,
         }
     }
 }
@@ -264,6 +313,18 @@ impl Metrics {
     pub fn rate_limited(&self, scope: RateLimitScope) {
         self.rate_limited
             .get_or_create(&RateLimitLabels { scope })
+            .inc();
+    }
+
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused
+            .get_or_create(&RefusedLabels { reason })
+            .inc();
+    }
+
+    pub fn connection_closed(&self, reason: ConnectionClose) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { reason })
             .inc();
     }
 

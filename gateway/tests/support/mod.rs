@@ -83,6 +83,23 @@ fn start(
     gateway::embed::start(config).expect("gateway starts")
 }
 
+/// A gateway in front of `upstream` whose drain lasts up to 10 s (the others drain for 0 s), for
+/// the tests that stop it: dropping it starts the drain and waits for it, so drop it off the
+/// test's runtime (`spawn_blocking`).
+pub fn draining_gateway(upstream: &str) -> gateway::embed::Running {
+    let config = gateway::Config::load([
+        "gateway",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--drain-secs",
+        "10",
+    ])
+    .expect("valid gateway flags");
+    gateway::embed::start(config).expect("gateway starts")
+}
+
 /// A gateway whose settings come from a `--config` file holding `toml` (e.g. `[[providers]]`),
 /// plus `extra` flags.
 pub fn gateway_with_file(mode: &str, toml: &str, extra: &[&str]) -> gateway::embed::Running {
