@@ -32,7 +32,8 @@
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
 //!   ▼
-//! upstream/   providers and their budgets · clients broken | fixed | inline · error · relay
+//! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
+//!   │         · relay
 //!   ▼
 //! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
 //!   ▼
@@ -62,7 +63,8 @@
 //!   cross the gateway; [`upstream::providers`]: several upstreams, each with its own client
 //!   pool, concurrency cap, rpm and retry budgets, routed by `model`; [`upstream::relay`]: an
 //!   upstream response forwarded chunk by chunk, with [`upstream::keepalive`] comments on idle
-//!   SSE streams.
+//!   SSE streams; [`upstream::proxy`]: direct or through the environment's proxy, decided once
+//!   per provider for both clients, and never a proxy for a loopback upstream.
 //! - [`policy::auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time,
 //!   never logged; why `/health` and `/debug/*` stay open.
 //! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
@@ -155,6 +157,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
+    state.providers().log_startup();
     state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
