@@ -185,3 +185,28 @@ fn the_example_config_is_valid() {
     );
     assert!(stdout.contains("provider local"), "{stdout}");
 }
+
+/// With no `[[providers]]` the one provider takes every model: `--check-config` (and the
+/// start-up log, which prints the same block) says a misspelt model is forwarded, not refused.
+#[test]
+fn a_catch_all_provider_says_it_forwards_any_model() {
+    let output = run_gateway(&["--check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "provider default http://127.0.0.1:8001/: models * (any model name, forwarded as is);"
+        ),
+        "{stdout}"
+    );
+    let file = config_file(
+        "catch-all",
+        "[[providers]]\nname = \"a\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m-1\", \"*\"]\n",
+    );
+    let output = run_gateway(&["--config", &file, "--check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("models m-1,* (any other model name, forwarded as is);"),
+        "{stdout}"
+    );
+}

@@ -152,12 +152,22 @@ impl ProviderConfig {
             (None, Some(_)) if self.name == "default" => "key from --upstream-api-key".to_owned(),
             _ => "no key".to_owned(),
         };
+        // A "*" provider refuses no model: say so, or a misspelt model looks served.
+        let models = self
+            .models
+            .iter()
+            .map(|model| match model.as_str() {
+                "*" if self.models.len() == 1 => "* (any model name, forwarded as is)",
+                "*" => "* (any other model name, forwarded as is)",
+                named => named,
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         format!(
-            "{} {}: models {}; {} at once (wait {} ms, then 503); {rate}; {} idle conns for {} s; \
-             connect {:?}, read {:?}; {key}",
+            "{} {}: models {models}; {} at once (wait {} ms, then 503); {rate}; {} idle conns for \
+             {} s; connect {:?}, read {:?}; {key}",
             self.name,
             self.base_url,
-            self.models.join(","),
             self.max_concurrent_or_default(config),
             self.pool_timeout_ms,
             self.max_idle_connections,
