@@ -9,6 +9,9 @@ fn main() -> ExitCode {
     // printed by clap with exit status 2.
     let config = gateway::Config::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
     if config.check_config {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!(
             "settings are valid; limits in force:\n{}",
             config.limits_block()

@@ -2,19 +2,24 @@
 //! reported before the gateway binds a port or builds a runtime.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
+
+use support::process::{GatewayProcess, command};
 
 /// Runs the real `gateway` binary with `args`, with no `GATEWAY_*` overrides from the caller's
 /// environment, and returns how it ended.
 fn run_gateway(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(args).env("NO_COLOR", "1");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    command.output().expect("the gateway binary runs")
+    run_gateway_with(args, &[])
+}
+
+/// [`run_gateway`] with `env` set on the child.
+fn run_gateway_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(env)
+        .args(args)
+        .output()
+        .expect("the gateway binary runs")
 }
 
 fn assert_usage_error(args: &[&str], words: &[&str]) {
@@ -94,15 +99,9 @@ fn config_file(name: &str, text: &str) -> String {
 
 /// The `blocking pool` line of `--check-config`'s limits block.
 fn pool_line(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(args).arg("--check-config");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    command.envs(env.iter().copied());
-    let output = command.output().unwrap();
+    let mut args = args.to_vec();
+    args.push("--check-config");
+    let output = run_gateway_with(&args, env);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -138,7 +137,18 @@ fn config_file_mistakes_are_usage_errors_naming_the_key() {
     let typo = config_file("typo", "max-concurent-requests = 10\n");
     assert_usage_error(
         &["--config", &typo],
-        &["unknown key `max-concurent-requests`", &typo],
+        &[
+            "unknown key `max-concurent-requests`; did you mean `max-concurrent-requests`?",
+            &typo,
+        ],
+    );
+    let field = config_file(
+        "field",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodel = [\"m\"]\n",
+    );
+    assert_usage_error(
+        &["--config", &field],
+        &["unknown field `model`", "did you mean `models`?"],
     );
     let bad = config_file("bad", "max-queue-wait-ms = -1\n");
     assert_usage_error(&["--config", &bad], &["key `max-queue-wait-ms`", "-1"]);
@@ -169,14 +179,7 @@ fn config_file_mistakes_are_usage_errors_naming_the_key() {
 #[test]
 fn the_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.example.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(["--config", example, "--check-config"]);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    let output = command.output().unwrap();
+    let output = run_gateway(&["--config", example, "--check-config"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -208,5 +211,42 @@ fn a_catch_all_provider_says_it_forwards_any_model() {
     assert!(
         stdout.contains("models m-1,* (any other model name, forwarded as is);"),
         "{stdout}"
+    );
+}
+
+/// A mistyped `GATEWAY_*` variable is ignored, as before, but no longer silently:
+/// `--check-config` and the start-up log name it and the variable it probably meant.
+#[test]
+fn an_unknown_gateway_variable_is_warned_about_with_the_closest_name() {
+    let typo = [("GATEWAY_MAX_CONCURENT_REQUESTS", "5")];
+    let warning = "GATEWAY_MAX_CONCURENT_REQUESTS is set but is not a setting of the gateway, \
+                   so it is ignored; did you mean GATEWAY_MAX_CONCURRENT_REQUESTS?";
+    let output = run_gateway_with(&["--check-config"], &typo);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
+    assert!(
+        stdout.contains("inbound                1024 at once"),
+        "{stdout}"
+    );
+
+    let gw = GatewayProcess::start(&["--upstream", &support::dead_upstream()], &typo);
+    let log = gw.log_once_it_has(warning);
+    assert!(log.contains(warning), "{log}");
+
+    // A provider's api-key-env is read too: no warning for it.
+    let file = config_file(
+        "key-env",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\napi-key-env = \"GATEWAY_P_KEY\"\n",
+    );
+    let output = run_gateway_with(
+        &["--config", &file, "--check-config"],
+        &[("GATEWAY_P_KEY", "sk-test")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("warning"),
+        "{stderr}"
     );
 }

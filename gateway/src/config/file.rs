@@ -38,6 +38,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::Config;
+use super::suggest;
 
 /// One named upstream in the file: where it is, how to authenticate, which models it serves,
 /// and the limits of its own client pool.
@@ -280,6 +281,7 @@ where
     let mut config = Config::from_arg_matches(&matches)?;
     let Some(path) = config.config.clone() else {
         config.check().map_err(|m| usage(&mut command, m))?;
+        config.warnings = unknown_variables(&command, &config.providers);
         return Ok(config);
     };
     let (from_file, providers) =
@@ -317,7 +319,26 @@ where
     }
     config.providers = providers;
     config.check().map_err(|m| usage(&mut command, m))?;
+    config.warnings = unknown_variables(&command, &config.providers);
     Ok(config)
+}
+
+/// The warnings for `GATEWAY_*` variables that are set but that no flag and no provider's
+/// `api-key-env` reads (see [`suggest`]).
+fn unknown_variables(command: &Command, providers: &[ProviderConfig]) -> Vec<String> {
+    let set = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    let read = providers.iter().filter_map(|p| p.api_key_env.as_deref());
+    suggest::unknown_variables(command, set, read)
+}
+
+/// The file's keys: the flags' long names, but not `config`, `check-config`, `help`, `version`
+/// or a hidden flag.
+fn file_keys(command: &Command) -> impl Iterator<Item = &clap::Arg> {
+    command.get_arguments().filter(|arg| {
+        arg.get_long().is_some_and(|long| long != "config")
+            && !arg.is_hide_set()
+            && !matches!(arg.get_id().as_str(), "check_config" | "help" | "version")
+    })
 }
 
 fn usage(command: &mut Command, message: impl std::fmt::Display) -> clap::Error {
@@ -348,21 +369,23 @@ fn read_file(
     let mut providers = Vec::new();
     for (key, value) in table {
         if key == "providers" {
-            providers = value
-                .try_into::<Vec<ProviderConfig>>()
-                .map_err(|e| format!("{file}: [[providers]]: {}", e.message()))?;
+            providers = value.try_into::<Vec<ProviderConfig>>().map_err(|e| {
+                format!(
+                    "{file}: [[providers]]: {}{}",
+                    e.message(),
+                    unknown_field_tip(e.message())
+                )
+            })?;
             continue;
         }
-        let arg = command
-            .get_arguments()
-            .find(|arg| {
-                arg.get_long() == Some(key.as_str()) && key != "config" && !arg.is_hide_set()
-            })
-            .filter(|arg| !matches!(arg.get_id().as_str(), "check_config" | "help" | "version"))
+        let arg = file_keys(command)
+            .find(|arg| arg.get_long() == Some(key.as_str()))
             .ok_or_else(|| {
+                let keys = file_keys(command).filter_map(clap::Arg::get_long);
                 format!(
-                    "{file}: unknown key `{key}`; keys are the flags' long names (see `gateway \
-                     --help`) and [[providers]]"
+                    "{file}: unknown key `{key}`{} (keys are the flags' long names, see \
+                     `gateway --help`, and [[providers]])",
+                    suggest::did_you_mean(&key, keys.chain(["providers"]))
                 )
             })?;
         let values = match value {
@@ -405,6 +428,19 @@ fn read_file(
     Ok((args, providers))
 }
 
+/// serde refuses an unknown provider field with ``unknown field `bse-url`, expected one of
+/// `name`, `base-url`, ...``: the tip picks the closest of the fields it lists.
+fn unknown_field_tip(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field ") else {
+        return String::new();
+    };
+    let mut quoted = rest.split('`').skip(1).step_by(2);
+    let Some(typed) = quoted.next() else {
+        return String::new();
+    };
+    suggest::did_you_mean(typed, quoted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,8 +475,17 @@ mod tests {
     fn unknown_keys_and_bad_values_are_named() {
         let typo = load_with("typo", "max-concurent-requests = 5\n", &[]).expect_err("typo");
         assert!(
-            typo.contains("unknown key `max-concurent-requests`"),
+            typo.contains(
+                "unknown key `max-concurent-requests`; did you mean `max-concurrent-requests`?"
+            ),
             "{typo}"
+        );
+        let far = load_with("far", "zzz = 5\n", &[]).expect_err("unknown");
+        assert!(!far.contains("did you mean"), "{far}");
+        let providers = load_with("providers-typo", "provider = []\n", &[]).expect_err("typo");
+        assert!(
+            providers.contains("did you mean `providers`?"),
+            "{providers}"
         );
         let bad = load_with("bad", "blocking-threads = 0\n", &[]).expect_err("zero");
         assert!(bad.contains("key `blocking-threads` = \"0\""), "{bad}");
@@ -462,6 +507,7 @@ mod tests {
         assert_eq!(ok.providers[0].max_concurrent, Some(3));
         let field = load_with("p-field", &provider("bse-url = \"x\"\n"), &[]).expect_err("field");
         assert!(field.contains("unknown field `bse-url`"), "{field}");
+        assert!(field.contains("did you mean `base-url`?"), "{field}");
         let env = load_with(
             "p-env",
             &provider("api-key-env = \"GATEWAY_TEST_NOT_SET_XYZ\"\n"),
