@@ -250,3 +250,24 @@ fn an_unknown_gateway_variable_is_warned_about_with_the_closest_name() {
         "{stderr}"
     );
 }
+
+/// `--upstream` next to `[[providers]]` is refused, and the error names where the value was set:
+/// here the environment, so the reader knows to unset a variable rather than search the file.
+#[test]
+fn an_upstream_beside_providers_is_blamed_on_where_it_was_set() {
+    let file = config_file(
+        "upstream-env",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n",
+    );
+    let output = run_gateway_with(
+        &["--config", &file],
+        &[("GATEWAY_UPSTREAM", "http://127.0.0.1:2")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("so the environment variable GATEWAY_UPSTREAM has no effect")
+            && !stderr.contains("--upstream"),
+        "{stderr}"
+    );
+}

@@ -286,9 +286,14 @@ where
     };
     let (from_file, providers) =
         read_file(&path, &command, &matches).map_err(|m| usage(&mut command, m))?;
-    let upstream_in_file = from_file
-        .iter()
-        .any(|arg| arg.to_string_lossy().starts_with("--upstream="));
+    let in_file = |long: &str| {
+        let prefix = format!("--{long}=");
+        from_file
+            .iter()
+            .any(|arg| arg.to_string_lossy().starts_with(&prefix))
+    };
+    let upstream_in_file = in_file("upstream");
+    let key_in_file = in_file("upstream-api-key");
     if !from_file.is_empty() {
         // The file's values go first, the real flags after: nothing the file sets was set by a
         // flag or the environment (see `read_file`), so no flag is given twice.
@@ -297,25 +302,23 @@ where
         merged.extend(args.into_iter().skip(1));
         config = Config::from_arg_matches(&command.try_get_matches_from_mut(merged)?)?;
     }
-    if !providers.is_empty() && config.upstream_api_key.is_some() {
-        return Err(usage(
-            &mut command,
-            format!(
-                "{}: the file defines [[providers]], so --upstream-api-key has no effect; give \
-                 each provider its key with api-key-env",
-                path.display()
-            ),
-        ));
+    if !providers.is_empty() && (source(&matches, "upstream_api_key").is_some() || key_in_file) {
+        let message = format!(
+            "{}: the file defines [[providers]], so {} has no effect; give each provider its \
+             key with api-key-env",
+            path.display(),
+            origin(&command, &matches, "upstream_api_key")
+        );
+        return Err(usage(&mut command, message));
     }
     if !providers.is_empty() && (source(&matches, "upstream").is_some() || upstream_in_file) {
-        return Err(usage(
-            &mut command,
-            format!(
-                "{}: the file defines [[providers]], so --upstream / GATEWAY_UPSTREAM has no \
-                 effect; remove one of them",
-                path.display()
-            ),
-        ));
+        let message = format!(
+            "{}: the file defines [[providers]], so {} has no effect (each provider has its \
+             base-url); remove one of them",
+            path.display(),
+            origin(&command, &matches, "upstream")
+        );
+        return Err(usage(&mut command, message));
     }
     config.providers = providers;
     config.check().map_err(|m| usage(&mut command, m))?;
@@ -350,6 +353,21 @@ fn source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
     matches
         .value_source(id)
         .filter(|source| *source != ValueSource::DefaultValue)
+}
+
+/// Where a setting that is set came from, in the reader's terms: the flag, the environment
+/// variable, or (when clap saw neither) the file's key. An error must point at the line to
+/// change, not at every place the value could have been.
+fn origin(command: &Command, matches: &ArgMatches, id: &str) -> String {
+    let arg = command.get_arguments().find(|arg| arg.get_id() == id);
+    let long = arg.and_then(clap::Arg::get_long).unwrap_or(id);
+    match (source(matches, id), arg.and_then(clap::Arg::get_env)) {
+        (Some(ValueSource::EnvVariable), Some(env)) => {
+            format!("the environment variable {}", env.to_string_lossy())
+        }
+        (Some(_), _) => format!("the flag --{long}"),
+        (None, _) => format!("its key `{long}`"),
+    }
 }
 
 /// The file's flag settings as `--name=value` arguments (only those no flag or environment
@@ -524,12 +542,29 @@ mod tests {
             &["--upstream", "http://127.0.0.1:2"],
         )
         .expect_err("both");
-        assert!(upstream.contains("--upstream"), "{upstream}");
+        assert!(
+            upstream.contains("so the flag --upstream has no effect"),
+            "{upstream}"
+        );
         let in_file = format!("upstream = \"http://127.0.0.1:2\"\n{}", provider(""));
         let in_file = load_with("p-upstream-file", &in_file, &[]).expect_err("both in the file");
-        assert!(in_file.contains("--upstream"), "{in_file}");
+        assert!(
+            in_file.contains("so its key `upstream` has no effect")
+                && !in_file.contains("--upstream")
+                && !in_file.contains("GATEWAY_UPSTREAM"),
+            "the error must blame the file's key, not the flag or the variable: {in_file}"
+        );
         let key = load_with("p-key", &provider(""), &["--upstream-api-key", "sk-x"])
             .expect_err("a key for no provider");
-        assert!(key.contains("api-key-env"), "{key}");
+        assert!(
+            key.contains("the flag --upstream-api-key") && key.contains("api-key-env"),
+            "{key}"
+        );
+        let key_in_file = format!("upstream-api-key = \"sk-x\"\n{}", provider(""));
+        let key_in_file = load_with("p-key-file", &key_in_file, &[]).expect_err("key in file");
+        assert!(
+            key_in_file.contains("its key `upstream-api-key`"),
+            "{key_in_file}"
+        );
     }
 }
