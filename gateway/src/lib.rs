@@ -52,9 +52,9 @@
 //! - [`lifecycle`]: the phase every part watches to know whether to take new work (the drain).
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
-//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
-//!   in the gateway's root span (which carries the mode); every bound and every time one was hit,
-//!   with label values as enums.
+//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per relayed
+//!   or refused request (not the probes), in the gateway's root span (which carries the mode);
+//!   every bound and every time one was hit, with label values as enums.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime

@@ -271,3 +271,28 @@ fn an_upstream_beside_providers_is_blamed_on_where_it_was_set() {
         "{stderr}"
     );
 }
+
+/// gateway/README.md shows `--check-config`'s output for `gateway.example.toml`: it must be the
+/// real output, or the reference drifts from the binary (it once lacked four lines). A new
+/// limits line fails this test until the sample is pasted again.
+#[test]
+fn the_readme_sample_is_what_check_config_prints() {
+    let readme = include_str!("../README.md");
+    let prompt = "$ gateway --config gateway.example.toml --check-config\n";
+    let sample = readme
+        .split(prompt)
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("gateway/README.md has the --check-config sample");
+    let output = command(&[])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["--config", "gateway.example.toml", "--check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        stdout, sample,
+        "gateway/README.md's --check-config sample is not what the binary prints: paste it again"
+    );
+}
