@@ -231,7 +231,7 @@ fn an_unknown_gateway_variable_is_warned_about_with_the_closest_name() {
         "{stdout}"
     );
 
-    let gw = GatewayProcess::start(&["--upstream", &support::dead_upstream()], &typo);
+    let gw = GatewayProcess::start_with_env(&["--upstream", &support::dead_upstream()], &typo);
     let log = gw.log_once_it_has(warning);
     assert!(log.contains(warning), "{log}");
 

@@ -21,7 +21,7 @@ async fn a_loopback_upstream_never_goes_through_the_proxy() {
     let mock = Mock::fast();
     let proxy = dead_upstream();
     for mode in ALL_MODES {
-        let gw = GatewayProcess::start(
+        let gw = GatewayProcess::start_with_env(
             &["--mode", mode, "--upstream", &mock.url(), "--retries", "0"],
             &[("HTTP_PROXY", &proxy), ("https_proxy", &proxy)],
         );
@@ -42,7 +42,7 @@ async fn an_unreachable_proxy_is_named_in_the_error() {
     // A non-routable address: were it ever dialled directly, the connect would hang, not fail.
     let upstream = "http://10.255.255.1:9";
     for mode in ALL_MODES {
-        let gw = GatewayProcess::start(
+        let gw = GatewayProcess::start_with_env(
             &["--mode", mode, "--upstream", upstream, "--retries", "0"],
             &[("HTTP_PROXY", &proxy)],
         );
@@ -72,7 +72,7 @@ async fn an_unreachable_proxy_is_named_in_the_error() {
 async fn no_proxy_is_honoured_and_credentials_are_never_logged() {
     let proxy = dead_upstream().replace("http://", "http://user:s3cret@");
     let upstream = "http://10.255.255.1:9";
-    let gw = GatewayProcess::start(
+    let gw = GatewayProcess::start_with_env(
         &["--mode", "fixed", "--upstream", upstream, "--retries", "0"],
         &[("ALL_PROXY", &proxy)],
     );
@@ -81,7 +81,7 @@ async fn no_proxy_is_honoured_and_credentials_are_never_logged() {
     assert!(!log.contains("s3cret") && !log.contains("user:"), "{log}");
     drop(gw);
 
-    let gw = GatewayProcess::start(
+    let gw = GatewayProcess::start_with_env(
         &["--mode", "broken", "--upstream", upstream, "--retries", "0"],
         &[("HTTP_PROXY", &proxy), ("NO_PROXY", "10.255.255.1")],
     );

@@ -3,12 +3,17 @@
 //!
 //! Environment variables are process-global: a test that set `HTTP_PROXY` on itself would change
 //! every other test running in the same binary. Setting them on a child changes nothing here.
+//! (`tests/shutdown.rs` has its own copy of this helper, from before it was shared: it can take
+//! this one, whose API is the same.)
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// Every variable that could route a request through a proxy, in both cases, as the HTTP
 /// clients read them. A test starts from none of them, then sets the ones it is about.
@@ -31,9 +36,14 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
+    /// Starts the binary with `args`; see [`GatewayProcess::start_with_env`].
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
     /// Starts the binary with `args` and exactly `env` on top of the test's environment minus
     /// every `GATEWAY_*` and proxy variable; waits for its "gateway listening on ADDR" line.
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = command(env)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -60,6 +70,32 @@ impl GatewayProcess {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the gateway would.
+    pub fn sigterm(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("child status").is_none()
+    }
+
+    /// Waits for the process to exit; panics (showing the log) after `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway still running {limit:?} after SIGTERM; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Everything logged so far.
