@@ -32,7 +32,8 @@
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
 //!   ▼
-//! upstream/   providers and their budgets · clients broken | fixed | inline · error · relay
+//! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
+//!   │         · relay
 //!   ▼
 //! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
 //!   ▼
@@ -55,9 +56,9 @@
 //!   reserve).
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
-//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
-//!   in the gateway's root span (which carries the mode); every bound and every time one was hit,
-//!   with label values as enums.
+//! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per relayed
+//!   or refused request (not the probes), in the gateway's root span (which carries the mode);
+//!   every bound and every time one was hit, with label values as enums.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
@@ -66,7 +67,8 @@
 //!   cross the gateway; [`upstream::providers`]: several upstreams, each with its own client
 //!   pool, concurrency cap, rpm and retry budgets, routed by `model`; [`upstream::relay`]: an
 //!   upstream response forwarded chunk by chunk, with [`upstream::keepalive`] comments on idle
-//!   SSE streams.
+//!   SSE streams; [`upstream::proxy`]: direct or through the environment's proxy, decided once
+//!   per provider for both clients, and never a proxy for a loopback upstream.
 //! - [`policy::auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time,
 //!   never logged; why `/health` and `/debug/*` stay open.
 //! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
@@ -179,6 +181,7 @@ pub async fn serve(
             state.connections().limit()
         ),
     }
+    state.providers().log_startup();
     state.api_keys().log_startup();
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.

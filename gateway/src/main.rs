@@ -12,6 +12,9 @@ fn main() -> ExitCode {
         // As `serve` does first, so the limits printed are the ones it would run with (the
         // default --max-connections is derived from the open-file limit).
         let _ = gateway::descriptors::raise_soft_limit();
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
+        }
         print!(
             "settings are valid; limits in force:\n{}",
             config.limits_block()

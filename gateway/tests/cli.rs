@@ -2,19 +2,24 @@
 //! reported before the gateway binds a port or builds a runtime.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
+
+use support::process::{GatewayProcess, command};
 
 /// Runs the real `gateway` binary with `args`, with no `GATEWAY_*` overrides from the caller's
 /// environment, and returns how it ended.
 fn run_gateway(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(args).env("NO_COLOR", "1");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    command.output().expect("the gateway binary runs")
+    run_gateway_with(args, &[])
+}
+
+/// [`run_gateway`] with `env` set on the child.
+fn run_gateway_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(env)
+        .args(args)
+        .output()
+        .expect("the gateway binary runs")
 }
 
 fn assert_usage_error(args: &[&str], words: &[&str]) {
@@ -99,15 +104,9 @@ fn pool_line(args: &[&str], env: &[(&str, &str)]) -> String {
 
 /// The line of `--check-config`'s limits block that starts with `name`.
 fn limits_line(args: &[&str], env: &[(&str, &str)], name: &str) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(args).arg("--check-config");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    command.envs(env.iter().copied());
-    let output = command.output().unwrap();
+    let mut args = args.to_vec();
+    args.push("--check-config");
+    let output = run_gateway_with(&args, env);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -167,7 +166,18 @@ fn config_file_mistakes_are_usage_errors_naming_the_key() {
     let typo = config_file("typo", "max-concurent-requests = 10\n");
     assert_usage_error(
         &["--config", &typo],
-        &["unknown key `max-concurent-requests`", &typo],
+        &[
+            "unknown key `max-concurent-requests`; did you mean `max-concurrent-requests`?",
+            &typo,
+        ],
+    );
+    let field = config_file(
+        "field",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodel = [\"m\"]\n",
+    );
+    assert_usage_error(
+        &["--config", &field],
+        &["unknown field `model`", "did you mean `models`?"],
     );
     let bad = config_file("bad", "max-queue-wait-ms = -1\n");
     assert_usage_error(&["--config", &bad], &["key `max-queue-wait-ms`", "-1"]);
@@ -198,14 +208,7 @@ fn config_file_mistakes_are_usage_errors_naming_the_key() {
 #[test]
 fn the_example_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway.example.toml");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command.args(["--config", example, "--check-config"]);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    let output = command.output().unwrap();
+    let output = run_gateway(&["--config", example, "--check-config"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -213,4 +216,121 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("provider local"), "{stdout}");
+}
+
+/// With no `[[providers]]` the one provider takes every model: `--check-config` (and the
+/// start-up log, which prints the same block) says a misspelt model is forwarded, not refused.
+#[test]
+fn a_catch_all_provider_says_it_forwards_any_model() {
+    let output = run_gateway(&["--check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "provider default http://127.0.0.1:8001/: models * (any model name, forwarded as is);"
+        ),
+        "{stdout}"
+    );
+    let file = config_file(
+        "catch-all",
+        "[[providers]]\nname = \"a\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m-1\", \"*\"]\n",
+    );
+    let output = run_gateway(&["--config", &file, "--check-config"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("models m-1,* (any other model name, forwarded as is);"),
+        "{stdout}"
+    );
+}
+
+/// A mistyped `GATEWAY_*` variable is ignored, as before, but no longer silently:
+/// `--check-config` and the start-up log name it and the variable it probably meant.
+#[test]
+fn an_unknown_gateway_variable_is_warned_about_with_the_closest_name() {
+    let typo = [("GATEWAY_MAX_CONCURENT_REQUESTS", "5")];
+    let warning = "GATEWAY_MAX_CONCURENT_REQUESTS is set but is not a setting of the gateway, \
+                   so it is ignored; did you mean GATEWAY_MAX_CONCURRENT_REQUESTS?";
+    let output = run_gateway_with(&["--check-config"], &typo);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("warning: {warning}")), "{stderr}");
+    assert!(
+        stdout.contains("inbound                1024 at once"),
+        "{stdout}"
+    );
+
+    let gw = GatewayProcess::start_with_env(&["--upstream", &support::dead_upstream()], &typo);
+    let log = gw.log_once_it_has(warning);
+    assert!(log.contains(warning), "{log}");
+
+    // A provider's api-key-env is read too: no warning for it.
+    let file = config_file(
+        "key-env",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\napi-key-env = \"GATEWAY_P_KEY\"\n",
+    );
+    let output = run_gateway_with(
+        &["--config", &file, "--check-config"],
+        &[("GATEWAY_P_KEY", "sk-test")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stderr.contains("warning"),
+        "{stderr}"
+    );
+}
+
+/// `--upstream` next to `[[providers]]` is refused, and the error names where the value was set:
+/// here the environment, so the reader knows to unset a variable rather than search the file.
+#[test]
+fn an_upstream_beside_providers_is_blamed_on_where_it_was_set() {
+    let file = config_file(
+        "upstream-env",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n",
+    );
+    let output = run_gateway_with(
+        &["--config", &file],
+        &[("GATEWAY_UPSTREAM", "http://127.0.0.1:2")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("so the environment variable GATEWAY_UPSTREAM has no effect")
+            && !stderr.contains("--upstream"),
+        "{stderr}"
+    );
+}
+
+/// gateway/README.md shows `--check-config`'s output for `gateway.example.toml`: it must be the
+/// real output, or the reference drifts from the binary (it once lacked four lines). A new
+/// limits line fails this test until the sample is pasted again.
+#[test]
+fn the_readme_sample_is_what_check_config_prints() {
+    let readme = include_str!("../README.md");
+    let prompt = "$ gateway --config gateway.example.toml --check-config\n";
+    let sample = readme
+        .split(prompt)
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("gateway/README.md has the --check-config sample");
+    let output = command(&[])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["--config", "gateway.example.toml", "--check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // The `connections` line is derived from this machine's open-file limit: compare the rest.
+    let machine_free = |text: &str| {
+        text.lines()
+            .filter(|line| !line.trim_start().starts_with("connections "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        machine_free(&stdout),
+        machine_free(sample),
+        "gateway/README.md's --check-config sample is not what the binary prints: paste it again"
+    );
+    assert!(sample.contains("\n  connections "), "{sample}");
 }

@@ -38,6 +38,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::Config;
+use super::suggest;
 
 /// One named upstream in the file: where it is, how to authenticate, which models it serves,
 /// and the limits of its own client pool.
@@ -152,12 +153,22 @@ impl ProviderConfig {
             (None, Some(_)) if self.name == "default" => "key from --upstream-api-key".to_owned(),
             _ => "no key".to_owned(),
         };
+        // A "*" provider refuses no model: say so, or a misspelt model looks served.
+        let models = self
+            .models
+            .iter()
+            .map(|model| match model.as_str() {
+                "*" if self.models.len() == 1 => "* (any model name, forwarded as is)",
+                "*" => "* (any other model name, forwarded as is)",
+                named => named,
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         format!(
-            "{} {}: models {}; {} at once (wait {} ms, then 503); {rate}; {} idle conns for {} s; \
-             connect {:?}, read {:?}; {key}",
+            "{} {}: models {models}; {} at once (wait {} ms, then 503); {rate}; {} idle conns for \
+             {} s; connect {:?}, read {:?}; {key}",
             self.name,
             self.base_url,
-            self.models.join(","),
             self.max_concurrent_or_default(config),
             self.pool_timeout_ms,
             self.max_idle_connections,
@@ -270,13 +281,19 @@ where
     let mut config = Config::from_arg_matches(&matches)?;
     let Some(path) = config.config.clone() else {
         config.check().map_err(|m| usage(&mut command, m))?;
+        config.warnings = unknown_variables(&command, &config.providers);
         return Ok(config);
     };
     let (from_file, providers) =
         read_file(&path, &command, &matches).map_err(|m| usage(&mut command, m))?;
-    let upstream_in_file = from_file
-        .iter()
-        .any(|arg| arg.to_string_lossy().starts_with("--upstream="));
+    let in_file = |long: &str| {
+        let prefix = format!("--{long}=");
+        from_file
+            .iter()
+            .any(|arg| arg.to_string_lossy().starts_with(&prefix))
+    };
+    let upstream_in_file = in_file("upstream");
+    let key_in_file = in_file("upstream-api-key");
     if !from_file.is_empty() {
         // The file's values go first, the real flags after: nothing the file sets was set by a
         // flag or the environment (see `read_file`), so no flag is given twice.
@@ -285,29 +302,46 @@ where
         merged.extend(args.into_iter().skip(1));
         config = Config::from_arg_matches(&command.try_get_matches_from_mut(merged)?)?;
     }
-    if !providers.is_empty() && config.upstream_api_key.is_some() {
-        return Err(usage(
-            &mut command,
-            format!(
-                "{}: the file defines [[providers]], so --upstream-api-key has no effect; give \
-                 each provider its key with api-key-env",
-                path.display()
-            ),
-        ));
+    if !providers.is_empty() && (source(&matches, "upstream_api_key").is_some() || key_in_file) {
+        let message = format!(
+            "{}: the file defines [[providers]], so {} has no effect; give each provider its \
+             key with api-key-env",
+            path.display(),
+            origin(&command, &matches, "upstream_api_key")
+        );
+        return Err(usage(&mut command, message));
     }
     if !providers.is_empty() && (source(&matches, "upstream").is_some() || upstream_in_file) {
-        return Err(usage(
-            &mut command,
-            format!(
-                "{}: the file defines [[providers]], so --upstream / GATEWAY_UPSTREAM has no \
-                 effect; remove one of them",
-                path.display()
-            ),
-        ));
+        let message = format!(
+            "{}: the file defines [[providers]], so {} has no effect (each provider has its \
+             base-url); remove one of them",
+            path.display(),
+            origin(&command, &matches, "upstream")
+        );
+        return Err(usage(&mut command, message));
     }
     config.providers = providers;
     config.check().map_err(|m| usage(&mut command, m))?;
+    config.warnings = unknown_variables(&command, &config.providers);
     Ok(config)
+}
+
+/// The warnings for `GATEWAY_*` variables that are set but that no flag and no provider's
+/// `api-key-env` reads (see [`suggest`]).
+fn unknown_variables(command: &Command, providers: &[ProviderConfig]) -> Vec<String> {
+    let set = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    let read = providers.iter().filter_map(|p| p.api_key_env.as_deref());
+    suggest::unknown_variables(command, set, read)
+}
+
+/// The file's keys: the flags' long names, but not `config`, `check-config`, `help`, `version`
+/// or a hidden flag.
+fn file_keys(command: &Command) -> impl Iterator<Item = &clap::Arg> {
+    command.get_arguments().filter(|arg| {
+        arg.get_long().is_some_and(|long| long != "config")
+            && !arg.is_hide_set()
+            && !matches!(arg.get_id().as_str(), "check_config" | "help" | "version")
+    })
 }
 
 fn usage(command: &mut Command, message: impl std::fmt::Display) -> clap::Error {
@@ -319,6 +353,21 @@ fn source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
     matches
         .value_source(id)
         .filter(|source| *source != ValueSource::DefaultValue)
+}
+
+/// Where a setting that is set came from, in the reader's terms: the flag, the environment
+/// variable, or (when clap saw neither) the file's key. An error must point at the line to
+/// change, not at every place the value could have been.
+fn origin(command: &Command, matches: &ArgMatches, id: &str) -> String {
+    let arg = command.get_arguments().find(|arg| arg.get_id() == id);
+    let long = arg.and_then(clap::Arg::get_long).unwrap_or(id);
+    match (source(matches, id), arg.and_then(clap::Arg::get_env)) {
+        (Some(ValueSource::EnvVariable), Some(env)) => {
+            format!("the environment variable {}", env.to_string_lossy())
+        }
+        (Some(_), _) => format!("the flag --{long}"),
+        (None, _) => format!("its key `{long}`"),
+    }
 }
 
 /// The file's flag settings as `--name=value` arguments (only those no flag or environment
@@ -338,21 +387,23 @@ fn read_file(
     let mut providers = Vec::new();
     for (key, value) in table {
         if key == "providers" {
-            providers = value
-                .try_into::<Vec<ProviderConfig>>()
-                .map_err(|e| format!("{file}: [[providers]]: {}", e.message()))?;
+            providers = value.try_into::<Vec<ProviderConfig>>().map_err(|e| {
+                format!(
+                    "{file}: [[providers]]: {}{}",
+                    e.message(),
+                    unknown_field_tip(e.message())
+                )
+            })?;
             continue;
         }
-        let arg = command
-            .get_arguments()
-            .find(|arg| {
-                arg.get_long() == Some(key.as_str()) && key != "config" && !arg.is_hide_set()
-            })
-            .filter(|arg| !matches!(arg.get_id().as_str(), "check_config" | "help" | "version"))
+        let arg = file_keys(command)
+            .find(|arg| arg.get_long() == Some(key.as_str()))
             .ok_or_else(|| {
+                let keys = file_keys(command).filter_map(clap::Arg::get_long);
                 format!(
-                    "{file}: unknown key `{key}`; keys are the flags' long names (see `gateway \
-                     --help`) and [[providers]]"
+                    "{file}: unknown key `{key}`{} (keys are the flags' long names, see \
+                     `gateway --help`, and [[providers]])",
+                    suggest::did_you_mean(&key, keys.chain(["providers"]))
                 )
             })?;
         let values = match value {
@@ -395,6 +446,19 @@ fn read_file(
     Ok((args, providers))
 }
 
+/// serde refuses an unknown provider field with ``unknown field `bse-url`, expected one of
+/// `name`, `base-url`, ...``: the tip picks the closest of the fields it lists.
+fn unknown_field_tip(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field ") else {
+        return String::new();
+    };
+    let mut quoted = rest.split('`').skip(1).step_by(2);
+    let Some(typed) = quoted.next() else {
+        return String::new();
+    };
+    suggest::did_you_mean(typed, quoted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,8 +493,17 @@ mod tests {
     fn unknown_keys_and_bad_values_are_named() {
         let typo = load_with("typo", "max-concurent-requests = 5\n", &[]).expect_err("typo");
         assert!(
-            typo.contains("unknown key `max-concurent-requests`"),
+            typo.contains(
+                "unknown key `max-concurent-requests`; did you mean `max-concurrent-requests`?"
+            ),
             "{typo}"
+        );
+        let far = load_with("far", "zzz = 5\n", &[]).expect_err("unknown");
+        assert!(!far.contains("did you mean"), "{far}");
+        let providers = load_with("providers-typo", "provider = []\n", &[]).expect_err("typo");
+        assert!(
+            providers.contains("did you mean `providers`?"),
+            "{providers}"
         );
         let bad = load_with("bad", "blocking-threads = 0\n", &[]).expect_err("zero");
         assert!(bad.contains("key `blocking-threads` = \"0\""), "{bad}");
@@ -452,6 +525,7 @@ mod tests {
         assert_eq!(ok.providers[0].max_concurrent, Some(3));
         let field = load_with("p-field", &provider("bse-url = \"x\"\n"), &[]).expect_err("field");
         assert!(field.contains("unknown field `bse-url`"), "{field}");
+        assert!(field.contains("did you mean `base-url`?"), "{field}");
         let env = load_with(
             "p-env",
             &provider("api-key-env = \"GATEWAY_TEST_NOT_SET_XYZ\"\n"),
@@ -468,12 +542,29 @@ mod tests {
             &["--upstream", "http://127.0.0.1:2"],
         )
         .expect_err("both");
-        assert!(upstream.contains("--upstream"), "{upstream}");
+        assert!(
+            upstream.contains("so the flag --upstream has no effect"),
+            "{upstream}"
+        );
         let in_file = format!("upstream = \"http://127.0.0.1:2\"\n{}", provider(""));
         let in_file = load_with("p-upstream-file", &in_file, &[]).expect_err("both in the file");
-        assert!(in_file.contains("--upstream"), "{in_file}");
+        assert!(
+            in_file.contains("so its key `upstream` has no effect")
+                && !in_file.contains("--upstream")
+                && !in_file.contains("GATEWAY_UPSTREAM"),
+            "the error must blame the file's key, not the flag or the variable: {in_file}"
+        );
         let key = load_with("p-key", &provider(""), &["--upstream-api-key", "sk-x"])
             .expect_err("a key for no provider");
-        assert!(key.contains("api-key-env"), "{key}");
+        assert!(
+            key.contains("the flag --upstream-api-key") && key.contains("api-key-env"),
+            "{key}"
+        );
+        let key_in_file = format!("upstream-api-key = \"sk-x\"\n{}", provider(""));
+        let key_in_file = load_with("p-key-file", &key_in_file, &[]).expect_err("key in file");
+        assert!(
+            key_in_file.contains("its key `upstream-api-key`"),
+            "{key_in_file}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod file;
 mod modes;
+mod suggest;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -267,6 +268,11 @@ pub struct Config {
     /// (see [`Config::providers`]).
     #[arg(skip)]
     pub providers: Vec<ProviderConfig>,
+
+    /// What [`Config::load`] found suspicious but not wrong (a `GATEWAY_*` variable no setting
+    /// reads): logged at start-up, printed by `--check-config`.
+    #[arg(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// A secret string (an API key) whose `Debug` never shows it, so `Config` can be logged or
@@ -505,6 +511,9 @@ impl Config {
             "gateway listening on {bound}\nlimits in force:\n{}",
             self.limits_block()
         );
+        for warning in &self.warnings {
+            tracing::warn!("{warning}");
+        }
         if self.mode == Mode::Inline {
             tracing::warn!(
                 "mode=inline: each stream blocks one async worker thread ({}) for its whole life; \

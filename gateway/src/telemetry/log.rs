@@ -1,5 +1,7 @@
-//! The request log: one line per request, however it ends, and never a header value or a body
-//! (they may hold keys and prompts).
+//! The request log: one line per relayed request however it ends, and per request the gateway
+//! refused, never a header value or a body (they may hold keys and prompts). The probes are not
+//! logged: polled every few seconds, they would bury the lines that matter (gateway/README.md,
+//! "Errors", lists what is and is not).
 //!
 //! A leaf: the relay, the limits, the API-key check and the WebSocket route all call it, and it
 //! calls none of them. Three writers, one shape (method, path, status, outcome, bytes, duration):

@@ -38,7 +38,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::proxy::ProxyName;
 use super::{ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::error::StartError;
 use crate::telemetry::pool::BlockingPool;
 
 /// Chunks buffered between the pool thread and the async response. Small on purpose: when the
@@ -53,18 +55,21 @@ pub struct BlockingClient {
     pool: Arc<BlockingPool>,
     /// `Authorization: Bearer <--upstream-api-key>`, added to every request.
     credential: Option<HeaderValue>,
+    /// The proxy every connection goes to, if any: a failed connect is the proxy's.
+    proxy: Option<ProxyName>,
 }
 
 /// What the pool thread reports once the upstream has answered.
 type Head = Result<(StatusCode, HeaderMap), UpstreamError>;
 
 impl BlockingClient {
-    pub fn new(settings: &ClientSettings, pool: Arc<BlockingPool>) -> Self {
-        Self {
-            agent: agent(settings),
+    pub fn new(settings: &ClientSettings, pool: Arc<BlockingPool>) -> Result<Self, StartError> {
+        Ok(Self {
+            agent: agent(settings)?,
             pool,
             credential: settings.credential.clone(),
-        }
+            proxy: settings.route.proxy_name().cloned(),
+        })
     }
 
     /// Any method, any body: the head comes back through a oneshot, the body through a small
@@ -74,9 +79,10 @@ impl BlockingClient {
         let (chunk_tx, chunk_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let agent = self.agent.clone();
         let headers = super::outgoing_headers(&request, self.credential.as_ref());
+        let proxy = self.proxy.clone();
         // The job is detached: dropping its JoinHandle does not stop it, nothing can.
         drop(self.pool.spawn(move |_waited| {
-            relay(agent, request, headers, head_tx, chunk_tx);
+            relay(agent, proxy, request, headers, head_tx, chunk_tx);
         }));
         // If the client hangs up here, hyper drops this future and `head_rx` with it; the pool
         // thread only finds out when it next touches `head_tx` (see the module docs).
@@ -94,8 +100,11 @@ impl BlockingClient {
 }
 
 /// The ureq agent both blocking strategies use (this one and [`super::inline`]).
-pub(super) fn agent(settings: &ClientSettings) -> ureq::Agent {
-    ureq::Agent::config_builder()
+pub(super) fn agent(settings: &ClientSettings) -> Result<ureq::Agent, StartError> {
+    Ok(ureq::Agent::config_builder()
+        // The route decided for both clients (see `super::proxy`), not ureq's own reading of
+        // the environment: a loopback upstream must never go through a proxy.
+        .proxy(settings.route.ureq()?)
         // Relay upstream 4xx/5xx bodies as they are instead of turning them into errors.
         .http_status_as_error(false)
         .timeout_connect(Some(settings.connect_timeout))
@@ -105,12 +114,13 @@ pub(super) fn agent(settings: &ClientSettings) -> ureq::Agent {
         .max_idle_connections(settings.max_idle_connections)
         .max_idle_age(settings.idle_timeout)
         .build()
-        .new_agent()
+        .new_agent())
 }
 
 /// Runs on a pool thread for the whole life of the stream.
 fn relay(
     agent: ureq::Agent,
+    proxy: Option<ProxyName>,
     request: UpstreamRequest,
     headers: HeaderMap,
     head_tx: oneshot::Sender<Head>,
@@ -127,7 +137,7 @@ fn relay(
     let response = match call(&agent, request, headers) {
         Ok(response) => response,
         Err(e) => {
-            let _ = head_tx.send(Err(map_error(&url, e)));
+            let _ = head_tx.send(Err(map_error(&url, proxy.as_ref(), e)));
             return;
         }
     };
@@ -172,27 +182,40 @@ pub(super) fn call(
 }
 
 /// ureq's error as the gateway's: which failures never reached the upstream decides retries.
-pub(super) fn map_error(url: &Url, error: ureq::Error) -> UpstreamError {
+/// Through a proxy, a failed connect is the proxy's, and the error names it.
+pub(super) fn map_error(url: &Url, proxy: Option<&ProxyName>, error: ureq::Error) -> UpstreamError {
     use ureq::Timeout;
     let url = url.clone();
     let detail = error.to_string();
-    match error {
-        ureq::Error::Timeout(what @ (Timeout::Resolve | Timeout::Connect)) => {
+    let connect_failed = matches!(
+        &error,
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed
+    ) || matches!(&error, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    match (error, proxy) {
+        (ureq::Error::Timeout(what @ (Timeout::Resolve | Timeout::Connect)), proxy) => {
             UpstreamError::ConnectTimeout {
                 url,
-                detail: format!("timed out ({what})"),
+                detail: match proxy {
+                    Some(proxy) => format!("not reached: the proxy {proxy} timed out ({what})"),
+                    None => format!("timed out ({what})"),
+                },
             }
         }
-        ureq::Error::Timeout(what) => UpstreamError::ReadTimeout {
+        (ureq::Error::Timeout(what), _) => UpstreamError::ReadTimeout {
             url,
             detail: format!("timed out ({what})"),
         },
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
-            UpstreamError::Unreachable { url, detail }
-        }
-        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            UpstreamError::Unreachable { url, detail }
-        }
+        (ureq::Error::ConnectProxyFailed(answer), Some(proxy)) => UpstreamError::ProxyUnreachable {
+            proxy: proxy.clone(),
+            url,
+            detail: format!("the proxy did not open the way: {answer}"),
+        },
+        (_, Some(proxy)) if connect_failed => UpstreamError::ProxyUnreachable {
+            proxy: proxy.clone(),
+            url,
+            detail: format!("cannot connect to the proxy: {detail}"),
+        },
+        _ if connect_failed => UpstreamError::Unreachable { url, detail },
         _ => UpstreamError::Failed { url, detail },
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use reqwest::Url;
 
+use super::proxy::ProxyName;
 use crate::error::ApiError;
 use crate::telemetry::metrics::ShedReason;
 
@@ -27,6 +28,19 @@ pub enum UpstreamError {
     /// Refused, unresolvable, no route: the request never reached the upstream.
     #[error("upstream {url} unreachable: {detail}")]
     Unreachable { url: Url, detail: String },
+    /// The way to the upstream goes through a proxy from the environment, and the proxy could
+    /// not be reached or did not open the way: the request never reached the upstream. Named,
+    /// because the upstream may be fine; it is the proxy (or `NO_PROXY`) that needs a look.
+    #[error(
+        "upstream {url} unreachable through proxy {proxy}: {detail}; the proxy comes from the \
+         environment: fix or unset {}, or add the upstream's host to NO_PROXY to go direct",
+        proxy.variable
+    )]
+    ProxyUnreachable {
+        proxy: ProxyName,
+        url: Url,
+        detail: String,
+    },
     /// No connection within the connect timeout: the request never reached the upstream either.
     #[error("upstream {url} {detail}")]
     ConnectTimeout { url: Url, detail: String },
@@ -82,15 +96,19 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// The request never reached the upstream: sending it again cannot do anything twice.
     pub fn never_reached(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::ConnectTimeout { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. } | Self::ProxyUnreachable { .. } | Self::ConnectTimeout { .. }
+        )
     }
 
     /// The status the client gets.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::Unreachable { .. } | Self::Failed { .. } | Self::BrokeOff { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Unreachable { .. }
+            | Self::ProxyUnreachable { .. }
+            | Self::Failed { .. }
+            | Self::BrokeOff { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. }
             | Self::ReadTimeout { .. }
             | Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -103,7 +121,9 @@ impl UpstreamError {
     /// OpenAI's `code`: a stable reason a program can match on.
     pub fn code(&self) -> Option<&'static str> {
         match self {
-            Self::Unreachable { .. } | Self::ConnectTimeout { .. } => Some(UNREACHABLE),
+            Self::Unreachable { .. }
+            | Self::ProxyUnreachable { .. }
+            | Self::ConnectTimeout { .. } => Some(UNREACHABLE),
             Self::BrokeOff { .. } => Some("upstream_broke_off"),
             Self::ProviderBusy { .. } => Some(ShedReason::ProviderBusy.as_str()),
             Self::ProviderRateLimited { .. } => Some("provider_rate_limited"),

@@ -21,6 +21,7 @@ use axum::http::HeaderValue;
 use futures_util::TryStreamExt;
 use reqwest::Url;
 
+use super::proxy::ProxyName;
 use super::{ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::error::StartError;
 
@@ -32,13 +33,15 @@ pub struct AsyncClient {
     connect_timeout: Duration,
     /// `Authorization: Bearer <--upstream-api-key>`, added to every request.
     credential: Option<HeaderValue>,
+    /// The proxy every connection goes to, if any: a failed connect is the proxy's.
+    proxy: Option<ProxyName>,
 }
 
 impl AsyncClient {
     /// One client, and so one connection pool, per provider: a slow provider's connections
     /// never crowd out another's.
     pub fn new(settings: &ClientSettings) -> Result<Self, StartError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             // Per read, like ureq's `timeout_per_read`: a stream may be long, but not silent.
             .read_timeout(settings.read_timeout)
@@ -46,13 +49,16 @@ impl AsyncClient {
             .pool_idle_timeout(settings.idle_timeout)
             // Probes a connection the peer dropped silently (a NAT or load balancer timing it out).
             .tcp_keepalive(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        // The route is decided once for both clients (see `super::proxy`), not read from the
+        // environment by reqwest: a loopback upstream must never go through a proxy.
+        let http = settings.route.reqwest(builder)?.build()?;
         Ok(Self {
             http,
             read_timeout: settings.read_timeout,
             connect_timeout: settings.connect_timeout,
             credential: settings.credential.clone(),
+            proxy: settings.route.proxy_name().cloned(),
         })
     }
 
@@ -88,12 +94,31 @@ impl AsyncClient {
     fn map_error(&self, url: &Url, error: reqwest::Error) -> UpstreamError {
         let url = url.clone();
         if error.is_timeout() && error.is_connect() {
+            let within = self.connect_timeout;
             UpstreamError::ConnectTimeout {
                 url,
-                detail: format!(
-                    "did not accept a connection within {:?}",
-                    self.connect_timeout
-                ),
+                detail: match &self.proxy {
+                    Some(proxy) => format!(
+                        "not reached: the proxy {proxy} did not accept a connection within \
+                         {within:?}"
+                    ),
+                    None => format!("did not accept a connection within {within:?}"),
+                },
+            }
+        } else if error.is_connect()
+            && let Some(proxy) = &self.proxy
+        {
+            // Through a proxy the gateway connects only to the proxy: a socket error is the
+            // proxy's; anything else is the proxy refusing to open the way (a failed CONNECT).
+            let cause = if source_is::<std::io::Error>(&error) {
+                "cannot connect to the proxy"
+            } else {
+                "the proxy did not open the way"
+            };
+            UpstreamError::ProxyUnreachable {
+                proxy: proxy.clone(),
+                url,
+                detail: format!("{cause}: {}", error_chain(&error)),
             }
         } else if error.is_connect() {
             UpstreamError::Unreachable {
@@ -112,6 +137,18 @@ impl AsyncClient {
             }
         }
     }
+}
+
+/// Whether an `E` is somewhere in `error`'s source chain.
+fn source_is<E: std::error::Error + 'static>(error: &dyn std::error::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// reqwest's top-level message is "error sending request"; the cause is in the source chain.

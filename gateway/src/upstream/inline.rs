@@ -37,9 +37,11 @@ use std::io::Read;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 
+use super::proxy::ProxyName;
 use super::{
     ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse, broken,
 };
+use crate::error::StartError;
 
 /// The ureq agent, used straight from async code. Do not do this.
 #[derive(Debug)]
@@ -47,14 +49,17 @@ pub struct InlineClient {
     agent: ureq::Agent,
     /// `Authorization: Bearer <--upstream-api-key>`, added to every request.
     credential: Option<HeaderValue>,
+    /// The proxy every connection goes to, if any: a failed connect is the proxy's.
+    proxy: Option<ProxyName>,
 }
 
 impl InlineClient {
-    pub fn new(settings: &ClientSettings) -> Self {
-        Self {
-            agent: broken::agent(settings),
+    pub fn new(settings: &ClientSettings) -> Result<Self, StartError> {
+        Ok(Self {
+            agent: broken::agent(settings)?,
             credential: settings.credential.clone(),
-        }
+            proxy: settings.route.proxy_name().cloned(),
+        })
     }
 
     /// `async` in name only: every line of it blocks the worker thread polling it.
@@ -62,8 +67,8 @@ impl InlineClient {
         let headers = super::outgoing_headers(&request, self.credential.as_ref());
         let url = request.url.clone();
         // Blocks the *worker* until the upstream's status and headers arrive.
-        let response =
-            broken::call(&self.agent, request, headers).map_err(|e| broken::map_error(&url, e))?;
+        let response = broken::call(&self.agent, request, headers)
+            .map_err(|e| broken::map_error(&url, self.proxy.as_ref(), e))?;
         let status = response.status();
         let headers = super::relayed_response_headers(response.headers());
         let mut reader = response.into_body().into_reader();

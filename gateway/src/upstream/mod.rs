@@ -21,6 +21,7 @@ pub mod fixed;
 pub mod inline;
 pub mod keepalive;
 pub mod providers;
+pub mod proxy;
 pub mod relay;
 
 use std::io;
@@ -69,6 +70,8 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
     /// `Authorization: Bearer <provider key>`, added to every request.
     pub credential: Option<HeaderValue>,
+    /// Direct, or through the environment's proxy (see [`proxy`]).
+    pub route: proxy::Route,
 }
 
 impl ClientSettings {
@@ -87,12 +90,15 @@ impl ClientSettings {
                 .map(|key| key.expose().to_owned()),
             None => None,
         };
+        let base_url = Url::parse(&provider.base_url)
+            .map_err(|e| StartError::Url(format!("provider {}: {e}", provider.name)))?;
         Ok(Self {
             connect_timeout: provider.connect_timeout(config),
             read_timeout: provider.read_timeout(config),
             max_idle_connections: provider.max_idle_connections,
             idle_timeout: Duration::from_secs(provider.idle_timeout_secs),
             credential: key.map(|key| bearer(&key, &provider.name)).transpose()?,
+            route: proxy::Route::from_env(&base_url),
         })
     }
 }
@@ -232,11 +238,11 @@ impl Upstream {
                 percent: u64::from(percent),
                 next: AtomicU64::new(0),
                 async_client: fixed::AsyncClient::new(settings)?,
-                blocking: broken::BlockingClient::new(settings, pool),
+                blocking: broken::BlockingClient::new(settings, pool)?,
             })),
-            (Mode::Broken, None) => Upstream::Broken(broken::BlockingClient::new(settings, pool)),
+            (Mode::Broken, None) => Upstream::Broken(broken::BlockingClient::new(settings, pool)?),
             (Mode::Fixed, _) => Upstream::Fixed(fixed::AsyncClient::new(settings)?),
-            (Mode::Inline, _) => Upstream::Inline(inline::InlineClient::new(settings)),
+            (Mode::Inline, _) => Upstream::Inline(inline::InlineClient::new(settings)?),
         })
     }
 

@@ -44,6 +44,7 @@ use crate::error::{ApiError, StartError};
 use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
+use crate::upstream::proxy::Route;
 use crate::upstream::{ClientSettings, Upstream, UpstreamError, UpstreamRequest, UpstreamResponse};
 
 /// One upstream: its client, its URLs, its models and its limits.
@@ -59,6 +60,8 @@ pub struct Provider {
     pub models_url: Url,
     /// The models named in the config (without `"*"`).
     pub models: Vec<String>,
+    /// Direct, or through the environment's proxy: said once at start-up.
+    route: Route,
     /// One place per upstream request in flight, waited for up to `pool-timeout-ms`. The wait
     /// queue has no count of its own: the inbound cap already bounds who can be waiting.
     slots: Admission,
@@ -115,6 +118,7 @@ impl Provider {
                 .filter(|m| *m != "*")
                 .cloned()
                 .collect(),
+            route: settings.route.clone(),
             slots: Admission::new(limit, usize::MAX, pool_timeout),
             pool_timeout,
             rate,
@@ -245,6 +249,19 @@ impl Providers {
                     .with_code("model_not_found")
                 }
             })
+    }
+
+    /// The start-up log's word on each provider's way out: direct, or which proxy. (The limits
+    /// block, logged just before, has the rest.)
+    pub fn log_startup(&self) {
+        for provider in &self.list {
+            tracing::info!(
+                "provider {} upstream {}: {}",
+                provider.name,
+                provider.base_url,
+                provider.route
+            );
+        }
     }
 
     /// The first provider: `/chat/stream`'s upstream.

@@ -12,12 +12,15 @@
 //!   last chunk came, so a test can ask "how many streams are flowing right now?".
 //! - [`chat`]: OpenAI chat requests, SSE read event by event with arrival times, OpenAI's error
 //!   shape.
+//! - [`process`]: the `gateway` binary as a child, for tests about its environment and its
+//!   start-up log.
 //!
 //! Every test binary includes this module and uses only part of it. (It is called `support`, not
 //! `common`, so that `common::prometheus` is the workspace's `common` crate.)
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod chat;
+pub mod process;
 pub mod streams;
 
 use std::time::Duration;
