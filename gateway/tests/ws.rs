@@ -304,6 +304,10 @@ async fn shutdown_closes_an_idle_socket_with_1001() {
         "127.0.0.1:0",
         "--drain-secs",
         "10",
+        "--drain-grace-secs",
+        "0",
+        "--admin-listen",
+        "off",
     ])
     .unwrap();
     let gw = gateway::embed::start(config).unwrap();

@@ -73,14 +73,31 @@ fn start(
         upstream,
         "--listen",
         "127.0.0.1:0",
-        "--drain-secs",
-        "0",
     ];
     args.extend_from_slice(preset);
     args.extend_from_slice(extra);
+    with_test_defaults(&mut args, extra);
     let config =
         <gateway::Config as clap::Parser>::try_parse_from(args).expect("valid gateway flags");
     gateway::embed::start(config).expect("gateway starts")
+}
+
+/// Flags every test gateway gets unless the test gives its own: no admin plane (its default
+/// port, 8002, would collide between tests running side by side; a test that wants it passes
+/// `--admin-listen 127.0.0.1:0`), and no drain (nobody needs to notice an embedded gateway
+/// leave, nor wait for its streams; a test of the drain passes `--drain-grace-secs` or
+/// `--drain-secs`).
+fn with_test_defaults(args: &mut Vec<&str>, extra: &[&str]) {
+    let defaults = [
+        ("--admin-listen", "off"),
+        ("--drain-grace-secs", "0"),
+        ("--drain-secs", "0"),
+    ];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
 }
 
 /// A gateway whose settings come from a `--config` file holding `toml` (e.g. `[[providers]]`),
@@ -100,10 +117,9 @@ pub fn gateway_with_file(mode: &str, toml: &str, extra: &[&str]) -> gateway::emb
         mode,
         "--listen",
         "127.0.0.1:0",
-        "--drain-secs",
-        "0",
     ];
     args.extend_from_slice(extra);
+    with_test_defaults(&mut args, extra);
     let config = gateway::Config::load(args).expect("valid gateway settings");
     gateway::embed::start(config).expect("gateway starts")
 }
