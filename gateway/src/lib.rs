@@ -166,9 +166,14 @@ pub async fn serve(
             inbound.forget_idle();
         }
     });
+    state.lifecycle().advance(lifecycle::Phase::Serving);
     // The drain's own lines (shutdown requested, drained) carry the mode too.
     let span = state.span().clone();
-    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain())
+    let drain = http::shutdown::Drain {
+        grace: config.drain_grace(),
+        deadline: config.drain(),
+    };
+    http::shutdown::serve_with_drain(listener, state, shutdown, drain)
         .instrument(span)
         .await
 }

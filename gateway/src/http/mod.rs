@@ -5,9 +5,11 @@
 //! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`.
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
-//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang.
+//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang, and the drain's phases;
+//!   [`closing`]: 503 `shutting_down` for new work once the drain's grace is over.
 //! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
 
+pub mod closing;
 pub mod openai;
 pub mod probes;
 pub mod routes;

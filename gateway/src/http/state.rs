@@ -23,6 +23,7 @@ use crate::config::{Config, Mode};
 use crate::error::StartError;
 use crate::lessons::solve::Cpu;
 use crate::lessons::stream::PlainStream;
+use crate::lifecycle::Lifecycle;
 use crate::policy::auth::ApiKeys;
 use crate::policy::limits::Inbound;
 use crate::policy::resilience::Resilience;
@@ -57,6 +58,9 @@ struct Shared {
     health_timeout: Duration,
     /// `--max-body-bytes`: the router refuses larger chat requests with 413 before anything else.
     max_body_bytes: usize,
+    /// Starting, serving, draining...: the relay, the WebSockets, the refusal of new requests
+    /// after the grace and the admin plane's `/readyz` all watch this one value.
+    lifecycle: Lifecycle,
     // The parts handlers and middleware take (see the module docs).
     api_keys: ApiKeys,
     inbound: Arc<Inbound>,
@@ -73,12 +77,14 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let providers = Arc::new(Providers::new(config, &pool, &metrics)?);
         let live_streams = LiveStreams::default();
+        let lifecycle = Lifecycle::default();
         let keepalive =
             (config.sse_keepalive_secs > 0).then(|| Duration::from_secs(config.sse_keepalive_secs));
         let relay = Arc::new(Relay::new(
             keepalive,
             Arc::clone(&metrics),
             live_streams.clone(),
+            lifecycle.clone(),
         ));
         let resilience = Arc::new(Resilience::new(config, Arc::clone(&metrics)));
         let shared = Shared {
@@ -100,10 +106,12 @@ impl AppState {
                 Arc::clone(&providers),
                 Arc::clone(&resilience),
                 Arc::clone(&metrics),
+                lifecycle.clone(),
             )),
             plain_stream: Arc::new(PlainStream::new(&providers, resilience, relay)?),
             cpu: Arc::new(Cpu::new(config, Arc::clone(&pool), Arc::clone(&metrics))),
             live_streams,
+            lifecycle,
             providers,
             metrics,
             pool,
@@ -158,6 +166,10 @@ impl AppState {
     pub fn sockets(&self) -> &Arc<Sockets> {
         &self.shared.sockets
     }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.shared.lifecycle
+    }
 }
 
 /// One `FromRef` per part: extracting it clones that part's pointer, nothing else.
@@ -180,4 +192,5 @@ parts! {
     Arc<Sockets> => sockets,
     Arc<PlainStream> => plain_stream,
     Arc<Cpu> => cpu,
+    Lifecycle => lifecycle,
 }

@@ -120,6 +120,8 @@ enum Outcome {
     Open,
     Completed,
     UpstreamFailed,
+    /// Still running at the drain deadline (`--drain-secs`): the gateway ended it.
+    DrainCut,
 }
 
 /// A body stream that counts its bytes and logs one line when it is dropped.
@@ -163,6 +165,16 @@ impl LoggedStream {
     }
 }
 
+impl LoggedStream {
+    /// The gateway ends this stream itself, at the drain deadline: its line says `drain_cut`
+    /// (see `crate::upstream::cutoff`).
+    pub fn mark_cut(&mut self) {
+        if self.outcome == Outcome::Open {
+            self.outcome = Outcome::DrainCut;
+        }
+    }
+}
+
 impl std::fmt::Debug for LoggedStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoggedStream")
@@ -202,6 +214,7 @@ impl Drop for LoggedStream {
             Outcome::Open => "client_gone",
             Outcome::Completed => "completed",
             Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::DrainCut => "drain_cut",
         };
         let duration_ms = self.received.elapsed().as_millis() as u64;
         match &self.error {

@@ -12,18 +12,21 @@
 //!   last chunk came, so a test can ask "how many streams are flowing right now?".
 //! - [`chat`]: OpenAI chat requests, SSE read event by event with arrival times, OpenAI's error
 //!   shape.
+//! - [`GatewayProcess`]: the real binary as a child process, for exit statuses and signals.
 //!
 //! Every test binary includes this module and uses only part of it. (It is called `support`, not
 //! `common`, so that `common::prometheus` is the workspace's `common` crate.)
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod chat;
+pub mod process;
 pub mod streams;
 
 use std::time::Duration;
 
 pub use chat::{Sse, chat_body, json_of, openai_error, post_chat, read_sse};
 pub use mock_llm::testing::{Mock, get_json, wait_for};
+pub use process::GatewayProcess;
 use serde_json::Value;
 pub use streams::{Streams, expected_body};
 

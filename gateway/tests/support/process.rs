@@ -1,0 +1,172 @@
+//! The real `gateway` binary as a child process, for what only a process shows: its exit status,
+//! its reaction to a real SIGTERM, its log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The `gateway` binary as a child process, with its log collected.
+pub struct GatewayProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The admin plane's address, when the test asked for one.
+    pub admin: Option<SocketAddr>,
+    log: Arc<Mutex<String>>,
+}
+
+impl GatewayProcess {
+    /// Starts the binary on `127.0.0.1:0` and waits for its "gateway listening on ADDR" line
+    /// (and "admin plane listening on ADDR", when `args` turn the admin plane on). Unless `args`
+    /// say otherwise, the admin plane is off (its default port would collide between tests) and
+    /// the drain has no grace.
+    pub fn start(args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("GATEWAY_") {
+                command.env_remove(name);
+            }
+        }
+        let mut defaults = Vec::new();
+        for (flag, value) in [("--admin-listen", "off"), ("--drain-grace-secs", "0")] {
+            if !args.contains(&flag) {
+                defaults.extend([flag, value]);
+            }
+        }
+        let admin_wanted = args
+            .iter()
+            .position(|a| *a == "--admin-listen")
+            .is_some_and(|i| args.get(i + 1).is_some_and(|v| *v != "off"));
+        // The binary logs with tracing's default writer, stdout; panics and clap go to stderr.
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&defaults)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gateway binary starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect_lines(stdout, Arc::clone(&log), Some(addr_tx));
+        collect_lines(stderr, Arc::clone(&log), None);
+        let mut addr = None;
+        let mut admin = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while addr.is_none() || (admin_wanted && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match addr_rx.recv_timeout(left) {
+                Ok(Listening::Main(a)) => addr = Some(a),
+                Ok(Listening::Admin(a)) => admin = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "no 'listening on' line; log:\n{}",
+                        log.lock().expect("log lock")
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("main address"),
+            admin,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin plane (also when it listens on `0.0.0.0`).
+    pub fn admin_url(&self) -> String {
+        let admin = self.admin.expect("started with --admin-listen");
+        format!("http://127.0.0.1:{}", admin.port())
+    }
+
+    pub fn sigterm(&self) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("child status").is_none()
+    }
+
+    /// Waits for the process to exit; panics (showing the log) after `limit`.
+    pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway still running {limit:?} after SIGTERM; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+}
+
+impl Drop for GatewayProcess {
+    /// A failed test must not leave its gateway running: kill our own child, by its handle.
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+enum Listening {
+    Main(SocketAddr),
+    Admin(SocketAddr),
+}
+
+/// Appends every line of `output` to `log` on a thread of its own, until the process exits, so
+/// a full pipe can never block the gateway's logging. Sends the listening addresses when seen.
+fn collect_lines(
+    output: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    addr_tx: Option<std::sync::mpsc::Sender<Listening>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &addr_tx {
+                if let Some(addr) = listening_addr(&line, "gateway listening on ") {
+                    let _ = tx.send(Listening::Main(addr));
+                }
+                if let Some(addr) = listening_addr(&line, "admin plane listening on ") {
+                    let _ = tx.send(Listening::Admin(addr));
+                }
+            }
+            let mut log = log.lock().expect("log lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// Parses `ADDR` out of a start-up line `... {prefix}ADDR ...` (or `ADDR:`).
+fn listening_addr(line: &str, prefix: &str) -> Option<SocketAddr> {
+    let rest = line.split(prefix).nth(1)?;
+    let word = rest.split_whitespace().next()?;
+    word.trim_end_matches([':', ',']).parse().ok()
+}
