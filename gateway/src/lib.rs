@@ -26,8 +26,11 @@
 //! never above (ARCHITECTURE.md draws the same picture):
 //!
 //! ```text
+//! admin/      own thread + runtime: /livez · /readyz (probes the main runtime from outside)
+//!   │         · /metrics · /debug/pool · POST /admin/drain. Reads the state, serves no traffic.
+//!   ▼
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
-//!   │   │     · probes (/health, /metrics) · shutdown
+//!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
 //!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
@@ -49,6 +52,9 @@
 //!   [`upstream::error`]: why an upstream attempt gave no answer, as a type retries match on.
 //! - [`admission`]: the one shape of bound: places, a bounded wait, a permit held by the body.
 //! - [`lifecycle`]: the phase every part watches to know whether to take new work (the drain).
+//! - [`admin`]: the admin plane on its own thread and runtime: liveness, readiness measured
+//!   from outside the main runtime ([`admin::readiness`]), metrics, and `POST /admin/drain`;
+//!   why a check must not run inside what it measures.
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per request,
@@ -77,7 +83,9 @@
 //!   sockets under their own cap (close 1013 past it), and a client that leaves cancels the
 //!   upstream.
 //! - [`http::probes`]: `GET /health` and `GET /metrics`; [`http::shutdown`]: lesson 5, graceful
-//!   shutdown that cannot hang: a drain deadline.
+//!   shutdown that tells the load balancer first and cannot hang: a grace, then 503
+//!   `shutting_down` ([`http::closing`]), then a drain deadline with a last word for the streams
+//!   still running ([`upstream::cutoff`]).
 //! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
 //!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
 //! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
@@ -107,6 +115,7 @@ pub struct MigrationDoc;
 #[doc = include_str!("../../docs/the-problem.md")]
 pub struct TheProblemDoc;
 
+pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod embed;
@@ -147,15 +156,32 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`http::shutdown`]).
+/// Serves the gateway on `listener`, and the admin plane on `admin` (bound by [`admin::bind`];
+/// `None` when `--admin-listen off`), until `shutdown` completes or `POST /admin/drain` is
+/// called, then drains (see [`http::shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(&config).map_err(std::io::Error::other)?;
     config.log_startup(listener.local_addr()?);
     state.api_keys().log_startup();
+    // With an admin plane, its first readiness probes move the lifecycle to `Serving`; without
+    // one, nobody measures, and the gateway serves from the start.
+    let _admin = match admin {
+        Some(admin) => Some(admin::AdminPlane::start(
+            admin,
+            state.clone(),
+            &config,
+            tokio::runtime::Handle::current(),
+        )?),
+        None => {
+            state.lifecycle().advance(lifecycle::Phase::Serving);
+            None
+        }
+    };
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
     let inbound = Arc::clone(state.inbound());
@@ -166,7 +192,6 @@ pub async fn serve(
             inbound.forget_idle();
         }
     });
-    state.lifecycle().advance(lifecycle::Phase::Serving);
     // The drain's own lines (shutdown requested, drained) carry the mode too.
     let span = state.span().clone();
     let drain = http::shutdown::Drain {
@@ -176,4 +201,5 @@ pub async fn serve(
     http::shutdown::serve_with_drain(listener, state, shutdown, drain)
         .instrument(span)
         .await
+    // The admin plane stops here, with the gateway.
 }

@@ -179,3 +179,42 @@ async fn drain_deadline_exits_even_with_a_pool_thread_stuck_in_a_blocking_read()
     assert!(gw.log().contains("drain deadline passed"), "{}", gw.log());
     assert_eq!(read_until_cut(response, Duration::from_secs(5)).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let mock = Mock::start();
+    let mut gw = GatewayProcess::start(&[
+        "--mode",
+        "fixed",
+        "--drain-grace-secs",
+        "30",
+        "--drain-secs",
+        "30",
+        "--upstream",
+        &mock.url(),
+    ]);
+    let client = client();
+    let url = format!("{}/chat/stream?chunks=100&interval_ms=100", gw.url());
+    let _response = open_long_stream(&client, &url).await;
+
+    gw.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("draining:") {
+        assert!(Instant::now() < deadline, "no drain; log:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A minute of grace and drain ahead; whoever signals again does not want to wait for it.
+    gw.sigterm();
+    let status = gw.exit_within(Duration::from_secs(5)).await;
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "128 + SIGTERM; log:\n{}",
+        gw.log()
+    );
+    assert!(
+        gw.log().contains("SIGTERM again: exiting now"),
+        "{}",
+        gw.log()
+    );
+}

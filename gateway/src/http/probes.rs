@@ -62,6 +62,12 @@ fn as_gauge(n: usize) -> i64 {
 
 /// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    render_metrics(&state)
+}
+
+/// The `/metrics` answer, on the main listener and on the admin plane alike: reading the
+/// gauges touches only counters, never the main runtime.
+pub fn render_metrics(state: &AppState) -> Response {
     let m = state.metrics();
     let pool = state.pool().snapshot();
     m.pool_running.set(as_gauge(pool.running));
