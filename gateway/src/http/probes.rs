@@ -9,6 +9,13 @@
 //! balancer or readiness probe stop sending new work to an instance whose pool is saturated; the
 //! JSON says why.
 //!
+//! This `/health` shares the runtime it judges: its request waits in the same queue as the
+//! streams, so under load it reports late, and with every worker blocked (`--mode inline`) it
+//! does not report at all (see [`crate::lessons::health`]). It stays as it is, because the
+//! lessons and `diag` measure exactly that. What a load balancer or an orchestrator should ask
+//! is the admin plane's `/readyz` and `/livez` ([`crate::admin`]), answered from a thread of
+//! their own.
+//!
 //! `/metrics` serves [`crate::telemetry::metrics`]: gauges that mirror state kept elsewhere
 //! (pool counters, semaphores) are read here at scrape time, so they cannot drift from the
 //! truth. Both are open, like `/debug/*`: a probe must not need an API key.
