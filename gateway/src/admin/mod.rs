@@ -92,6 +92,7 @@ impl AdminPlane {
         let thread = std::thread::Builder::new()
             .name("gateway-admin".into())
             .spawn(move || {
+                let prober_span = span.clone();
                 let serve = async move {
                     let listener = match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => listener,
@@ -104,7 +105,7 @@ impl AdminPlane {
                         "admin plane listening on {addr}: GET /livez /readyz /health /metrics \
                          /debug/pool; POST /admin/drain {token}"
                     );
-                    let prober = tokio::spawn(readiness.probe(main, state));
+                    let prober = tokio::spawn(readiness.probe(main, state).instrument(prober_span));
                     let app =
                         routes::router(admin).into_make_service_with_connect_info::<SocketAddr>();
                     tokio::select! {

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use super::readiness::Readiness;
 use crate::error::ApiError;
 use crate::http::probes::render_metrics;
+use crate::http::routes::in_root_span;
 use crate::http::shutdown::Drain;
 use crate::http::state::AppState;
 use crate::lifecycle::Phase;
@@ -60,6 +61,11 @@ pub fn router(admin: Admin) -> Router {
         .route("/debug/pool", get(pool))
         .merge(guarded)
         .fallback(not_found)
+        // Its lines (a drain requested, a token refused) carry the gateway's mode too.
+        .layer(middleware::from_fn_with_state(
+            admin.state.span().clone(),
+            in_root_span,
+        ))
         .with_state(admin)
 }
 

@@ -178,8 +178,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the request in the gateway's root span, so every line it logs names the mode.
-async fn in_root_span(State(span): State<Span>, request: Request, next: Next) -> Response {
+/// Runs the request in the gateway's root span, so every line it logs names the mode (the admin
+/// plane's requests too).
+pub async fn in_root_span(State(span): State<Span>, request: Request, next: Next) -> Response {
     next.run(request).instrument(span).await
 }
 

@@ -123,11 +123,13 @@ pub async fn serve_with_drain(
         let lifecycle = lifecycle.clone();
         async move {
             shutdown.await;
-            if lifecycle.advance(Phase::Draining) {
+            // Said before the drain's own first line, which the advance wakes.
+            if lifecycle.phase() < Phase::Draining {
                 tracing::info!("shutdown requested (signal)");
             } else {
                 tracing::info!("shutdown signal during the drain: it goes on");
             }
+            lifecycle.advance(Phase::Draining);
         }
     }));
     // The peer address is the rate-limit key when authentication is off (see `limits`).
