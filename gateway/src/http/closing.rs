@@ -20,10 +20,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 
 use crate::error::ApiError;
 use crate::lifecycle::{Lifecycle, Phase};
@@ -62,12 +62,7 @@ pub async fn refuse_after_grace(
          balancer will send you to another instance",
     )
     .retry_after(RETRY_AFTER);
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("", MatchedPath::as_str);
-    crate::telemetry::log::log_rejected(request.method(), path, &error, received);
-    let mut response = error.into_response();
+    let mut response = crate::telemetry::log::refuse(&request, error, received);
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -25,7 +25,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use tracing::Span;
@@ -71,6 +73,18 @@ pub fn log_rejected(method: &Method, path: &str, error: &ApiError, received: Ins
         duration_ms = received.elapsed().as_millis() as u64,
         "request ended"
     );
+}
+
+/// A middleware's refusal (a missing key, a full queue, a drain): the request's one log line,
+/// with the route as written in the router rather than the raw URI, then the error as the
+/// response.
+pub fn refuse(request: &Request, error: ApiError, received: Instant) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    log_rejected(request.method(), path, &error, received);
+    error.into_response()
 }
 
 /// Guards a request until it has a response. If the handler future is dropped before that,
