@@ -93,6 +93,12 @@ impl ApiError {
         }
     }
 
+    /// The instance is draining (see [`crate::lifecycle`]): 503 `shutting_down`, to be retried
+    /// on another instance. Give it a [`Self::retry_after`].
+    pub fn shutting_down(message: impl Into<String>) -> Self {
+        Self::overloaded("shutting_down", message)
+    }
+
     /// A rate limit: 429 `rate_limit_exceeded` (what OpenAI's SDKs recognise and retry), with
     /// `code` saying whose limit it was.
     pub fn rate_limited(code: &'static str, message: impl Into<String>) -> Self {
@@ -156,17 +162,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// `{"error": {message, type, param, code}}`: the body of the response, and the payload of
+    /// an SSE error event when the failure comes after a stream began.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, "{}", self.message);
         }
-        let body = json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }});
+        let body = self.body();
         (self.status, *self.headers, Json(body)).into_response()
     }
 }

@@ -26,8 +26,12 @@
 //! never above (ARCHITECTURE.md draws the same picture):
 //!
 //! ```text
+//! admin/      own thread + runtime: /livez · /readyz (probes the main runtime from outside)
+//!   │         · /metrics · /debug/pool · POST /admin/drain. Reads the state, serves no traffic.
+//!   ▼
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
-//!   │   │     · probes (/health, /metrics) · shutdown · server, connection (the accept loop)
+//!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
+//!   │   │     · server, connection (the accept loop and its bounds)
 //!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
@@ -54,6 +58,9 @@
 //! - [`descriptors`]: the soft `RLIMIT_NOFILE` raised to the hard limit at start-up, and the
 //!   default `--max-connections` derived from it (two sockets per relayed stream, plus a
 //!   reserve).
+//! - [`admin`]: the admin plane on its own thread and runtime: liveness, readiness measured
+//!   from outside the main runtime ([`admin::readiness`]), metrics, and `POST /admin/drain`;
+//!   why a check must not run inside what it measures.
 //! - [`telemetry::pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around
 //!   `spawn_blocking`.
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per relayed
@@ -87,6 +94,9 @@
 //! - [`http::server`]: the main listener's own accept loop: `--max-connections` (closed at once
 //!   past it), the head and idle timeouts ([`http::connection`]), a listener that stays open
 //!   during the drain.
+//!   shutdown that tells the load balancer first and cannot hang: a grace, then 503
+//!   `shutting_down` ([`http::closing`]), then a drain deadline with a last word for the streams
+//!   still running ([`upstream::cutoff`]).
 //! - [`http::routes`]: the route table the router, the 404 and the 405 are built from;
 //!   [`http::state`]: [`AppState`], one cheap handle, and the part each handler takes from it.
 //! - [`lessons::stream`]: `GET /chat/stream`, one relayed stream of the mock's `/slow_stream`.
@@ -116,6 +126,7 @@ pub struct MigrationDoc;
 #[doc = include_str!("../../docs/the-problem.md")]
 pub struct TheProblemDoc;
 
+pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod descriptors;
@@ -157,9 +168,12 @@ pub fn runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains (see [`http::shutdown`]).
+/// Serves the gateway on `listener`, and the admin plane on `admin` (bound by [`admin::bind`];
+/// `None` when `--admin-listen off`), until `shutdown` completes or `POST /admin/drain` is
+/// called, then drains (see [`http::shutdown`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -183,6 +197,20 @@ pub async fn serve(
     }
     state.providers().log_startup();
     state.api_keys().log_startup();
+    // With an admin plane, its first readiness probes move the lifecycle to `Serving`; without
+    // one, nobody measures, and the gateway serves from the start.
+    let _admin = match admin {
+        Some(admin) => Some(admin::AdminPlane::start(
+            admin,
+            state.clone(),
+            &config,
+            tokio::runtime::Handle::current(),
+        )?),
+        None => {
+            state.lifecycle().advance(lifecycle::Phase::Serving);
+            None
+        }
+    };
     // Rate-limit buckets of clients that went quiet are full again: forget them, so the map
     // of one bucket per client seen stays bounded.
     let inbound = Arc::clone(state.inbound());
@@ -195,7 +223,12 @@ pub async fn serve(
     });
     // The drain's own lines (shutdown requested, drained) carry the mode too.
     let span = state.span().clone();
-    http::shutdown::serve_with_drain(listener, state, shutdown, config.drain())
+    let drain = http::shutdown::Drain {
+        grace: config.drain_grace(),
+        deadline: config.drain(),
+    };
+    http::shutdown::serve_with_drain(listener, state, shutdown, drain)
         .instrument(span)
         .await
+    // The admin plane stops here, with the gateway.
 }

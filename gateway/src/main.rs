@@ -34,7 +34,8 @@ fn main() -> ExitCode {
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
             })?;
-        gateway::serve(listener, config, gateway::http::shutdown::signal()).await
+        let admin = gateway::admin::bind(&config)?;
+        gateway::serve(listener, admin, config, gateway::http::shutdown::signal()).await
     });
     // Blocking threads still inside upstream reads would keep a plain drop waiting forever.
     runtime.shutdown_timeout(Duration::from_secs(1));

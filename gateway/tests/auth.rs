@@ -279,6 +279,8 @@ fn keys_from_the_environment_work_and_never_reach_the_log() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "off",
             "--upstream",
             &support::dead_upstream(),
         ])

@@ -8,7 +8,9 @@
 //!   `gateway_ws_rejected_total` counts it;
 //! - a client that leaves mid-stream (TCP dropped, or a Close frame) cancels the upstream (the
 //!   mock's `chat.cancelled`) and frees its slot at once: the next socket is accepted;
-//! - an idle socket is pinged every `--sse-keepalive-secs`.
+//! - an idle socket is pinged every `--sse-keepalive-secs`;
+//! - a drain closes an idle socket with 1001 once its grace is over, and a chat still streaming
+//!   at the drain deadline with 1001 too.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -313,4 +315,46 @@ async fn shutdown_closes_an_idle_socket_with_1001() {
         .await
         .expect("the drain ends once the socket is closed")
         .unwrap();
+}
+
+/// A chat still streaming at the drain deadline is cut, and its socket told to go elsewhere
+/// with Close 1001, not dropped.
+#[tokio::test]
+async fn the_drain_deadline_closes_a_busy_socket_with_1001() {
+    let mock = Mock::fast();
+    let gw = gateway(
+        "fixed",
+        &mock.url(),
+        &["--admin-listen", "127.0.0.1:0", "--drain-secs", "1"],
+    );
+    // 100 tokens 100 ms apart: 10 s, far beyond the 1 s drain.
+    let slow = [("x-mock-itl-ms", "100"), ("x-mock-tokens", "100")];
+    let mut ws = connect(&gw.url(), &slow).await;
+    send(&mut ws, &chat_body(true).to_string()).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "token");
+    let drained = Instant::now();
+    let response = client()
+        .post(format!("{}/admin/drain", gw.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let close = loop {
+        match next_message(&mut ws).await {
+            Message::Text(_) => {}
+            other => break other,
+        }
+    };
+    match close {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert!(frame.reason.contains("drain deadline"), "{}", frame.reason);
+        }
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+    let waited = drained.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed at the 1 s deadline: {waited:?}"
+    );
 }

@@ -82,6 +82,10 @@ pub struct ServiceArgs {
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub mock_listen: SocketAddr,
 
+    /// Where the gateway's admin plane listens (`/livez`, `/readyz`, `POST /admin/drain`).
+    #[arg(long, default_value = "127.0.0.1:8002")]
+    pub admin_listen: SocketAddr,
+
     /// Use debug builds (faster to build, slower to run) instead of release builds.
     #[arg(long)]
     pub debug: bool,

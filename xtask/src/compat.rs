@@ -85,6 +85,10 @@ fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Resul
             API_KEY,
             "--drain-secs",
             "1",
+            "--drain-grace-secs",
+            "0",
+            "--admin-listen",
+            &services::free_addr()?.to_string(),
         ]
         .map(String::from),
         &format!("http://{listen}/health"),

@@ -48,9 +48,14 @@ fn start_both(bin_dir: &Path, args: &ServiceArgs) -> Result<(Service, Service)> 
             listen.to_string(),
             "--upstream".into(),
             format!("http://{mock_listen}"),
-            // diag has closed its streams by the time we stop the gateway: nothing to wait for.
+            // diag has closed its streams by the time we stop the gateway: nothing to wait for,
+            // and no load balancer to tell first (no grace).
             "--drain-secs".into(),
             "2".into(),
+            "--drain-grace-secs".into(),
+            "0".into(),
+            "--admin-listen".into(),
+            args.admin_listen.to_string(),
         ]
         .into_iter()
         .chain(extra)
@@ -150,6 +155,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<()> {
                 blocking_threads: 4,
                 gateway_listen: "127.0.0.1:8000".parse()?,
                 mock_listen: "127.0.0.1:8001".parse()?,
+                admin_listen: "127.0.0.1:8002".parse()?,
                 debug: args.debug,
                 worker_threads: None,
                 rollout: Some(percent),

@@ -24,6 +24,7 @@ fn service_args(mode: Mode) -> Result<ServiceArgs> {
         blocking_threads: 2,
         gateway_listen: services::free_addr()?,
         mock_listen: services::free_addr()?,
+        admin_listen: services::free_addr()?,
         // `cargo test` has just built these; a release build would double CI time.
         debug: true,
         worker_threads: None,

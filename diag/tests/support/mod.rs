@@ -46,6 +46,13 @@ pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::
         &upstream,
     ];
     flags.extend_from_slice(extra);
+    // No admin plane (its default port, 8002, would collide between tests running side by
+    // side) and no drain grace (nobody needs to notice a test gateway leave), unless asked for.
+    for (flag, value) in [("--admin-listen", "off"), ("--drain-grace-secs", "0")] {
+        if !extra.contains(&flag) {
+            flags.extend([flag, value]);
+        }
+    }
     let config = gateway::Config::try_parse_from(flags).expect("gateway flags");
     gateway::embed::start(config).expect("gateway starts")
 }

@@ -3,6 +3,7 @@
 //! limit in force is logged at start-up in one block, so a reader of the log knows what was
 //! running; `--check-config` prints that block and exits.
 
+mod admin;
 pub mod file;
 mod modes;
 mod suggest;
@@ -19,6 +20,7 @@ use reqwest::Url;
 
 use crate::descriptors;
 
+pub use admin::{AdminListen, ReadinessSettings};
 pub use file::ProviderConfig;
 pub use modes::{CpuMode, Mode};
 
@@ -220,7 +222,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub health_timeout_ms: u64,
 
-    /// On SIGTERM/SIGINT, how long in-flight streams may run on before they are cut (seconds).
+    /// On a drain, after `--drain-grace-secs`, how long in-flight streams and WebSockets may run
+    /// on before they are cut (seconds): an SSE stream then ends with an error event, a
+    /// WebSocket with Close 1001.
     #[arg(long, env = "GATEWAY_DRAIN_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_secs: u64,
@@ -263,6 +267,49 @@ pub struct Config {
     /// Added to `--api-key`. Read once at start-up.
     #[arg(long, value_name = "PATH", env = "GATEWAY_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+
+    /// Where the admin plane listens: `/livez`, `/readyz`, `/health`, `/metrics`, `/debug/pool`
+    /// and `POST /admin/drain`, served by a thread and runtime of its own, so they answer however
+    /// busy (or stalled) the main runtime is. `off` disables it. Keep it off the public network:
+    /// a non-loopback address needs `--admin-token`.
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8002")]
+    pub admin_listen: AdminListen,
+
+    /// The bearer token `POST /admin/*` requires (`Authorization: Bearer TOKEN`); compared in
+    /// constant time, never logged. Required when `--admin-listen` is not a loopback address.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<Secret>,
+
+    /// How often the admin plane probes the main runtime for `/readyz` (ms). A probe still
+    /// outstanding is not sent again: its age counts as its delay.
+    #[arg(long, env = "GATEWAY_READINESS_INTERVAL_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub readiness_interval_ms: u64,
+
+    /// `/readyz` says `degraded` when a task spawned on the main runtime waits longer than this
+    /// to be polled (ms): every relayed stream's next chunk waits about as long.
+    #[arg(long, env = "GATEWAY_READINESS_RUNTIME_THRESHOLD_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub readiness_runtime_threshold_ms: u64,
+
+    /// `/readyz` says `degraded` when a trivial blocking-pool job waits longer than this to start
+    /// (ms): the starved pool of `--mode broken`.
+    #[arg(long, env = "GATEWAY_READINESS_POOL_THRESHOLD_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub readiness_pool_threshold_ms: u64,
+
+    /// On a drain (`POST /admin/drain`, SIGTERM, SIGINT), how long new requests are still served
+    /// while `/readyz` already answers 503 `draining`, so load balancers take the instance out
+    /// before anything is refused (seconds). Then new requests get 503 `shutting_down`, and
+    /// `--drain-secs` starts.
+    #[arg(long, env = "GATEWAY_DRAIN_GRACE_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_grace_secs: u64,
 
     /// The `[[providers]]` of the `--config` file; empty means one provider from `--upstream`
     /// (see [`Config::providers`]).
@@ -318,6 +365,7 @@ impl Config {
     /// mode. The binary turns an `Err` into a usage error (exit 2).
     pub fn check(&self) -> Result<(), String> {
         file::check_providers(&self.providers)?;
+        admin::check(self)?;
         if self.retry_backoff_max_ms < self.retry_backoff_ms {
             return Err(format!(
                 "--retry-backoff-max-ms {} is below --retry-backoff-ms {}",
@@ -485,6 +533,32 @@ impl Config {
                 self.health_threshold_ms, self.health_timeout_ms
             ),
             format!("drain on shutdown      {} s", self.drain_secs),
+            format!(
+                "drain grace            {} s serving, /readyz 503 draining, before new requests \
+                 get 503 shutting_down",
+                self.drain_grace_secs
+            ),
+            format!(
+                "admin plane            {}",
+                match self.admin_listen {
+                    AdminListen::Off => "off".to_owned(),
+                    AdminListen::At(addr) => format!(
+                        "{addr}, POST /admin/* {}",
+                        if self.admin_token.is_some() {
+                            "needs the token"
+                        } else {
+                            "open (loopback only)"
+                        }
+                    ),
+                }
+            ),
+            format!(
+                "readiness              degraded past {} ms runtime delay or {} ms pool start, \
+                 probed every {} ms",
+                self.readiness_runtime_threshold_ms,
+                self.readiness_pool_threshold_ms,
+                self.readiness_interval_ms
+            ),
             format!(
                 "/v1/solve              {}, {}, {} queued",
                 self.cpu_mode.as_str(),

@@ -5,12 +5,14 @@
 //! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`.
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
-//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang.
+//! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang, and the drain's phases;
+//!   [`closing`]: 503 `shutting_down` for new work once the drain's grace is over.
 //! - [`server`]: the main listener's accept loop: the connection cap, the head and idle
 //!   timeouts, the drain's part; [`connection`]: what one connection is doing, and when it
 //!   has waited too long.
 //! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
 
+pub mod closing;
 pub mod connection;
 pub mod openai;
 pub mod probes;

@@ -9,6 +9,13 @@
 //! balancer or readiness probe stop sending new work to an instance whose pool is saturated; the
 //! JSON says why.
 //!
+//! This `/health` shares the runtime it judges: its request waits in the same queue as the
+//! streams, so under load it reports late, and with every worker blocked (`--mode inline`) it
+//! does not report at all (see [`crate::lessons::health`]). It stays as it is, because the
+//! lessons and `diag` measure exactly that. What a load balancer or an orchestrator should ask
+//! is the admin plane's `/readyz` and `/livez` ([`crate::admin`]), answered from a thread of
+//! their own.
+//!
 //! `/metrics` serves [`crate::telemetry::metrics`]: gauges that mirror state kept elsewhere
 //! (pool counters, semaphores) are read here at scrape time, so they cannot drift from the
 //! truth. Both are open, like `/debug/*`: a probe must not need an API key.
@@ -62,6 +69,12 @@ fn as_gauge(n: usize) -> i64 {
 
 /// `GET /metrics`: reads the mirrored gauges, then encodes the registry.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    render_metrics(&state)
+}
+
+/// The `/metrics` answer, on the main listener and on the admin plane alike: reading the
+/// gauges touches only counters, never the main runtime.
+pub fn render_metrics(state: &AppState) -> Response {
     let m = state.metrics();
     let pool = state.pool().snapshot();
     m.pool_running.set(as_gauge(pool.running));

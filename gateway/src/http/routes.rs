@@ -16,6 +16,7 @@ use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tracing::{Instrument as _, Span};
 
+use super::closing::{self, Closing};
 use super::state::AppState;
 use super::{openai, probes, ws};
 use crate::error::ApiError;
@@ -126,8 +127,8 @@ pub static ROUTES: [Endpoint; 10] = [
 
 /// The gateway's routes. Kept apart from [`crate::serve`] so tests can drive it without a socket.
 ///
-/// Two groups: the guarded routes, behind the API-key check and the limits, and the probes,
-/// open. `route_layer` runs the check only on a matched route, so an unknown path is still a
+/// Two groups: the guarded routes, behind the drain's refusal, the API-key check and the
+/// limits, and the probes, open. `route_layer` runs the check only on a matched route, so an unknown path is still a
 /// 404, not a 401.
 pub fn app(state: AppState) -> Router {
     let mut guarded = Router::new();
@@ -151,6 +152,15 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.api_keys().clone(),
             auth::require_api_key,
+        ))
+        // Before all of them: after a drain's grace, new work is refused before it takes a
+        // place (see `closing`).
+        .route_layer(middleware::from_fn_with_state(
+            Closing {
+                lifecycle: state.lifecycle().clone(),
+                metrics: Arc::clone(state.metrics()),
+            },
+            closing::refuse_after_grace,
         ));
     guarded
         .merge(open)
@@ -168,8 +178,9 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the request in the gateway's root span, so every line it logs names the mode.
-async fn in_root_span(State(span): State<Span>, request: Request, next: Next) -> Response {
+/// Runs the request in the gateway's root span, so every line it logs names the mode (the admin
+/// plane's requests too).
+pub async fn in_root_span(State(span): State<Span>, request: Request, next: Next) -> Response {
     next.run(request).instrument(span).await
 }
 

@@ -59,7 +59,8 @@ struct Shared {
     health_timeout: Duration,
     /// `--max-body-bytes`: the router refuses larger chat requests with 413 before anything else.
     max_body_bytes: usize,
-    /// Where the instance is (serving, shutting down, ...): the accept loop and the drain watch it.
+    /// Starting, serving, draining...: the accept loop, the relay, the WebSockets, the refusal
+    /// of new requests after the grace and the admin plane's `/readyz` all watch this one value.
     lifecycle: Lifecycle,
     /// The main listener's connections: cap, timeouts, how many are open.
     connections: Arc<Connections>,
@@ -79,12 +80,14 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let providers = Arc::new(Providers::new(config, &pool, &metrics)?);
         let live_streams = LiveStreams::default();
+        let lifecycle = Lifecycle::default();
         let keepalive =
             (config.sse_keepalive_secs > 0).then(|| Duration::from_secs(config.sse_keepalive_secs));
         let relay = Arc::new(Relay::new(
             keepalive,
             Arc::clone(&metrics),
             live_streams.clone(),
+            lifecycle.clone(),
         ));
         let resilience = Arc::new(Resilience::new(config, Arc::clone(&metrics)));
         let shared = Shared {
@@ -93,7 +96,6 @@ impl AppState {
             health_threshold: Duration::from_millis(config.health_threshold_ms),
             health_timeout: Duration::from_millis(config.health_timeout_ms),
             max_body_bytes: config.max_body_bytes,
-            lifecycle: Lifecycle::default(),
             connections: Arc::new(Connections::new(config, Arc::clone(&metrics))),
             api_keys: ApiKeys::from_config(config)?,
             inbound: Arc::new(Inbound::new(config, Arc::clone(&metrics))),
@@ -108,10 +110,12 @@ impl AppState {
                 Arc::clone(&providers),
                 Arc::clone(&resilience),
                 Arc::clone(&metrics),
+                lifecycle.clone(),
             )),
             plain_stream: Arc::new(PlainStream::new(&providers, resilience, relay)?),
             cpu: Arc::new(Cpu::new(config, Arc::clone(&pool), Arc::clone(&metrics))),
             live_streams,
+            lifecycle,
             providers,
             metrics,
             pool,
@@ -196,4 +200,5 @@ parts! {
     Arc<Sockets> => sockets,
     Arc<PlainStream> => plain_stream,
     Arc<Cpu> => cpu,
+    Lifecycle => lifecycle,
 }

@@ -19,10 +19,12 @@
 //!   socket's slot is given back.
 //! - **Idle sockets are pinged** every `--sse-keepalive-secs` (unless 0) when nothing else was
 //!   sent, so proxies with idle timeouts do not cut a conversation between two prompts.
-//! - **Shutdown says so.** axum's graceful shutdown does not see upgraded connections. On
-//!   SIGTERM an idle socket gets Close **1001** (Going Away) at once, a busy one after its
-//!   chat, and the drain waits for them (see [`crate::http::shutdown`]): the client reconnects
-//!   elsewhere instead of seeing an abnormal close.
+//! - **Shutdown says so.** axum's graceful shutdown does not see upgraded connections. Once a
+//!   drain's grace is over (`Phase::ShuttingDown`, see [`crate::lifecycle`]) an idle socket gets
+//!   Close **1001** (Going Away) at once, a busy one after its chat, and the drain waits for
+//!   them (see [`crate::http::shutdown`]); a chat still streaming at the drain deadline is cut
+//!   and its socket closed with 1001 too. The client reconnects elsewhere instead of seeing an
+//!   abnormal close.
 //!
 //! # Protocol
 //!
@@ -65,6 +67,7 @@ use tracing::Instrument as _;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::policy::resilience::{Plan, Resilience};
 use crate::telemetry::log::Route;
 use crate::telemetry::metrics::Metrics;
@@ -77,9 +80,10 @@ use crate::upstream::{UpstreamRequest, UpstreamResponse, forwarded_request_heade
 pub struct Sockets {
     /// `--ws-max-connections` live sockets, no queue.
     cap: Admission,
-    /// Turns `true` when shutdown begins: idle sockets close with 1001, busy ones after their
-    /// chat (see [`crate::http::shutdown`]).
-    draining: tokio::sync::watch::Sender<bool>,
+    /// From `ShuttingDown` on, idle sockets close with 1001, busy ones after their chat; at
+    /// `Stopped` (the drain deadline) a chat still streaming is cut (see
+    /// [`crate::http::shutdown`]).
+    lifecycle: Lifecycle,
     /// `--sse-keepalive-secs`, `None` when 0: the idle period before a ping.
     ping: Option<Duration>,
     /// `--max-body-bytes`: the largest frame read.
@@ -95,10 +99,11 @@ impl Sockets {
         providers: Arc<Providers>,
         resilience: Arc<Resilience>,
         metrics: Arc<Metrics>,
+        lifecycle: Lifecycle,
     ) -> Self {
         Self {
             cap: Admission::new(config.ws_max_connections, 0, Duration::ZERO),
-            draining: tokio::sync::watch::Sender::new(false),
+            lifecycle,
             ping: (config.sse_keepalive_secs > 0)
                 .then(|| Duration::from_secs(config.sse_keepalive_secs)),
             max_frame_bytes: config.max_body_bytes,
@@ -111,11 +116,6 @@ impl Sockets {
     /// Live sockets now.
     pub fn in_use(&self) -> usize {
         self.cap.in_use()
-    }
-
-    /// Shutdown began: every session closes with 1001 when it is next idle.
-    pub fn begin_drain(&self) {
-        self.draining.send_replace(true);
     }
 }
 
@@ -219,12 +219,10 @@ async fn session(
     _slot: OwnedSemaphorePermit,
 ) {
     let ping = sockets.ping;
-    let mut draining = sockets.draining.subscribe();
     loop {
-        // Between chats the socket waits for the client, and for shutdown (see `shutdown`).
-        let shutdown = async {
-            let _ = draining.wait_for(|draining| *draining).await;
-        };
+        // Between chats the socket waits for the client, and for the drain's grace to end (see
+        // `shutdown`).
+        let shutdown = sockets.lifecycle.reached(Phase::ShuttingDown);
         let text = match watch(&mut socket, shutdown, ping).await {
             Watched::Message(Message::Text(text)) => text,
             Watched::Message(_) => {
@@ -249,11 +247,20 @@ async fn session(
             }
             Watched::Gone => return,
         };
-        if chat(&mut socket, sockets, headers, plan, &text)
-            .await
-            .is_err()
-        {
-            return;
+        // The drain deadline ends a chat still streaming: the chat (and its upstream stream)
+        // is dropped, and the client told to reconnect.
+        let deadline = sockets.lifecycle.reached(Phase::Stopped);
+        tokio::select! {
+            ended = chat(&mut socket, sockets, headers, plan, &text) => {
+                if ended.is_err() {
+                    return;
+                }
+            }
+            () = deadline => {
+                tracing::info!(path = PATH, outcome = "drain_cut", "chat ended at the drain deadline");
+                let reason = "the gateway is shutting down (drain deadline); reconnect".to_owned();
+                return close(&mut socket, close_code::AWAY, reason).await;
+            }
         }
     }
 }

@@ -19,7 +19,25 @@
 //! In `inline` mode none of the three can be trusted to answer: they all need an async worker,
 //! and the workers are blocked in upstream reads ([`crate::upstream::inline`]). Even `/health`'s
 //! bound is a tokio timer, which only a running worker can fire. A stalled runtime can only be
-//! seen from outside it: a load balancer's own timeout, or `diag`.
+//! seen from outside it: a load balancer's own timeout, `diag`, or the admin plane.
+//!
+//! # The last word: a check must not run inside what it measures
+//!
+//! These probes, and the main listener's `/health`, share the runtime they judge. Their request
+//! is one more task in its queue, so under load the answer measures the queue *and* the probe
+//! (at 4,000 relayed streams on 2 cores, `/health`'s p99 was 776 ms while every stream kept
+//! pace: a balancer with a 500 ms check timeout would have taken a healthy instance out), and
+//! with the workers blocked there is no answer at all. That is the failure this project is about
+//! (liveness probes killed under load), reproduced by our own health check; it stays here as the
+//! lesson.
+//!
+//! The fix is [`crate::admin`]: a thread and a runtime of their own, on their own port
+//! (`--admin-listen`). `/livez` there touches nothing of the gateway, so it answers while the
+//! process runs; `/readyz` times the main runtime *from outside*: a task spawned on its handle
+//! (how long until a worker polls it) and a job on its blocking pool (how long until a thread
+//! starts it), each bounded by the admin runtime's own timer, and answers at once from the latest
+//! result ([`crate::admin::readiness`]). In `inline` mode with every worker blocked it reads
+//! `degraded` within its threshold, while `/debug/health-async` here gets no answer.
 
 use std::sync::Arc;
 

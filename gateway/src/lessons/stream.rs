@@ -129,7 +129,12 @@ mod tests {
         let pool = Arc::new(BlockingPool::new(1));
         let providers = Providers::new(&config, &pool, &metrics).expect("providers");
         let resilience = Arc::new(Resilience::new(&config, Arc::clone(&metrics)));
-        let relay = Arc::new(Relay::new(None, metrics, LiveStreams::default()));
+        let relay = Arc::new(Relay::new(
+            None,
+            metrics,
+            LiveStreams::default(),
+            crate::lifecycle::Lifecycle::default(),
+        ));
         let stream = PlainStream::new(&providers, resilience, relay).expect("stream");
         assert_eq!(
             stream.url.as_str(),

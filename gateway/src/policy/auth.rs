@@ -29,10 +29,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -157,13 +157,7 @@ pub async fn require_api_key(
             next.run(request).await
         }
         Err(error) => {
-            // The route as written in the router, not the raw URI.
-            let path = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("", MatchedPath::as_str);
-            crate::telemetry::log::log_rejected(request.method(), path, &error, received);
-            let mut response = error.into_response();
+            let mut response = crate::telemetry::log::refuse(&request, error, received);
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

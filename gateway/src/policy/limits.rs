@@ -32,10 +32,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -44,7 +44,7 @@ use governor::{Quota, RateLimiter};
 use crate::admission::{Admission, Shed, hold};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::telemetry::log::log_rejected;
+use crate::telemetry::log::refuse;
 use crate::telemetry::metrics::{Metrics, RateLimitScope, ShedReason};
 
 /// The inbound limit's 503, naming its flags.
@@ -230,14 +230,7 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(ClientId::Unknown, |info| ClientId::Ip(info.0.ip()))
         });
-    let refuse = |error: ApiError, request: &Request| {
-        let path = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("", MatchedPath::as_str);
-        log_rejected(request.method(), path, &error, received);
-        error.into_response()
-    };
+    let refuse = |error: ApiError, request: &Request| refuse(request, error, received);
     let rate_headers = match inbound.keys.check(&client) {
         Ok(headers) => headers,
         Err(error) => {

@@ -61,6 +61,8 @@ label_values! {
         ProviderBusy => "provider_busy",
         /// `/v1/solve`'s bounded queue was full.
         CpuQueueFull => "cpu_queue_full",
+        /// A drain's grace was over: new work goes to another instance.
+        ShuttingDown => "shutting_down",
     }
 
     /// Whose rate limit answered 429: `gateway_rate_limited_total{scope}`.
@@ -183,7 +185,7 @@ mod tests {
         let texts = |values: Vec<&'static str>| values.join(",");
         assert_eq!(
             texts(ShedReason::ALL.iter().map(|r| r.as_str()).collect()),
-            "queue_full,queue_timeout,provider_busy,cpu_queue_full"
+            "queue_full,queue_timeout,provider_busy,cpu_queue_full,shutting_down"
         );
         assert_eq!(
             texts(RateLimitScope::ALL.iter().map(|s| s.as_str()).collect()),

@@ -27,7 +27,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use tracing::Span;
@@ -73,6 +75,18 @@ pub fn log_rejected(method: &Method, path: &str, error: &ApiError, received: Ins
         duration_ms = received.elapsed().as_millis() as u64,
         "request ended"
     );
+}
+
+/// A middleware's refusal (a missing key, a full queue, a drain): the request's one log line,
+/// with the route as written in the router rather than the raw URI, then the error as the
+/// response.
+pub fn refuse(request: &Request, error: ApiError, received: Instant) -> Response {
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    log_rejected(request.method(), path, &error, received);
+    error.into_response()
 }
 
 /// Guards a request until it has a response. If the handler future is dropped before that,
@@ -122,6 +136,8 @@ enum Outcome {
     Open,
     Completed,
     UpstreamFailed,
+    /// Still running at the drain deadline (`--drain-secs`): the gateway ended it.
+    DrainCut,
 }
 
 /// A body stream that counts its bytes and logs one line when it is dropped.
@@ -165,6 +181,16 @@ impl LoggedStream {
     }
 }
 
+impl LoggedStream {
+    /// The gateway ends this stream itself, at the drain deadline: its line says `drain_cut`
+    /// (see `crate::upstream::cutoff`).
+    pub fn mark_cut(&mut self) {
+        if self.outcome == Outcome::Open {
+            self.outcome = Outcome::DrainCut;
+        }
+    }
+}
+
 impl std::fmt::Debug for LoggedStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoggedStream")
@@ -204,6 +230,7 @@ impl Drop for LoggedStream {
             Outcome::Open => "client_gone",
             Outcome::Completed => "completed",
             Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::DrainCut => "drain_cut",
         };
         let duration_ms = self.received.elapsed().as_millis() as u64;
         match &self.error {

@@ -10,7 +10,7 @@
 //! | `gateway_requests_in_flight` | gauge | requests holding an inbound place (a stream until its last byte) |
 //! | `gateway_requests_queued` | gauge | requests waiting for an inbound place |
 //! | `gateway_requests_limit` | gauge | `--max-concurrent-requests` |
-//! | `gateway_shed_total{reason}` | counter | 503s from the gateway's own limits: `queue_full`, `queue_timeout`, `provider_busy`, `cpu_queue_full` |
+//! | `gateway_shed_total{reason}` | counter | 503s from the gateway's own limits: `queue_full`, `queue_timeout`, `provider_busy`, `cpu_queue_full`; and `shutting_down` after a drain's grace |
 //! | `gateway_rate_limited_total{scope}` | counter | 429s: `key` (per API key) or `provider` (a provider's rpm) |
 //! | `gateway_upstream_in_use{provider}` | gauge | upstream requests open per provider, i.e. its connections in use |
 //! | `gateway_upstream_limit{provider}` | gauge | the provider's `max-concurrent` |

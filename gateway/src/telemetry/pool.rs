@@ -51,11 +51,26 @@ impl BlockingPool {
         F: FnOnce(Duration) -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.spawn_on(&tokio::runtime::Handle::current(), job)
+    }
+
+    /// [`Self::spawn`] on the pool of the runtime behind `runtime`, from any thread: the admin
+    /// plane times the main runtime's pool this way, from its own thread (see
+    /// `crate::admin::readiness`).
+    pub fn spawn_on<F, R>(
+        self: &std::sync::Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        job: F,
+    ) -> JoinHandle<R>
+    where
+        F: FnOnce(Duration) -> R + Send + 'static,
+        R: Send + 'static,
+    {
         let submitted = Instant::now();
         self.pending.fetch_add(1, Ordering::SeqCst);
         self.peak_queued.fetch_max(self.queued(), Ordering::Relaxed);
         let pool = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        runtime.spawn_blocking(move || {
             let running = pool.running.fetch_add(1, Ordering::SeqCst) + 1;
             pool.pending.fetch_sub(1, Ordering::SeqCst);
             pool.peak_running.fetch_max(running, Ordering::Relaxed);

@@ -57,7 +57,7 @@ pub fn apply(
     }
 }
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -126,16 +126,17 @@ impl Stream for KeepAlive {
     }
 }
 
-/// The last bytes forwarded: enough to tell whether they end an event.
+/// The last bytes forwarded: enough to tell whether they end an event. The drain's last event
+/// obeys the same rule ([`super::cutoff`]).
 #[derive(Debug, Clone, Copy, Default)]
-struct Tail {
+pub(super) struct Tail {
     /// The last (up to) four bytes, oldest first.
     bytes: [u8; 4],
     len: usize,
 }
 
 impl Tail {
-    fn push(&mut self, chunk: &[u8]) {
+    pub(super) fn push(&mut self, chunk: &[u8]) {
         for &byte in &chunk[chunk.len().saturating_sub(4)..] {
             if self.len == 4 {
                 self.bytes.rotate_left(1);
@@ -148,7 +149,7 @@ impl Tail {
     }
 
     /// Nothing sent yet, or what was sent ends with a blank line.
-    fn at_boundary(&self) -> bool {
+    pub(super) fn at_boundary(&self) -> bool {
         let sent = &self.bytes[..self.len];
         sent.is_empty() || sent.ends_with(b"\n\n") || sent.ends_with(b"\r\n\r\n")
     }

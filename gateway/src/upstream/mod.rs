@@ -16,6 +16,7 @@
 
 pub mod broken;
 pub mod budget;
+pub mod cutoff;
 pub mod error;
 pub mod fixed;
 pub mod inline;

@@ -3,8 +3,9 @@
 //! The same in every mode; only the client that fetched the response differs
 //! ([`crate::upstream`]). Nothing is buffered: each upstream chunk becomes one chunk of the
 //! response as soon as it arrives. Every body is wrapped in a [`LoggedStream`], which writes one
-//! log line when the stream ends, however it ends (see [`crate::telemetry::log`]), and an SSE
-//! body that goes quiet gets keep-alive comments between its events ([`super::keepalive`]).
+//! log line when the stream ends, however it ends (see [`crate::telemetry::log`]), an SSE
+//! body that goes quiet gets keep-alive comments between its events ([`super::keepalive`]), and
+//! a body still running at the drain deadline ends with a last word ([`super::cutoff`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,8 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 
 use super::UpstreamResponse;
+use super::cutoff::Cutoff;
+use crate::lifecycle::Lifecycle;
 use crate::telemetry::log::{LiveStreams, LoggedStream, Route};
 use crate::telemetry::metrics::Metrics;
 
@@ -21,21 +24,29 @@ use crate::telemetry::metrics::Metrics;
 /// [`crate::upstream::StreamMethod`]). Lets a client, or `diag`, count a rollout's split.
 pub const STREAM_METHOD: HeaderName = HeaderName::from_static("x-stream-method");
 
-/// What relaying needs: the keep-alive period, the counters, and the live-stream count.
+/// What relaying needs: the keep-alive period, the counters, the live-stream count, and the
+/// lifecycle whose drain deadline ends the streams still running.
 #[derive(Debug)]
 pub struct Relay {
     /// `--sse-keepalive-secs`, `None` when 0.
     keepalive: Option<Duration>,
     metrics: Arc<Metrics>,
     live: LiveStreams,
+    lifecycle: Lifecycle,
 }
 
 impl Relay {
-    pub fn new(keepalive: Option<Duration>, metrics: Arc<Metrics>, live: LiveStreams) -> Self {
+    pub fn new(
+        keepalive: Option<Duration>,
+        metrics: Arc<Metrics>,
+        live: LiveStreams,
+        lifecycle: Lifecycle,
+    ) -> Self {
         Self {
             keepalive,
             metrics,
             live,
+            lifecycle,
         }
     }
 
@@ -56,6 +67,7 @@ impl Relay {
             &self.metrics,
         );
         let body = LoggedStream::new(body, &self.live, route, status, received);
+        let body = Cutoff::new(body, &upstream.headers, &self.lifecycle);
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = status;
         *response.headers_mut() = upstream.headers;

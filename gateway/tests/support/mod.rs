@@ -12,8 +12,8 @@
 //!   last chunk came, so a test can ask "how many streams are flowing right now?".
 //! - [`chat`]: OpenAI chat requests, SSE read event by event with arrival times, OpenAI's error
 //!   shape.
-//! - [`process`]: the `gateway` binary as a child, for tests about its environment and its
-//!   start-up log.
+//! - [`process`]: the `gateway` binary as a child ([`process::GatewayProcess`]), for exit
+//!   statuses, signals, its environment and its start-up log.
 //!
 //! Every test binary includes this module and uses only part of it. (It is called `support`, not
 //! `common`, so that `common::prometheus` is the workspace's `common` crate.)
@@ -27,6 +27,7 @@ use std::time::Duration;
 
 pub use chat::{Sse, chat_body, json_of, openai_error, post_chat, read_sse};
 pub use mock_llm::testing::{Mock, get_json, wait_for};
+pub use process::GatewayProcess;
 use serde_json::Value;
 pub use streams::{Streams, expected_body};
 
@@ -76,11 +77,10 @@ fn start(
         upstream,
         "--listen",
         "127.0.0.1:0",
-        "--drain-secs",
-        "0",
     ];
     args.extend_from_slice(preset);
     args.extend_from_slice(extra);
+    with_test_defaults(&mut args, extra);
     let config =
         <gateway::Config as clap::Parser>::try_parse_from(args).expect("valid gateway flags");
     gateway::embed::start(config).expect("gateway starts")
@@ -98,9 +98,31 @@ pub fn draining_gateway(upstream: &str) -> gateway::embed::Running {
         "127.0.0.1:0",
         "--drain-secs",
         "10",
+        "--drain-grace-secs",
+        "0",
+        "--admin-listen",
+        "off",
     ])
     .expect("valid gateway flags");
     gateway::embed::start(config).expect("gateway starts")
+}
+
+/// Flags every test gateway gets unless the test gives its own: no admin plane (its default
+/// port, 8002, would collide between tests running side by side; a test that wants it passes
+/// `--admin-listen 127.0.0.1:0`), and no drain (nobody needs to notice an embedded gateway
+/// leave, nor wait for its streams; a test of the drain passes `--drain-grace-secs` or
+/// `--drain-secs`).
+fn with_test_defaults(args: &mut Vec<&str>, extra: &[&str]) {
+    let defaults = [
+        ("--admin-listen", "off"),
+        ("--drain-grace-secs", "0"),
+        ("--drain-secs", "0"),
+    ];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
 }
 
 /// A gateway whose settings come from a `--config` file holding `toml` (e.g. `[[providers]]`),
@@ -120,10 +142,9 @@ pub fn gateway_with_file(mode: &str, toml: &str, extra: &[&str]) -> gateway::emb
         mode,
         "--listen",
         "127.0.0.1:0",
-        "--drain-secs",
-        "0",
     ];
     args.extend_from_slice(extra);
+    with_test_defaults(&mut args, extra);
     let config = gateway::Config::load(args).expect("valid gateway settings");
     gateway::embed::start(config).expect("gateway starts")
 }

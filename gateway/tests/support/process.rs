@@ -1,10 +1,9 @@
-//! The real `gateway` binary as a child process, for what only a process has: its own
-//! environment (proxy variables, unknown `GATEWAY_*` names) and its own start-up log.
+//! The real `gateway` binary as a child process, for what only a process shows: its exit status,
+//! its reaction to a real SIGTERM, its own environment (proxy variables, unknown `GATEWAY_*`
+//! names) and its log.
 //!
 //! Environment variables are process-global: a test that set `HTTP_PROXY` on itself would change
 //! every other test running in the same binary. Setting them on a child changes nothing here.
-//! (`tests/shutdown.rs` has its own copy of this helper, from before it was shared: it can take
-//! this one, whose API is the same.)
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,24 +27,42 @@ pub const PROXY_VARIABLES: [&str; 8] = [
     "no_proxy",
 ];
 
-/// A `gateway` binary listening on `127.0.0.1:0`, its log (stdout and stderr) collected.
+/// The `gateway` binary as a child process, with its log collected.
 pub struct GatewayProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin plane's address, when the test asked for one.
+    pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
 impl GatewayProcess {
-    /// Starts the binary with `args`; see [`GatewayProcess::start_with_env`].
+    /// Starts the binary on `127.0.0.1:0` and waits for its "gateway listening on ADDR" line
+    /// (and "admin plane listening on ADDR", when `args` turn the admin plane on). Unless `args`
+    /// say otherwise, the admin plane is off (its default port would collide between tests) and
+    /// the drain has no grace.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
 
-    /// Starts the binary with `args` and exactly `env` on top of the test's environment minus
-    /// every `GATEWAY_*` and proxy variable; waits for its "gateway listening on ADDR" line.
+    /// [`GatewayProcess::start`] with exactly `env` on top of the test's environment minus every
+    /// `GATEWAY_*` and proxy variable.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = command(env)
+        let mut command = command(env);
+        let mut defaults = Vec::new();
+        for (flag, value) in [("--admin-listen", "off"), ("--drain-grace-secs", "0")] {
+            if !args.contains(&flag) {
+                defaults.extend([flag, value]);
+            }
+        }
+        let admin_wanted = args
+            .iter()
+            .position(|a| *a == "--admin-listen")
+            .is_some_and(|i| args.get(i + 1).is_some_and(|v| *v != "off"));
+        // The binary logs with tracing's default writer, stdout; panics and clap go to stderr.
+        let mut child = command
             .args(["--listen", "127.0.0.1:0"])
+            .args(&defaults)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -57,22 +74,42 @@ impl GatewayProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         collect_lines(stdout, Arc::clone(&log), Some(addr_tx));
         collect_lines(stderr, Arc::clone(&log), None);
-        let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "no 'gateway listening on' line; log:\n{}",
-                log.lock().expect("log")
-            );
-        };
-        Self { child, addr, log }
+        let mut addr = None;
+        let mut admin = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while addr.is_none() || (admin_wanted && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match addr_rx.recv_timeout(left) {
+                Ok(Listening::Main(a)) => addr = Some(a),
+                Ok(Listening::Admin(a)) => admin = Some(a),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "no 'listening on' line; log:\n{}",
+                        log.lock().expect("log lock")
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("main address"),
+            admin,
+            log,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// Sends SIGTERM, as an orchestrator stopping the gateway would.
+    /// `http://127.0.0.1:PORT` of the admin plane (also when it listens on `0.0.0.0`).
+    pub fn admin_url(&self) -> String {
+        let admin = self.admin.expect("started with --admin-listen");
+        format!("http://127.0.0.1:{}", admin.port())
+    }
+
     pub fn sigterm(&self) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
         kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
@@ -98,7 +135,6 @@ impl GatewayProcess {
         }
     }
 
-    /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
@@ -119,8 +155,10 @@ impl GatewayProcess {
 impl Drop for GatewayProcess {
     /// A failed test must not leave its gateway running: kill our own child, by its handle.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -143,26 +181,39 @@ pub fn command(env: &[(&str, &str)]) -> Command {
     command
 }
 
-/// Appends every line of `output` to `log` on a thread of its own, so a full pipe never blocks
-/// the gateway's logging. Sends the listening address when seen.
+enum Listening {
+    Main(SocketAddr),
+    Admin(SocketAddr),
+}
+
+/// Appends every line of `output` to `log` on a thread of its own, until the process exits, so
+/// a full pipe can never block the gateway's logging. Sends the listening addresses when seen.
 fn collect_lines(
     output: impl std::io::Read + Send + 'static,
     log: Arc<Mutex<String>>,
-    addr_tx: Option<std::sync::mpsc::Sender<SocketAddr>>,
+    addr_tx: Option<std::sync::mpsc::Sender<Listening>>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
-            let addr = line
-                .split("gateway listening on ")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
-            if let (Some(addr), Some(tx)) = (addr, &addr_tx) {
-                let _ = tx.send(addr);
+            if let Some(tx) = &addr_tx {
+                if let Some(addr) = listening_addr(&line, "gateway listening on ") {
+                    let _ = tx.send(Listening::Main(addr));
+                }
+                if let Some(addr) = listening_addr(&line, "admin plane listening on ") {
+                    let _ = tx.send(Listening::Admin(addr));
+                }
             }
             let mut log = log.lock().expect("log lock");
             log.push_str(&line);
             log.push('\n');
         }
     });
+}
+
+/// Parses `ADDR` out of a start-up line `... {prefix}ADDR ...` (or `ADDR:`).
+fn listening_addr(line: &str, prefix: &str) -> Option<SocketAddr> {
+    let rest = line.split(prefix).nth(1)?;
+    let word = rest.split_whitespace().next()?;
+    word.trim_end_matches([':', ',']).parse().ok()
 }

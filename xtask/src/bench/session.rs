@@ -83,8 +83,9 @@ impl Runner {
     }
 
     /// A gateway on a free port in front of `upstream`, with `flags` (mode, limits, ...); ready
-    /// when `/debug/health-async` answers. `--drain-secs 1` only bounds how long its stop waits
-    /// for open streams once diag is done: no effect on the numbers.
+    /// when `/debug/health-async` answers. `--drain-secs 1` and `--drain-grace-secs 0` only
+    /// bound how long its stop waits once diag is done: no effect on the numbers. Its admin
+    /// plane gets a free port too, so a benchmark never collides with a demo's 8002.
     pub fn start_gateway(
         &mut self,
         upstream: SocketAddr,
@@ -98,6 +99,10 @@ impl Runner {
             &format!("http://{upstream}"),
             "--drain-secs",
             "1",
+            "--drain-grace-secs",
+            "0",
+            "--admin-listen",
+            &services::free_addr()?.to_string(),
         ]);
         args.extend_from_slice(flags);
         let ready = format!("http://{listen}/debug/health-async");
