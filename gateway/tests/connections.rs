@@ -158,7 +158,11 @@ async fn half_sent_heads_are_closed_after_the_head_timeout() {
 async fn past_max_connections_a_new_one_is_refused_and_the_open_ones_are_served() {
     gateway::descriptors::raise_soft_limit().expect("the open-file limit");
     let mock = Mock::fast();
-    let gw = gateway("fixed", &mock.url(), &["--max-connections", "500"]);
+    let gw = gateway(
+        "fixed",
+        &mock.url(),
+        &["--max-connections", "500", "--admin-listen", "127.0.0.1:0"],
+    );
     let mut open = Vec::with_capacity(500);
     for _ in 0..500 {
         let mut stream = connect(gw.addr()).await;
@@ -174,6 +178,31 @@ async fn past_max_connections_a_new_one_is_refused_and_the_open_ones_are_served(
         let (_, received) = closed_within(&mut refused, Duration::from_secs(5))
             .await
             .expect("connection 501 is closed at once");
+        assert!(received.is_empty(), "no answer past the cap: {received:?}");
+    }
+
+    // The admin plane has a listener of its own, outside the cap: while the main port turns
+    // new connections away, a load balancer still gets its liveness and readiness answers.
+    let admin = gw.admin_addr().expect("the admin plane listens");
+    let mut stream = connect(admin).await;
+    let (status, body) = get(&mut stream, "/livez").await.expect("/livez answers");
+    assert_eq!(status, 200, "/livez with the main port full: {body}");
+    // `ready` once the first readiness round is in (every 250 ms); `starting` before is a 503.
+    wait_for(
+        "/readyz ready with the main port full",
+        Duration::from_secs(10),
+        || async move {
+            let mut stream = TcpStream::connect(admin).await.ok()?;
+            let (status, _) = get(&mut stream, "/readyz").await.ok()?;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    if let Ok(mut refused) = TcpStream::connect(gw.addr()).await {
+        let _ = send_get(&mut refused, "/health").await;
+        let (_, received) = closed_within(&mut refused, Duration::from_secs(5))
+            .await
+            .expect("still refused while the admin plane answers");
         assert!(received.is_empty(), "no answer past the cap: {received:?}");
     }
 
