@@ -181,7 +181,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_gateway(text: &str) -> Result<String, String> {
-    let example = "write e.g. http://127.0.0.1:8000";
+    http_url(text, "http://127.0.0.1:8000")?;
+    // Kept as the user wrote it (minus a trailing slash) so paths append predictably.
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A whole URL to request as it is (`diag llm --health-url`): its path, query and any trailing
+/// slash are kept.
+fn parse_url(text: &str) -> Result<String, String> {
+    http_url(text, "http://127.0.0.1:8002/readyz")?;
+    Ok(text.to_owned())
+}
+
+/// `text` as an http(s) URL with a host, or why not (ending with `write e.g. <example>`).
+fn http_url(text: &str, example: &str) -> Result<reqwest::Url, String> {
+    let example = format!("write e.g. {example}");
     let url =
         reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e}): {example}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -189,8 +203,7 @@ fn parse_gateway(text: &str) -> Result<String, String> {
             "`{text}` must be an http:// or https:// URL with a host: {example}"
         ));
     }
-    // Kept as the user wrote it (minus a trailing slash) so paths append predictably.
-    Ok(text.trim_end_matches('/').to_owned())
+    Ok(url)
 }
 
 fn parse_stream_query(text: &str) -> Result<StreamQuery, String> {

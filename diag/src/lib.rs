@@ -45,7 +45,9 @@
 //!
 //! - [`cli`]: every flag, its default, its environment override and its validation.
 //! - [`probe`]: the one prober: health probes, open loop, on their own OS thread and runtime
-//!   (the demo's three endpoints, `diag llm --health`'s one; `diag watch` sends single probes).
+//!   (the demo's three endpoints and `/readyz`, `diag llm --health`'s one URL; `diag watch`
+//!   sends single probes).
+//! - [`readiness`]: the admin plane's `/readyz` as diag reads it (its checks, a run's statuses).
 //! - [`pool`]: samples the gateway's `/debug/pool` counters (demo, watch).
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo (demo).
 //! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) of demo and watch.
@@ -68,6 +70,7 @@ pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod reachable;
+pub mod readiness;
 pub mod watch;
 
 /// The demo's report keeps its path, `diag::report`.

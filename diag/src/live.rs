@@ -113,6 +113,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             status: Some("degraded".into()),
             mode: None,
+            ready: None,
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
             latency: Duration::from_millis(1),
             status: None,
             mode: None,
+            ready: None,
         };
         assert_eq!(
             line(

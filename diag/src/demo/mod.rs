@@ -38,7 +38,7 @@ use crate::Error;
 use crate::cli::{DemoArgs, Expect};
 use crate::live;
 use crate::pool::PoolWatch;
-use crate::probe::{self, Endpoint, Prober};
+use crate::probe::{self, Endpoint, Prober, Target};
 use crate::process::ProcessWatch;
 use plot::PlotInfo;
 use report::{Measurements, Outage, ProbeReport, Report, Verdict};
@@ -157,10 +157,10 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     };
     let prober = {
         let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
+        let targets = Endpoint::ALL.map(|endpoint| Target::at(&gateway, endpoint));
         Prober::start(
-            gateway.clone(),
             headers,
-            &Endpoint::ALL,
+            &targets,
             args.probe_interval,
             args.probe_timeout,
             Some(Arc::new(move |endpoint, sent, outcome| {
