@@ -431,8 +431,8 @@ mod tests {
         assert_eq!(
             with.verdict_reason,
             format!(
-                "{}; readiness turned degraded at 0.8 s (25 of 31 answers not ready; failing: \
-                 blocking_pool)",
+                "{}; readiness turned degraded at 0.8 s (blocking_pool failing, 25 of 31 answers \
+                 not ready)",
                 without.verdict_reason
             )
         );

@@ -43,7 +43,7 @@
 //!
 //! **Readiness is reported, not judged.** With an admin plane, the reason ends with what its
 //! `/readyz` said ([`readiness`]): "readiness stayed ready", or "readiness turned degraded at
-//! 0.8 s (...)". It takes no part in either step. It is the gateway's opinion of itself, and the
+//! 0.8 s (blocking_pool failing, ...)". It takes no part in either step. It is the gateway's opinion of itself, and the
 //! point of showing it is to see whether it agrees with what was measured from outside: in
 //! `broken` mode it should turn `degraded` naming `blocking_pool`, in `inline` mode naming
 //! `runtime`; a readiness that stayed `ready` through an `EXHAUSTED` run would be a check that
@@ -343,17 +343,14 @@ pub fn readiness(report: &ReadinessReport, stats: &ProbeStats) -> String {
     }
     match (&report.first_not_ready, report.first_not_ready_s) {
         (Some(status), Some(at)) => {
-            let failing = match report
-                .failing
-                .keys()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-            {
-                names if names.is_empty() => String::new(),
-                names => format!("; failing: {}", names.join(", ")),
+            // No `; ` inside the clause: the reason's clauses are split there (`--plot`'s title).
+            let names: Vec<&str> = report.failing.keys().map(String::as_str).collect();
+            let failing = match names.as_slice() {
+                [] => String::new(),
+                names => format!("{} failing, ", names.join(" and ")),
             };
             format!(
-                "readiness turned {status} at {at:.1} s ({} of {} answers not ready{failing})",
+                "readiness turned {status} at {at:.1} s ({failing}{} of {} answers not ready)",
                 report.not_ready_answers, report.answers
             )
         }
@@ -538,8 +535,8 @@ pub(crate) mod tests {
         report.failing.insert("blocking_pool".into(), 25);
         assert_eq!(
             readiness(&report, &stats),
-            "readiness turned degraded at 0.8 s (25 of 31 answers not ready; failing: \
-             blocking_pool)"
+            "readiness turned degraded at 0.8 s (blocking_pool failing, 25 of 31 answers not \
+             ready)"
         );
         let silent = ReadinessReport::default();
         assert_eq!(
