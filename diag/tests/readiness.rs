@@ -8,15 +8,11 @@
 
 mod support;
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 use support::{
-    Mock, Run, dead_port_url, diag, diag_guessing_admin, gateway_with, json_path, read_json,
+    Mock, dead_port_url, demo_at, diag, diag_guessing_admin, gateway_with, read_json,
     spare_loopback,
 };
-
-const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 
 /// A gateway in `mode` with its admin plane on a free port (unless `extra` says where), plus
 /// `extra` flags.
@@ -37,28 +33,6 @@ fn gateway(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::Running {
     gateway_with(mode, mock, &flags)
 }
 
-/// The 4-stream, 3-second demo of `gateway`, with `extra` flags: the run and its report file.
-fn demo(gateway: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
-    let json = json_path(name);
-    let mut args = vec![
-        "demo",
-        "--gateway",
-        gateway,
-        "--streams",
-        "4",
-        "--duration",
-        "3s",
-        "--stream-query",
-        STREAM_QUERY,
-        "--probe-interval",
-        "100ms",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ];
-    args.extend_from_slice(extra);
-    (diag(&args), json)
-}
-
 fn count(report: &Value, pointer: &str) -> u64 {
     report
         .pointer(pointer)
@@ -74,19 +48,25 @@ fn readyz_row(stdout: &str) -> &str {
         .unwrap_or_else(|| panic!("no /readyz row in {stdout}"))
 }
 
-#[test]
-fn a_fixed_gateways_readiness_stays_ready_beside_a_healthy_verdict() {
+/// The tests' demo of a gateway in `mode` with `--admin` and `--expect expect`, asserted to
+/// exit 0: its stdout, its report and the admin plane's URL.
+fn demo_with_admin(mode: &str, expect: &str) -> (String, Value, String) {
     let mock = Mock::start();
-    let gateway = gateway("fixed", &mock, &[]);
+    let gateway = gateway(mode, &mock, &[]);
     let admin = gateway.admin_url();
-    let (run, json) = demo(
+    let name = format!("readiness-{mode}");
+    let (run, json) = demo_at(
         &gateway.url(),
-        "readiness-fixed",
-        &["--admin", &admin, "--expect", "healthy"],
+        &name,
+        &["--admin", &admin, "--expect", expect],
     );
     assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
+    (run.stdout, read_json(&json), admin)
+}
 
+#[test]
+fn a_fixed_gateways_readiness_stays_ready_beside_a_healthy_verdict() {
+    let (stdout, report, admin) = demo_with_admin("fixed", "healthy");
     assert_eq!(report["verdict"], "healthy", "{report:#}");
     let answers = count(&report, "/probes/readyz/samples");
     assert!(answers >= 10, "probed every 100 ms for 3 s: {report:#}");
@@ -100,23 +80,18 @@ fn a_fixed_gateways_readiness_stays_ready_beside_a_healthy_verdict() {
     assert!(reason.ends_with("; readiness stayed ready"), "{reason}");
 
     assert!(
-        readyz_row(&run.stdout).ends_with(&format!("   ready {answers}")),
+        readyz_row(&stdout).ends_with(&format!("   ready {answers}")),
         "{}",
-        run.stdout
+        stdout
     );
     assert!(
-        run.stdout
-            .contains(&format!("and {admin}/readyz every 100ms")),
+        stdout.contains(&format!("and {admin}/readyz every 100ms")),
         "the announce line names it: {}",
-        run.stdout
+        stdout
     );
     // The live line: every cell where it was, and readiness last.
-    let live: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| l.contains("s  sync "))
-        .collect();
-    assert!(!live.is_empty(), "{}", run.stdout);
+    let live: Vec<&str> = stdout.lines().filter(|l| l.contains("s  sync ")).collect();
+    assert!(!live.is_empty(), "{}", stdout);
     for line in live {
         let (_, readyz) = line
             .split_once(" flowing | readyz ready ")
@@ -127,17 +102,7 @@ fn a_fixed_gateways_readiness_stays_ready_beside_a_healthy_verdict() {
 
 #[test]
 fn a_starved_pool_turns_readiness_degraded_naming_the_pool_and_the_verdict_stays_exhausted() {
-    let mock = Mock::start();
-    let gateway = gateway("broken", &mock, &[]);
-    let admin = gateway.admin_url();
-    let (run, json) = demo(
-        &gateway.url(),
-        "readiness-broken",
-        &["--admin", &admin, "--expect", "exhausted"],
-    );
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    let report = read_json(&json);
-
+    let (stdout, report, _) = demo_with_admin("broken", "exhausted");
     assert_eq!(report["verdict"], "exhausted", "{report:#}");
     assert!(
         count(&report, "/probes/readyz/statuses/degraded") > 0,
@@ -161,15 +126,11 @@ fn a_starved_pool_turns_readiness_degraded_naming_the_pool_and_the_verdict_stays
         reason.contains("; readiness turned degraded at ") && reason.contains("blocking_pool"),
         "{reason}"
     );
+    assert!(readyz_row(&stdout).contains("degraded "), "{}", stdout);
     assert!(
-        readyz_row(&run.stdout).contains("degraded "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(" | readyz degraded "),
+        stdout.contains(" | readyz degraded "),
         "a live line read degraded: {}",
-        run.stdout
+        stdout
     );
 }
 

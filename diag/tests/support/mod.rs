@@ -217,6 +217,32 @@ pub fn diag_in_background(args: &[&str]) -> std::thread::JoinHandle<Run> {
     })
 }
 
+/// The query of the demos in these tests: 6 chunks, 300 ms apart, so a stream lasts ~1.8 s.
+pub const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
+
+/// The tests' demo of `url`: 4 streams of [`STREAM_QUERY`] for 3 s, probes every 100 ms, plus
+/// `extra` flags; the run, and the report file it was told to write (named after `name`).
+pub fn demo_at(url: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
+    let json = json_path(name);
+    let mut args = vec![
+        "demo",
+        "--gateway",
+        url,
+        "--streams",
+        "4",
+        "--duration",
+        "3s",
+        "--stream-query",
+        STREAM_QUERY,
+        "--probe-interval",
+        "100ms",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    (diag(&args), json)
+}
+
 /// Each `(args, message)`: `diag <args>` is refused with exit code 2 and `message` on stderr.
 pub fn refuses(cases: &[(&[&str], &str)]) {
     for (args, message) in cases {
