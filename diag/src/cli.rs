@@ -96,6 +96,11 @@ pub struct DemoArgs {
     #[arg(long, env = "DIAG_SYNC_BUDGET", default_value = "100ms", value_parser = parse_duration)]
     pub sync_budget: Duration,
 
+    /// The gateway's admin plane, whose /readyz is probed beside the rest; `off` for none
+    /// [default: the gateway's host, port 8002, if it answers there].
+    #[arg(long, env = "DIAG_ADMIN", value_name = "URL", value_parser = parse_admin)]
+    pub admin: Option<AdminUrl>,
+
     #[command(flatten)]
     pub access: Access,
 }
@@ -125,8 +130,22 @@ pub struct WatchArgs {
     #[arg(long, env = "DIAG_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// The gateway's admin plane, whose /readyz is probed beside the rest; `off` for none
+    /// [default: the gateway's host, port 8002, if it answers there].
+    #[arg(long, env = "DIAG_ADMIN", value_name = "URL", value_parser = parse_admin)]
+    pub admin: Option<AdminUrl>,
+
     #[command(flatten)]
     pub access: Access,
+}
+
+/// `--admin`: where the gateway's admin plane is, or `off`. Not given, diag tries the gateway's
+/// host on port 8002 (see [`crate::admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminUrl {
+    Off,
+    /// A base URL, without a trailing `/`: `/readyz` is appended.
+    At(String),
 }
 
 /// The verdict a caller (a make target, CI) insists on.
@@ -181,7 +200,29 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_gateway(text: &str) -> Result<String, String> {
-    let example = "write e.g. http://127.0.0.1:8000";
+    http_url(text, "http://127.0.0.1:8000")?;
+    // Kept as the user wrote it (minus a trailing slash) so paths append predictably.
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn parse_admin(text: &str) -> Result<AdminUrl, String> {
+    if text == "off" {
+        return Ok(AdminUrl::Off);
+    }
+    http_url(text, "http://127.0.0.1:8002, or off")?;
+    Ok(AdminUrl::At(text.trim_end_matches('/').to_owned()))
+}
+
+/// A whole URL to request as it is (`diag llm --health-url`): its path, query and any trailing
+/// slash are kept.
+fn parse_url(text: &str) -> Result<String, String> {
+    http_url(text, "http://127.0.0.1:8002/readyz")?;
+    Ok(text.to_owned())
+}
+
+/// `text` as an http(s) URL with a host, or why not (ending with `write e.g. <example>`).
+fn http_url(text: &str, example: &str) -> Result<reqwest::Url, String> {
+    let example = format!("write e.g. {example}");
     let url =
         reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e}): {example}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -189,8 +230,7 @@ fn parse_gateway(text: &str) -> Result<String, String> {
             "`{text}` must be an http:// or https:// URL with a host: {example}"
         ));
     }
-    // Kept as the user wrote it (minus a trailing slash) so paths append predictably.
-    Ok(text.trim_end_matches('/').to_owned())
+    Ok(url)
 }
 
 fn parse_stream_query(text: &str) -> Result<StreamQuery, String> {
@@ -302,6 +342,17 @@ mod tests {
         );
         assert!(parse_gateway("127.0.0.1:8000").is_err());
         assert!(parse_gateway("ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn admin_is_a_base_url_or_off() {
+        assert_eq!(parse_admin("off"), Ok(AdminUrl::Off));
+        assert_eq!(
+            parse_admin("http://127.0.0.1:8002/"),
+            Ok(AdminUrl::At("http://127.0.0.1:8002".to_owned()))
+        );
+        assert!(parse_admin("127.0.0.1:8002").is_err());
+        assert!(parse_admin("none").is_err());
     }
 
     #[test]

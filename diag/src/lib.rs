@@ -44,8 +44,12 @@
 //! What they share:
 //!
 //! - [`cli`]: every flag, its default, its environment override and its validation.
+//! - [`admin`]: where the gateway's admin plane is (`--admin`, or the guess), found once (demo,
+//!   watch).
 //! - [`probe`]: the one prober: health probes, open loop, on their own OS thread and runtime
-//!   (the demo's three endpoints, `diag llm --health`'s one; `diag watch` sends single probes).
+//!   (the demo's three endpoints and `/readyz`, `diag llm --health`'s one URL; `diag watch`
+//!   sends single probes).
+//! - [`readiness`]: the admin plane's `/readyz` as diag reads it (its checks, a run's statuses).
 //! - [`pool`]: samples the gateway's `/debug/pool` counters (demo, watch).
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo (demo).
 //! - [`live`]: the one-line view (`sync … | async … | health … | pool …`) of demo and watch.
@@ -57,6 +61,7 @@
 //!
 //! `main.rs` only parses the command line, calls [`run`] and turns an [`Error`] into an exit code.
 
+pub mod admin;
 pub mod cli;
 pub mod demo;
 pub mod histogram;
@@ -68,6 +73,7 @@ pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod reachable;
+pub mod readiness;
 pub mod watch;
 
 /// The demo's report keeps its path, `diag::report`.
@@ -100,6 +106,14 @@ pub enum Error {
     )]
     Unreachable { url: String, reason: String },
 
+    /// `--admin` named an admin plane and its `/readyz` did not answer: nothing was measured.
+    #[error(
+        "cannot reach the gateway's admin plane at {url} ({reason}).\n\
+         It listens where the gateway's --admin-listen says (default 127.0.0.1:8002): point \
+         --admin there, or pass --admin off to measure without /readyz."
+    )]
+    AdminUnreachable { url: String, reason: String },
+
     /// `diag load`'s URL or `diag llm`'s base URL accepted no connection: nothing was measured.
     #[error(
         "cannot reach {url} ({reason}): nothing was measured.\n\
@@ -126,11 +140,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// 3 for an unreachable gateway, 4 for one that failed during the run, 1 for the rest.
-    /// (2, bad flags, is clap's.)
+    /// 3 for an unreachable gateway (or admin plane), 4 for one that failed during the run, 1
+    /// for the rest. (2, bad flags, is clap's.)
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Unreachable { .. } | Error::TargetUnreachable { .. } => 3,
+            Error::Unreachable { .. }
+            | Error::AdminUnreachable { .. }
+            | Error::TargetUnreachable { .. } => 3,
             Error::Failed { .. } => 4,
             Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
         }

@@ -7,6 +7,10 @@
 //! One format for both, so that a person who learned to read one can read the other. Every cell
 //! has a fixed vocabulary, documented in the crate's README: a latency in seconds, `>1.2s`
 //! (still waiting), `timeout`, `down`, `HTTP 500`, or `-` (nothing to show).
+//!
+//! With an admin plane (`--admin`) one more cell comes *last*, `readyz ready 0.6ms` (its status
+//! and its latency), so every other cell keeps its place for whoever reads the line by position;
+//! without one the line is exactly as it always was.
 
 use std::time::Duration;
 
@@ -17,6 +21,15 @@ use crate::probe::{Endpoint, Outcome, Prober};
 /// The four readings, joined in the fixed order.
 pub fn readings(sync: &str, async_: &str, health: &str, pool: &str) -> String {
     format!("sync {sync} | async {async_} | health {health} | pool {pool}")
+}
+
+/// `line` with the readiness cell appended, when there is one.
+pub fn with_readyz(mut line: String, readyz: Option<&str>) -> String {
+    if let Some(cell) = readyz {
+        line.push_str(" | readyz ");
+        line.push_str(cell);
+    }
+    line
 }
 
 /// The three probe cells (sync, async, health) of a running prober: the demo's live line.
@@ -43,14 +56,7 @@ pub fn latency_cell(
     oldest_waiting: Option<Duration>,
     every: Duration,
 ) -> String {
-    let answered = match latest {
-        Some(Outcome::Answered { latency, .. }) => Some(*latency),
-        _ => None,
-    };
-    if let Some(waiting) = oldest_waiting
-        && waiting > every
-        && answered.is_none_or(|latency| waiting > latency)
-    {
+    if let Some(waiting) = stale(latest, oldest_waiting, every) {
         return format!(">{:.1}s", waiting.as_secs_f64());
     }
     match latest {
@@ -58,6 +64,50 @@ pub fn latency_cell(
         Some(Outcome::Answered { latency, .. }) => seconds(*latency),
         Some(other) => failure_cell(other),
     }
+}
+
+/// `/readyz`'s cell: its status *and* its latency (`ready 0.6ms`, `degraded 1.2ms`,
+/// `draining 0.4ms`). The status is the reading; the latency is there to show that the admin
+/// plane answers at once while the other probes wait, which is the point of it. A stale or
+/// failed probe reads as any latency cell does.
+pub fn readyz_cell(
+    latest: Option<&Outcome>,
+    oldest_waiting: Option<Duration>,
+    every: Duration,
+) -> String {
+    let latency = latency_cell(latest, oldest_waiting, every);
+    match latest {
+        Some(Outcome::Answered {
+            status: Some(status),
+            ..
+        }) if stale(latest, oldest_waiting, every).is_none() => format!("{status} {latency}"),
+        _ => latency,
+    }
+}
+
+/// The readiness cell of a running prober.
+pub fn prober_readyz_cell(prober: &Prober) -> String {
+    let latest = prober.latest(Endpoint::Readyz);
+    readyz_cell(
+        latest.outcome.as_ref(),
+        latest.oldest_waiting,
+        prober.every(),
+    )
+}
+
+/// How long the oldest unanswered probe has waited, when that makes the latest answer stale:
+/// longer than one probe interval and longer than that answer took.
+fn stale(
+    latest: Option<&Outcome>,
+    oldest_waiting: Option<Duration>,
+    every: Duration,
+) -> Option<Duration> {
+    let answered = match latest {
+        Some(Outcome::Answered { latency, .. }) => Some(*latency),
+        _ => None,
+    };
+    oldest_waiting
+        .filter(|waiting| *waiting > every && answered.is_none_or(|latency| *waiting > latency))
 }
 
 /// `/health`'s cell: the status it reported (`ok`, `degraded`), not its latency, because
@@ -113,6 +163,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             status: Some("degraded".into()),
             mode: None,
+            ready: None,
         }
     }
 
@@ -148,6 +199,38 @@ mod tests {
         assert_eq!(
             readings("2.0ms", "1.0ms", "ok", "0/4 +0 queued"),
             "sync 2.0ms | async 1.0ms | health ok | pool 0/4 +0 queued"
+        );
+    }
+
+    #[test]
+    fn the_readiness_cell_is_its_status_and_latency_and_comes_last() {
+        let every = Duration::from_millis(250);
+        let ready = |status: &str| Outcome::Answered {
+            latency: Duration::from_micros(600),
+            status: Some(status.into()),
+            mode: None,
+            ready: None,
+        };
+        assert_eq!(
+            readyz_cell(Some(&ready("ready")), None, every),
+            "ready 0.6ms"
+        );
+        assert_eq!(
+            readyz_cell(Some(&ready("degraded")), None, every),
+            "degraded 0.6ms"
+        );
+        assert_eq!(readyz_cell(None, None, every), "-");
+        assert_eq!(
+            readyz_cell(Some(&Outcome::Failed("refused".into())), None, every),
+            "down"
+        );
+        let waiting = Some(Duration::from_millis(2400));
+        assert_eq!(readyz_cell(Some(&ready("ready")), waiting, every), ">2.4s");
+        let line = readings("2.0ms", "1.0ms", "ok", "0/4 +0 queued");
+        assert_eq!(with_readyz(line.clone(), None), line);
+        assert_eq!(
+            with_readyz(line, Some("ready 0.6ms")),
+            "sync 2.0ms | async 1.0ms | health ok | pool 0/4 +0 queued | readyz ready 0.6ms"
         );
     }
 

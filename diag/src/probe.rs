@@ -1,7 +1,13 @@
 //! Health probes: one request to one health endpoint, timed; and the one prober that fires them
-//! on a fixed schedule from its own OS thread, for `diag demo` (all three endpoints) and for
-//! `diag llm --health` (`/health` alone: the demo's three would add two probes to the load, one of
-//! them holding a gateway pool thread).
+//! on a fixed schedule from its own OS thread, for `diag demo` (all three endpoints, and the
+//! admin plane's `/readyz` when there is one) and for `diag llm --health` (`/health` alone, or
+//! `--health-url`: the demo's three would add two probes to the load, one of them holding a
+//! gateway pool thread).
+//!
+//! A probe has a [`Target`]: which endpoint it is (that says how to read the answer) and the URL
+//! it goes to. Most are the gateway's base URL plus the endpoint's path; `/readyz` lives on
+//! another port (`--admin`), and `diag llm --health-url` may point anywhere. One prober, one
+//! thread, whatever the URLs: every probe is timed the same way.
 //!
 //! Two rules keep the numbers honest:
 //!
@@ -32,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::histogram::Latencies;
+use crate::readiness::{Ready, Seen};
 use crate::{lock, root_cause};
 
 /// The gateway's health endpoints, each answering a different question (see the gateway's
@@ -44,6 +51,9 @@ pub enum Endpoint {
     HealthAsync,
     /// Times a trivial pool job against a threshold; 503 `degraded` when it is late.
     Health,
+    /// The admin plane's readiness: the main runtime measured from another thread; 503
+    /// `degraded`, `draining` or `starting` when not ready ([`crate::readiness`]).
+    Readyz,
 }
 
 impl Endpoint {
@@ -58,6 +68,7 @@ impl Endpoint {
             Endpoint::HealthSync => "/debug/health-sync",
             Endpoint::HealthAsync => "/debug/health-async",
             Endpoint::Health => "/health",
+            Endpoint::Readyz => "/readyz",
         }
     }
 
@@ -66,6 +77,30 @@ impl Endpoint {
             Endpoint::HealthSync => 0,
             Endpoint::HealthAsync => 1,
             Endpoint::Health => 2,
+            Endpoint::Readyz => 3,
+        }
+    }
+
+    /// Whether a 503 is an answer: a health check saying "not now" (with its reason in the
+    /// body) has answered; a 503 from a debug endpoint has not.
+    fn answers_with_503(self) -> bool {
+        matches!(self, Endpoint::Health | Endpoint::Readyz)
+    }
+}
+
+/// One thing to probe: the endpoint (how to read its answer) at a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub endpoint: Endpoint,
+    pub url: String,
+}
+
+impl Target {
+    /// `endpoint` on the service at `base` (a base URL without a trailing `/`).
+    pub fn at(base: &str, endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            url: format!("{base}{}", endpoint.path()),
         }
     }
 }
@@ -73,14 +108,18 @@ impl Endpoint {
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The endpoint answered: a 2xx, or for `/health` also a 503, which is a degraded gateway
-    /// answering, not a failure to answer. `latency` runs from sending to the end of the body.
+    /// The endpoint answered: a 2xx, or for `/health` and `/readyz` also a 503, which is a
+    /// degraded gateway answering, not a failure to answer. `latency` runs from sending to the
+    /// end of the body.
     Answered {
         latency: Duration,
-        /// `/health`'s `status` (`ok`, `degraded`); `None` for the other endpoints.
+        /// `/health`'s `status` (`ok`, `degraded`) or `/readyz`'s (`ready`, `degraded`, ...);
+        /// `None` for the other endpoints.
         status: Option<String>,
         /// `/health`'s `mode` (`broken`, `fixed`).
         mode: Option<String>,
+        /// `/readyz`'s failing checks and their delays; `None` for the other endpoints.
+        ready: Option<Ready>,
     },
     /// No complete answer within the probe timeout.
     TimedOut,
@@ -90,24 +129,31 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// The part of `/health`'s body diag reads.
+/// The part of `/health`'s and `/readyz`'s bodies diag reads first (their `checks` differ:
+/// `/readyz`'s are read as [`Ready`]).
 #[derive(Debug, Deserialize)]
 struct HealthBody {
     status: Option<String>,
     mode: Option<String>,
 }
 
-/// Sends one `GET` to `endpoint` and waits for the whole answer, at most `timeout`.
+/// Sends one `GET` to `endpoint` of the service at `gateway` and waits for the whole answer,
+/// at most `timeout`.
 pub async fn probe(
     client: &reqwest::Client,
     gateway: &str,
     endpoint: Endpoint,
     timeout: Duration,
 ) -> Outcome {
-    let url = format!("{gateway}{}", endpoint.path());
+    probe_target(client, &Target::at(gateway, endpoint), timeout).await
+}
+
+/// Sends one `GET` to `target` and waits for the whole answer, at most `timeout`.
+pub async fn probe_target(client: &reqwest::Client, target: &Target, timeout: Duration) -> Outcome {
+    let endpoint = target.endpoint;
     let sent = Instant::now();
     let exchange = async {
-        let response = client.get(&url).send().await?;
+        let response = client.get(&target.url).send().await?;
         let code = response.status();
         let body = response.bytes().await?;
         Ok::<_, reqwest::Error>((code, body))
@@ -117,18 +163,22 @@ pub async fn probe(
         Ok(Err(error)) => Outcome::Failed(root_cause(&error)),
         Ok(Ok((code, body))) => {
             let latency = sent.elapsed();
-            let is_health = endpoint == Endpoint::Health;
-            if !(code.is_success() || (is_health && code.as_u16() == 503)) {
+            if !(code.is_success() || (endpoint.answers_with_503() && code.as_u16() == 503)) {
                 return Outcome::Status(code.as_u16());
             }
-            let (status, mode) = match serde_json::from_slice::<HealthBody>(&body) {
-                Ok(body) if is_health => (body.status, body.mode),
-                _ => (None, None),
+            let (status, mode, ready) = match serde_json::from_slice::<HealthBody>(&body) {
+                Ok(health) if endpoint == Endpoint::Health => (health.status, health.mode, None),
+                Ok(health) if endpoint == Endpoint::Readyz => {
+                    let ready = serde_json::from_slice::<Ready>(&body).unwrap_or_default();
+                    (health.status, None, Some(ready))
+                }
+                _ => (None, None, None),
             };
             Outcome::Answered {
                 latency,
                 status,
                 mode,
+                ready,
             }
         }
     }
@@ -151,11 +201,12 @@ pub struct ProbeStats {
     /// Probes that failed otherwise (no connection, an unexpected status such as 404); not in
     /// the percentiles, because they measured nothing.
     pub errors: u64,
-    /// The `status` of the last `/health` answer (`ok`, `degraded`); only for `/health`.
-    /// The last answers may come after the streams were dropped, hence `statuses`.
+    /// The `status` of the last `/health` answer (`ok`, `degraded`), or `/readyz` answer
+    /// (`ready`, `degraded`, ...); only for those two. The last answers may come after the
+    /// streams were dropped, hence `statuses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<String>,
-    /// How many `/health` answers carried each `status`; only for `/health`.
+    /// How many answers carried each `status`; only for `/health` and `/readyz`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
 }
@@ -175,6 +226,8 @@ struct Tally {
     in_flight: BTreeMap<u64, Instant>,
     last_status: Option<String>,
     statuses: BTreeMap<String, u64>,
+    /// What `/readyz`'s answers said besides their status.
+    seen: Seen,
 }
 
 impl Tally {
@@ -188,18 +241,26 @@ impl Tally {
             in_flight: BTreeMap::new(),
             last_status: None,
             statuses: BTreeMap::new(),
+            seen: Seen::default(),
         })
     }
 
-    fn record(&mut self, outcome: &Outcome, timeout: Duration) {
+    /// Notes a probe sent at `sent` that saw `outcome`.
+    fn record(&mut self, sent: Instant, outcome: &Outcome, timeout: Duration) {
         match outcome {
             Outcome::Answered {
-                latency, status, ..
+                latency,
+                status,
+                ready,
+                ..
             } => {
                 self.latencies.record(*latency);
                 if let Some(status) = status {
                     *self.statuses.entry(status.clone()).or_insert(0) += 1;
                     self.last_status = Some(status.clone());
+                }
+                if let Some(ready) = ready {
+                    self.seen.record(sent, status.as_deref(), ready);
                 }
             }
             Outcome::TimedOut => {
@@ -296,8 +357,11 @@ pub struct Probed {
     stats: Vec<(Endpoint, ProbeStats)>,
     /// The gateway's `--mode`, from the last `/health` answer that named it.
     pub mode: Option<String>,
-    /// The probes that got no HTTP answer, over all endpoints.
+    /// The probes that got no HTTP answer, over the gateway's endpoints (not `/readyz`'s:
+    /// the admin plane is another listener, and its silence says nothing of the gateway's).
     pub unanswered: Unanswered,
+    /// What `/readyz`'s answers said; empty if it was not probed.
+    pub readiness: Seen,
 }
 
 impl Probed {
@@ -308,6 +372,11 @@ impl Probed {
             .find(|(probed, _)| *probed == endpoint)
             .map(|(_, stats)| stats.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether `endpoint` was probed at all.
+    pub fn probed(&self, endpoint: Endpoint) -> bool {
+        self.stats.iter().any(|(probed, _)| *probed == endpoint)
     }
 }
 
@@ -322,21 +391,20 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts the probe thread; the first probes (one per endpoint) fire at once, each with
+    /// Starts the probe thread; the first probes (one per target) fire at once, each with
     /// `headers` (the key and `-H` of [`crate::cli::Access`]). `on_probe`, if given, sees every
-    /// probe as it finishes.
+    /// probe as it finishes. Each endpoint is probed at one target at most.
     pub fn start(
-        gateway: String,
         headers: reqwest::header::HeaderMap,
-        endpoints: &[Endpoint],
+        targets: &[Target],
         every: Duration,
         timeout: Duration,
         on_probe: Option<OnProbe>,
     ) -> anyhow::Result<Self> {
         let shared = Arc::new(Mutex::new(Shared {
-            tallies: endpoints
+            tallies: targets
                 .iter()
-                .map(|endpoint| Tally::new(*endpoint))
+                .map(|target| Tally::new(target.endpoint))
                 .collect::<anyhow::Result<_>>()?,
             mode: None,
             unanswered: Unanswered::default(),
@@ -355,8 +423,7 @@ impl Prober {
         let (stop, stopped) = oneshot::channel();
         let schedule = Schedule {
             client,
-            gateway: gateway.into(),
-            endpoints: endpoints.to_vec(),
+            targets: targets.iter().cloned().map(Arc::new).collect(),
             every,
             timeout,
             shared: Arc::clone(&shared),
@@ -413,6 +480,12 @@ impl Prober {
                 .collect(),
             mode: shared.mode.clone(),
             unanswered: shared.unanswered.clone(),
+            readiness: shared
+                .tallies
+                .iter()
+                .find(|tally| tally.endpoint == Endpoint::Readyz)
+                .map(|tally| tally.seen.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -420,8 +493,7 @@ impl Prober {
 /// Everything the probe thread needs, moved onto it.
 struct Schedule {
     client: reqwest::Client,
-    gateway: Arc<str>,
-    endpoints: Vec<Endpoint>,
+    targets: Vec<Arc<Target>>,
     every: Duration,
     timeout: Duration,
     shared: Arc<Mutex<Shared>>,
@@ -440,8 +512,8 @@ impl Schedule {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {
-                    for endpoint in &self.endpoints {
-                        in_flight.spawn(self.fire(*endpoint));
+                    for target in &self.targets {
+                        in_flight.spawn(self.fire(target));
                     }
                 }
                 // Reap finished probes as they end, so the set holds only those in flight.
@@ -451,8 +523,9 @@ impl Schedule {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// One probe of `endpoint`, sent now, as a task of its own: open loop.
-    fn fire(&self, endpoint: Endpoint) -> impl Future<Output = ()> + Send + 'static {
+    /// One probe of `target`, sent now, as a task of its own: open loop.
+    fn fire(&self, target: &Arc<Target>) -> impl Future<Output = ()> + Send + 'static {
+        let endpoint = target.endpoint;
         let sent = Instant::now();
         let id = {
             let mut shared = lock(&self.shared);
@@ -463,20 +536,22 @@ impl Schedule {
             }
             id
         };
-        let (client, gateway, shared, on_probe, timeout) = (
+        let (client, target, shared, on_probe, timeout) = (
             self.client.clone(),
-            Arc::clone(&self.gateway),
+            Arc::clone(target),
             Arc::clone(&self.shared),
             self.on_probe.clone(),
             self.timeout,
         );
         async move {
-            let outcome = probe(&client, &gateway, endpoint, timeout).await;
+            let outcome = probe_target(&client, &target, timeout).await;
             if let Some(on_probe) = &on_probe {
                 on_probe(endpoint, sent, &outcome);
             }
             let mut shared = lock(&shared);
-            shared.unanswered.record(Instant::now(), &outcome);
+            if endpoint != Endpoint::Readyz {
+                shared.unanswered.record(Instant::now(), &outcome);
+            }
             if let Outcome::Answered {
                 mode: Some(mode), ..
             } = &outcome
@@ -485,7 +560,7 @@ impl Schedule {
             }
             if let Some(tally) = shared.tally(endpoint) {
                 tally.in_flight.remove(&id);
-                tally.record(&outcome, timeout);
+                tally.record(sent, &outcome, timeout);
             }
         }
     }
@@ -504,12 +579,13 @@ mod tests {
                 latency: Duration::from_millis(2),
                 status: None,
                 mode: None,
+                ready: None,
             };
-            tally.record(&answer, timeout);
+            tally.record(Instant::now(), &answer, timeout);
         }
-        tally.record(&Outcome::TimedOut, timeout);
-        tally.record(&Outcome::TimedOut, timeout);
-        tally.record(&Outcome::Status(404), timeout);
+        tally.record(Instant::now(), &Outcome::TimedOut, timeout);
+        tally.record(Instant::now(), &Outcome::TimedOut, timeout);
+        tally.record(Instant::now(), &Outcome::Status(404), timeout);
         let stats = tally.stats();
         assert_eq!((stats.samples, stats.timeouts, stats.errors), (100, 2, 1));
         let p50 = stats.p50_ms.expect("samples");

@@ -1,11 +1,12 @@
 //! `diag watch`: one line per interval with the three health probes and the pool counters,
-//! for a gateway that something else is loading (a demo in another terminal, real traffic).
+//! for a gateway that something else is loading (a demo in another terminal, real traffic);
+//! with an admin plane ([`crate::admin`]), its `/readyz` last:
 //!
 //! ```text
-//! 12:00:01  sync 2.1ms | async 0.8ms | health ok | pool 0/4 +0 queued
+//! 12:00:01  sync 2.1ms | async 0.8ms | health ok | pool 0/4 +0 queued | readyz ready 0.5ms
 //! ```
 //!
-//! Each tick sends the four requests at once and prints when all have answered or timed out,
+//! Each tick sends its requests at once and prints when all have answered or timed out,
 //! so with a stalled pool a line can take up to `--timeout` (the `sync` cell then reads
 //! `timeout`). That is a closed loop, fine for watching; `diag demo` is the open-loop measurement.
 //! A gateway that stops answering shows `down` and the watch goes on, so it is still watching
@@ -16,6 +17,10 @@
 //! Ctrl-C alike, even if it came back, because a script that watched a deploy needs to know. A
 //! gateway that never answered did not *stop*: the watch may have been started first, waiting
 //! for it, so that exits 0 as before.
+//!
+//! The readiness cell takes no part in that: `down` means the main listener's three probes got
+//! no answer. The admin plane is found once, at the start; an explicit `--admin` that does not
+//! answer then stops the watch at once (exit 3), the guessed one is left out.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,10 +28,11 @@ use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
 use crate::Error;
+use crate::admin;
 use crate::cli::WatchArgs;
 use crate::live;
 use crate::pool;
-use crate::probe::{Endpoint, Outcome, probe};
+use crate::probe::{Endpoint, Outcome, Target, probe, probe_target};
 
 /// Runs `diag watch` until `--count` lines or Ctrl-C.
 pub fn run(args: &WatchArgs) -> Result<(), Error> {
@@ -55,24 +61,33 @@ async fn watch(args: &WatchArgs, downtime: &mut Downtime) -> Result<(), Error> {
         .build()
         .context("cannot build the HTTP client")?;
     let gateway = args.gateway.as_str();
+    let readyz = admin::resolve(&client, args.admin.as_ref(), gateway, args.timeout)
+        .await?
+        .map(|admin| Target::at(&admin, Endpoint::Readyz));
     let mut ticks = tokio::time::interval(args.interval);
     // After a slow tick, start the next one a full interval later instead of catching up.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut printed = 0;
     while args.count.is_none_or(|count| printed < count) {
         ticks.tick().await;
-        let (sync, async_, health, pool) = tokio::join!(
+        let ready = async {
+            match &readyz {
+                Some(target) => Some(probe_target(&client, target, args.timeout).await),
+                None => None,
+            }
+        };
+        let (sync, async_, health, pool, ready) = tokio::join!(
             probe(&client, gateway, Endpoint::HealthSync, args.timeout),
             probe(&client, gateway, Endpoint::HealthAsync, args.timeout),
             probe(&client, gateway, Endpoint::Health, args.timeout),
             pool::fetch(&client, gateway, args.timeout),
+            ready,
         );
         let now = clock(SystemTime::now());
         downtime.saw(&now, down(&sync, &async_, &health).is_some());
-        println!(
-            "{now}  {}",
-            line(&sync, &async_, &health, pool.ok().as_ref(), args.interval)
-        );
+        let line = line(&sync, &async_, &health, pool.ok().as_ref(), args.interval);
+        let ready = ready.map(|ready| live::readyz_cell(Some(&ready), None, args.interval));
+        println!("{now}  {}", live::with_readyz(line, ready.as_deref()));
         printed += 1;
     }
     Ok(())
@@ -211,6 +226,7 @@ mod tests {
             latency: Duration::from_millis(1),
             status: None,
             mode: None,
+            ready: None,
         };
         assert_eq!(
             line(

@@ -12,11 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use support::{
-    Mock, Recorder, Run, dead_port_url, diag, diag_in_background, gateway, gateway_with, json_path,
-    read_json, refuses,
+    Mock, Recorder, Run, dead_port_url, demo_at, diag, diag_in_background, gateway, gateway_with,
+    json_path, read_json, refuses,
 };
-
-const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
 
 /// A 4-stream, 3-second demo against a fresh mock and a gateway in `mode`, expecting `expect`
 /// within a sync `budget`, plus `extra` flags: the run, and the report file it was told to write.
@@ -26,28 +24,6 @@ fn demo(mode: &str, name: &str, expect: &str, budget: &str, extra: &[&str]) -> (
     let mut flags = vec!["--sync-budget", budget, "--expect", expect];
     flags.extend_from_slice(extra);
     demo_at(&gateway.url(), name, &flags)
-}
-
-/// The 4-stream, 3-second demo of `url`, plus `extra` flags: the run and its report file.
-fn demo_at(url: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
-    let json = json_path(name);
-    let mut args = vec![
-        "demo",
-        "--gateway",
-        url,
-        "--streams",
-        "4",
-        "--duration",
-        "3s",
-        "--stream-query",
-        STREAM_QUERY,
-        "--probe-interval",
-        "100ms",
-        "--json",
-        json.to_str().expect("utf-8 path"),
-    ];
-    args.extend_from_slice(extra);
-    (diag(&args), json)
 }
 
 #[test]

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Mock, Run, dead_port_url, diag, diag_json, refuses};
+use support::{Mock, Recorder, Run, dead_port_url, diag, diag_json, gateway_with, refuses};
 
 const PACED: [&str; 6] = ["--ttft-ms", "100", "--itl-ms", "20", "--tokens", "10"];
 
@@ -114,6 +114,49 @@ fn health_is_polled_on_the_side() {
 }
 
 #[test]
+fn health_url_polls_that_url_instead_of_health() {
+    let mock = Mock::with_flags(&PACED);
+    let recorder = Recorder::start();
+    let readyz = format!("{}/readyz", recorder.url());
+    let (run, report) = llm(
+        "llm-health-url",
+        &mock,
+        &["-n", "4", "-c", "2", "--health-url", &readyz],
+    );
+    // It implied --health, and says what it polled.
+    assert_eq!(report["health_url"], readyz.as_str(), "{report:#}");
+    let heads = recorder.heads();
+    assert!(!heads.is_empty(), "no poll reached {readyz}");
+    for head in &heads {
+        assert!(head.starts_with("GET /readyz HTTP/1.1\r\n"), "{head}");
+    }
+    // The recorder answers 404: each poll is an error, none a sample.
+    assert!(number(&report, "/health/errors") >= 1.0, "{report:#}");
+    assert_eq!(report["health"]["samples"], 0, "{report:#}");
+    assert!(
+        run.stdout
+            .contains(&format!("health    {readyz}: 0 samples")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn health_url_reads_the_admin_planes_readyz_as_answers() {
+    let mock = Mock::with_flags(&PACED);
+    let gateway = gateway_with("fixed", &mock, &["--admin-listen", "127.0.0.1:0"]);
+    let readyz = format!("{}/readyz", gateway.admin_url());
+    let (_, report) = llm(
+        "llm-health-readyz",
+        &mock,
+        &["-n", "4", "-c", "2", "--health", "--health-url", &readyz],
+    );
+    assert!(number(&report, "/health/samples") >= 1.0, "{report:#}");
+    assert_eq!(report["health"]["errors"], 0, "{report:#}");
+    assert_eq!(report["health"]["timeouts"], 0, "{report:#}");
+}
+
+#[test]
 fn a_dead_base_url_is_unreachable_with_exit_code_3() {
     let base = dead_port_url();
     let run = diag(&["llm", "--base-url", &base, "-n", "1"]);
@@ -124,7 +167,7 @@ fn a_dead_base_url_is_unreachable_with_exit_code_3() {
 #[test]
 fn bad_flags_exit_2_with_a_message() {
     let base = "http://127.0.0.1:9";
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["llm", "--base-url", base, "-n", "0"],
             "must be a whole number, at least 1",
@@ -147,6 +190,16 @@ fn bad_flags_exit_2_with_a_message() {
             "Name: value",
         ),
         (&["llm", "--base-url", "127.0.0.1:8000"], "not a URL"),
+        (
+            &[
+                "llm",
+                "--base-url",
+                base,
+                "--health-url",
+                "127.0.0.1:8002/readyz",
+            ],
+            "not a URL",
+        ),
         (
             &["llm", "--base-url", base, "--pacing-ms", "0"],
             "not a pace",

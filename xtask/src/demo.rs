@@ -95,6 +95,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
             "--gateway",
             &format!("http://{}", service_args.gateway_listen),
         ])
+        .args(["--admin", &format!("http://{}", service_args.admin_listen)])
         .args(["--streams", &args.streams.to_string()])
         .args(["--duration", &args.duration])
         .arg("--stream-query")

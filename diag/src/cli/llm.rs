@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::access::Access;
 use super::load::{parse_concurrency, parse_count, parse_rate};
-use super::{parse_duration, parse_gateway};
+use super::{parse_duration, parse_gateway, parse_url};
 
 /// Streams when neither `-n` nor `-z` is given.
 pub const DEFAULT_STREAMS: u64 = 50;
@@ -71,6 +71,11 @@ pub struct LlmArgs {
     #[arg(long, env = "DIAG_LLM_HEALTH")]
     pub health: bool,
 
+    /// Poll this URL instead of `{base}/health` (e.g. the gateway's admin plane,
+    /// `http://127.0.0.1:8002/readyz`); implies --health.
+    #[arg(long, env = "DIAG_LLM_HEALTH_URL", value_name = "URL", value_parser = parse_url)]
+    pub health_url: Option<String>,
+
     /// The expected token pace in ms, for the sustained rule [default: the median ITL seen].
     #[arg(long, env = "DIAG_LLM_PACING_MS", allow_negative_numbers = true, value_parser = parse_pacing)]
     pub pacing_ms: Option<f64>,
@@ -110,6 +115,14 @@ impl LlmArgs {
         }
     }
 
+    /// The URL `--health` polls: `--health-url`, else `{base}/health`; `None` without either.
+    pub fn health_url(&self) -> Option<String> {
+        match &self.health_url {
+            Some(url) => Some(url.clone()),
+            None => self.health.then(|| format!("{}/health", self.base_url)),
+        }
+    }
+
     pub fn until(&self) -> StreamsUntil {
         match (self.streams, self.duration) {
             (Some(n), _) => StreamsUntil::Count(n),
@@ -140,6 +153,24 @@ fn parse_pacing(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_health_url_is_health_on_the_base_unless_given() {
+        let health_url = |argv: &[&str]| match crate::cli::parse(argv) {
+            crate::cli::Command::Llm(args) => args.health_url(),
+            other => panic!("not diag llm: {other:?}"),
+        };
+        assert_eq!(health_url(&["llm"]), None);
+        assert_eq!(
+            health_url(&["llm", "--base-url", "http://10.0.0.5:8000/", "--health"]).as_deref(),
+            Some("http://10.0.0.5:8000/health")
+        );
+        // Given, it is polled as written, and it implies --health.
+        assert_eq!(
+            health_url(&["llm", "--health-url", "http://127.0.0.1:8002/readyz"]).as_deref(),
+            Some("http://127.0.0.1:8002/readyz")
+        );
+    }
 
     #[test]
     fn pacing_is_positive() {

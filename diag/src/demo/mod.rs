@@ -4,10 +4,12 @@
 //! The run, in order:
 //!
 //! 1. one `/debug/health-async` probe: is anything listening? If not, stop with exit code 3
-//!    rather than report a "verdict" about a gateway that is not there;
+//!    rather than report a "verdict" about a gateway that is not there; then one `/readyz` of
+//!    the admin plane, to know whether to probe it ([`crate::admin`]);
 //! 2. a baseline of `/debug/pool`, then sampling every 250 ms ([`crate::pool`]);
 //! 3. the process sampler, if a pid was given ([`crate::process`]);
-//! 4. the prober, on its own thread ([`crate::probe`]);
+//! 4. the prober, on its own thread ([`crate::probe`]): the three health endpoints, and the
+//!    admin plane's `/readyz` when there is one;
 //! 5. the N streams ([`streams`]), then, for `--duration`: count flowing streams every
 //!    100 ms and print a live line every second;
 //! 6. drop the remaining streams *first* (in broken mode that frees the pool threads, so the
@@ -35,11 +37,13 @@ use anyhow::Context as _;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::Error;
+use crate::admin;
 use crate::cli::{DemoArgs, Expect};
 use crate::live;
 use crate::pool::PoolWatch;
-use crate::probe::{self, Endpoint, Prober};
+use crate::probe::{self, Endpoint, Prober, Target};
 use crate::process::ProcessWatch;
+use crate::readiness::ReadinessReport;
 use plot::PlotInfo;
 use report::{Measurements, Outage, ProbeReport, Report, Verdict};
 use streams::Streams;
@@ -130,6 +134,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         // Any HTTP answer, even a 404, means something is listening; the run will tell what.
         probe::Outcome::Answered { .. } | probe::Outcome::Status(_) => {}
     }
+    let admin = admin::resolve(&client, args.admin.as_ref(), &gateway, args.probe_timeout).await?;
 
     let timeline = Timeline::new();
     let pool = {
@@ -157,10 +162,20 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     };
     let prober = {
         let (timeline, timeout) = (timeline.clone(), args.probe_timeout);
+        let mut targets: Vec<Target> = Endpoint::ALL
+            .iter()
+            .map(|endpoint| Target::at(&gateway, *endpoint))
+            .collect();
+        // Beside the others, on the same thread and schedule: what differs is only where it
+        // is answered.
+        targets.extend(
+            admin
+                .iter()
+                .map(|admin| Target::at(admin, Endpoint::Readyz)),
+        );
         Prober::start(
-            gateway.clone(),
             headers,
-            &Endpoint::ALL,
+            &targets,
             args.probe_interval,
             args.probe_timeout,
             Some(Arc::new(move |endpoint, sent, outcome| {
@@ -173,8 +188,12 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         "" => format!("{gateway}{}", args.stream_path),
         query => format!("{gateway}{}?{query}", args.stream_path),
     };
+    let readiness = match &admin {
+        Some(admin) => format!(" and {admin}/readyz"),
+        None => String::new(),
+    };
     println!(
-        "diag demo: {} streams of GET {url} for {:?}; probing health every {:?}",
+        "diag demo: {} streams of GET {url} for {:?}; probing health{readiness} every {:?}",
         args.streams, args.duration, args.probe_interval
     );
     let mut streams = Streams::start(&client, &url, args.streams, args.stream_query.interval);
@@ -197,12 +216,14 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
             _ = live_ticks.tick() => {
                 let [sync, async_, health] = live::prober_cells(&prober);
                 let pool_cell = live::pool_cell(pool.latest().as_ref());
-                println!(
+                let line = format!(
                     "{:>3}s  {} | streams {flowing}/{} flowing",
                     started.elapsed().as_secs_f64().round() as u64,
                     live::readings(&sync, &async_, &health, &pool_cell),
                     streams.requested(),
                 );
+                let readyz = admin.as_ref().map(|_| live::prober_readyz_cell(&prober));
+                println!("{}", live::with_readyz(line, readyz.as_deref()));
             }
         }
     }
@@ -210,6 +231,13 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
     let streams = streams.finish().await;
     let probed = prober.finish().await;
     let outage = Outage::new(&probed.unanswered, started.into_std());
+    let readiness = admin.map(|admin| {
+        ReadinessReport::new(
+            format!("{admin}/readyz"),
+            &probed.readiness,
+            started.into_std(),
+        )
+    });
     let probes = ProbeReport::from(probed);
     let pool = pool.finish().await;
     let process = match process {
@@ -227,6 +255,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
         pool,
         process,
         outage,
+        readiness,
     });
     // After the probes have drained: every probe sent during the run is in the timeline.
     Ok((report, timeline.series()))

@@ -13,7 +13,10 @@
 //!     pool thread;
 //!   - `/debug/health-async` (blue) answers on an async worker and needs no pool thread;
 //!   - `/health` (orange) times a trivial pool job but bounds its wait (1 s in the gateway)
-//!     and then answers `degraded`.
+//!     and then answers `degraded`;
+//!   - `/readyz` (cyan, only with an admin plane) is answered by the gateway's admin thread,
+//!     which judges the pool from outside: it stays near a millisecond in both modes, and
+//!     what it *says* is in the reason line and the report.
 //!
 //!   A probe that got no answer within `--probe-timeout` is a cross on the dashed timeout line,
 //!   not a gap: leaving it out would make a stalled gateway look fast. The second dashed line is
@@ -66,6 +69,7 @@ const FONT: &str = "sans-serif";
 const SYNC: RGBColor = RGBColor(214, 39, 40);
 const ASYNC: RGBColor = RGBColor(31, 119, 180);
 const HEALTH: RGBColor = RGBColor(255, 127, 14);
+const READYZ: RGBColor = RGBColor(23, 190, 207);
 const RUNNING: RGBColor = RGBColor(148, 103, 189);
 const QUEUED: RGBColor = RGBColor(140, 86, 75);
 const FLOWING: RGBColor = RGBColor(44, 160, 44);
@@ -250,11 +254,14 @@ fn latency_panel(
     }
 
     let mut legend = Legend::new(legend_area);
-    let lines = [
+    let mut lines = vec![
         (Endpoint::HealthSync, SYNC, "needs a pool thread"),
         (Endpoint::HealthAsync, ASYNC, "async worker, no pool"),
         (Endpoint::Health, HEALTH, "waits up to 1s for the pool"),
     ];
+    if !series.probes(Endpoint::Readyz).is_empty() {
+        lines.push((Endpoint::Readyz, READYZ, "admin plane, its own thread"));
+    }
     for (endpoint, color, note) in lines {
         let mut points: Vec<(f64, f64)> = series
             .probes(endpoint)
@@ -598,6 +605,21 @@ mod tests {
             svg.matches("</text>").count(),
             "every text element is closed"
         );
+    }
+
+    #[test]
+    fn readyz_is_drawn_only_when_it_was_probed() {
+        let svg = render(&starved(), &info()).expect("renders");
+        assert!(!svg.contains("/readyz"), "no admin plane, no line");
+        let mut series = starved();
+        series.probes[Endpoint::Readyz.index()] = (0..16)
+            .map(|tick| ProbePoint {
+                at_s: f64::from(tick) * 0.25,
+                latency: Latency::Answered(1.2),
+            })
+            .collect();
+        let svg = render(&series, &info()).expect("renders");
+        assert!(svg.contains("/readyz") && svg.contains("admin plane"));
     }
 
     #[test]

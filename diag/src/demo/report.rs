@@ -18,13 +18,17 @@ use crate::demo::verdict;
 use crate::pool::PoolStats;
 use crate::probe::{Endpoint, ProbeStats, Probed};
 use crate::process::ProcessStats;
+use crate::readiness::ReadinessReport;
 
-/// The three endpoints' stats, under the names the JSON report uses.
+/// The endpoints' stats, under the names the JSON report uses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub health_sync: ProbeStats,
     pub health_async: ProbeStats,
     pub health: ProbeStats,
+    /// The admin plane's `/readyz`; null when there was none to probe (`--admin`).
+    #[serde(default)]
+    pub readyz: Option<ProbeStats>,
     /// The gateway's `--mode`, from the last `/health` answer that named it.
     #[serde(skip)]
     pub mode: Option<String>,
@@ -36,6 +40,9 @@ impl From<Probed> for ProbeReport {
             health_sync: probed.stats(Endpoint::HealthSync),
             health_async: probed.stats(Endpoint::HealthAsync),
             health: probed.stats(Endpoint::Health),
+            readyz: probed
+                .probed(Endpoint::Readyz)
+                .then(|| probed.stats(Endpoint::Readyz)),
             mode: probed.mode,
         }
     }
@@ -64,6 +71,10 @@ pub struct Report {
     /// Probes that got no HTTP answer at all; the first sign of a `failed` run.
     #[serde(default)]
     pub outage: Outage,
+    /// What the admin plane's `/readyz` said over the run; null without one (`--admin`).
+    /// Reported beside the verdict, never part of it.
+    #[serde(default)]
+    pub readiness: Option<ReadinessReport>,
     pub verdict: Verdict,
     /// The numbers behind the verdict, in words.
     pub verdict_reason: String,
@@ -82,12 +93,14 @@ pub struct Measurements {
     pub pool: PoolStats,
     pub process: ProcessStats,
     pub outage: Outage,
+    pub readiness: Option<ReadinessReport>,
 }
 
 impl Report {
-    /// Judges the measurements ([`verdict::decide`]: failure first, then starvation).
+    /// Judges the measurements ([`verdict::decide`]: failure first, then starvation), and
+    /// says what readiness read beside it ([`verdict::readiness`]), when it was probed.
     pub fn new(m: Measurements) -> Self {
-        let (verdict, verdict_reason) = verdict::decide(
+        let (verdict, mut verdict_reason) = verdict::decide(
             &m.streams,
             &m.probes.health_sync,
             &m.probes.health_async,
@@ -96,6 +109,10 @@ impl Report {
             &m.outage,
             &m.stream_path,
         );
+        if let (Some(readiness), Some(readyz)) = (&m.readiness, &m.probes.readyz) {
+            verdict_reason.push_str("; ");
+            verdict_reason.push_str(&verdict::readiness(readiness, readyz));
+        }
         Self {
             mode: m.probes.mode.clone().unwrap_or_else(|| "unknown".into()),
             gateway: m.gateway,
@@ -108,6 +125,7 @@ impl Report {
             pool: m.pool,
             process: m.process,
             outage: m.outage,
+            readiness: m.readiness,
             verdict,
             verdict_reason,
         }
@@ -132,11 +150,17 @@ impl fmt::Display for Report {
             "{:<24}{:>8}{:>10}{:>8}{:>10}{:>10}{:>10}{:>10}",
             "probe", "samples", "timeouts", "errors", "p50", "p95", "p99", "max"
         )?;
-        let rows = [
+        let mut rows = vec![
             ("/debug/health-sync", &self.probes.health_sync),
             ("/debug/health-async", &self.probes.health_async),
             ("/health", &self.probes.health),
         ];
+        rows.extend(
+            self.probes
+                .readyz
+                .iter()
+                .map(|stats| ("/readyz (admin)", stats)),
+        );
         for (path, stats) in rows {
             write!(
                 f,
@@ -149,7 +173,8 @@ impl fmt::Display for Report {
                 secs(stats.p99_ms),
                 secs(stats.max_ms),
             )?;
-            // `/health`'s answers by status: how often it told a load balancer to stay away.
+            // `/health`'s and `/readyz`'s answers by status: how often each told a load
+            // balancer to stay away.
             let statuses: Vec<String> = stats
                 .statuses
                 .iter()
@@ -218,9 +243,46 @@ impl fmt::Display for Report {
                     .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.1}%")),
             )?,
         }
+        if let Some(readiness) = &self.readiness {
+            writeln!(f, "{}", readiness_line(readiness))?;
+        }
         writeln!(f)?;
         writeln!(f, "{}", self.verdict_line())
     }
+}
+
+/// `readiness URL | not ready in N of M answers, first degraded at 0.8 s | checks: ...`: what the
+/// admin plane said, with each check's worst delay against its threshold and how often it
+/// failed.
+fn readiness_line(r: &ReadinessReport) -> String {
+    let turned = match (&r.first_not_ready, r.first_not_ready_s) {
+        (Some(status), Some(at)) => format!(
+            "not ready in {} of {} answers, first {status} at {at:.1} s",
+            r.not_ready_answers, r.answers
+        ),
+        _ => format!("{} answers, none degraded or draining", r.answers),
+    };
+    let checks: Vec<String> = r
+        .checks
+        .iter()
+        .map(|(name, check)| {
+            let failing = match r.failing.get(name) {
+                Some(n) => format!(", failing in {n}"),
+                None => String::new(),
+            };
+            format!(
+                "{name} up to {} (threshold {}){failing}",
+                secs(Some(check.max_delay_ms)),
+                secs(Some(check.threshold_ms))
+            )
+        })
+        .collect();
+    let mut line = format!("readiness {} | {turned}", r.url);
+    if !checks.is_empty() {
+        line.push_str(" | ");
+        line.push_str(&checks.join(" | "));
+    }
+    line
 }
 
 /// Reports written before `--stream-path` existed streamed from here.
@@ -245,8 +307,11 @@ fn mebibytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::demo::verdict::tests::{BUDGET, failing, outage, pool, streams, sync};
+    use crate::readiness::CheckReport;
 
     #[test]
     fn a_failed_run_is_neither_exhausted_nor_healthy() {
@@ -276,6 +341,7 @@ mod tests {
             health_sync: sync(3.0, 0),
             health_async: sync(1.0, 0),
             health,
+            readyz: None,
             mode: Some("fixed".into()),
         };
         Report::new(Measurements {
@@ -289,6 +355,7 @@ mod tests {
             pool: pool(0, 0),
             process,
             outage: Outage::default(),
+            readiness: None,
         })
     }
 
@@ -317,6 +384,77 @@ mod tests {
         assert!(written["probes"]["health_sync"].get("statuses").is_none());
         assert!(back.probes.health_sync.statuses.is_empty());
         assert_eq!(back.probes.health_sync.last_status, None);
+    }
+
+    #[test]
+    fn readiness_is_a_row_a_line_and_a_clause_but_not_the_verdict() {
+        let without = fixed_report(streams(8, 8), sync(2.0, 0), ProcessStats::default());
+        let json = serde_json::to_value(&without).expect("serialisable");
+        assert!(json["probes"]["readyz"].is_null() && json["readiness"].is_null());
+        assert!(!without.to_string().contains("readyz"));
+
+        let mut readyz = sync(0.6, 0);
+        readyz.last_status = Some("degraded".into());
+        readyz.statuses = BTreeMap::from([("degraded".into(), 25), ("ready".into(), 6)]);
+        let readiness = ReadinessReport {
+            url: "http://127.0.0.1:8002/readyz".into(),
+            answers: 31,
+            not_ready_answers: 25,
+            first_not_ready_s: Some(0.8),
+            first_not_ready: Some("degraded".into()),
+            failing: BTreeMap::from([("blocking_pool".into(), 25)]),
+            checks: BTreeMap::from([(
+                "blocking_pool".into(),
+                CheckReport {
+                    max_delay_ms: 1840.0,
+                    threshold_ms: 100.0,
+                },
+            )]),
+        };
+        let mut probes = without.probes.clone();
+        probes.readyz = Some(readyz);
+        let with = Report::new(Measurements {
+            gateway: without.gateway.clone(),
+            stream_path: without.stream_path.clone(),
+            stream_query: without.stream_query.clone(),
+            duration: Duration::from_secs(20),
+            sync_budget: BUDGET,
+            streams: without.streams.clone(),
+            probes,
+            pool: without.pool.clone(),
+            process: ProcessStats::default(),
+            outage: Outage::default(),
+            readiness: Some(readiness.clone()),
+        });
+        // The same verdict, for the same reason, and then what readiness said.
+        assert_eq!(with.verdict, without.verdict);
+        assert_eq!(
+            with.verdict_reason,
+            format!(
+                "{}; readiness turned degraded at 0.8 s (blocking_pool failing, 25 of 31 answers \
+                 not ready)",
+                without.verdict_reason
+            )
+        );
+        let table = with.to_string();
+        assert!(
+            table.contains(&format!("{:<24}{:>8}", "/readyz (admin)", 30))
+                && table.contains("   degraded 25, ready 6\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "readiness http://127.0.0.1:8002/readyz | not ready in 25 of 31 answers, first \
+                 degraded at 0.8 s | blocking_pool up to 1.840s (threshold 100.0ms), failing in 25"
+            ),
+            "{table}"
+        );
+        let (_, back): (_, crate::DemoReport) = crate::read_back(&with);
+        assert_eq!(back.readiness, Some(readiness));
+        assert_eq!(
+            back.probes.readyz.expect("read back").statuses["degraded"],
+            25
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Memory is bounded: each series keeps at most [`MAX_POINTS`] points and counts the ones it had
 //! to drop. At the demo's rates (each probe every 250 ms, `/debug/pool` every 250 ms, the flowing
 //! count every 100 ms) the busiest series fills that in 2.7 hours, when a demo lasts minutes; and
-//! a point is at most 32 bytes, so even five full series stay under 16 MB.
+//! a point is at most 32 bytes, so even six full series (four probes, the pool, the flowing
+//! count) stay under 20 MB.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,9 +76,10 @@ pub struct FlowingPoint {
 /// Everything recorded so far; [`Timeline::series`] hands out a copy.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
-    /// One list per endpoint, in the order of [`Endpoint::ALL`], in the order probes *finished*
-    /// (sort by `at_s` for send order).
-    pub probes: [Vec<ProbePoint>; 3],
+    /// One list per endpoint, in the order of [`Endpoint::ALL`] and then `/readyz` (empty when
+    /// there was no admin plane to probe), in the order probes *finished* (sort by `at_s` for
+    /// send order).
+    pub probes: [Vec<ProbePoint>; 4],
     pub pool: Vec<PoolPoint>,
     pub flowing: Vec<FlowingPoint>,
     /// Points not kept because their series was full ([`MAX_POINTS`]).
@@ -200,6 +202,7 @@ mod tests {
             latency: Duration::from_micros(400),
             status: None,
             mode: None,
+            ready: None,
         };
         timeline.record_probe(Endpoint::HealthAsync, sent, &answer, timeout);
         let failed = Outcome::Failed("refused".into());

@@ -40,6 +40,15 @@
 //! (A fourth, [`async_stalled`], adds to them: even `/debug/health-async` slow.) Each sign alone
 //! can have another cause (a slow upstream, a busy machine), which is why the reason line names
 //! all the numbers, not just a word.
+//!
+//! **Readiness is reported, not judged.** With an admin plane, the reason ends with what its
+//! `/readyz` said ([`readiness`]): "readiness stayed ready", or "readiness turned degraded at
+//! 0.8 s (blocking_pool failing, ...)". It takes no part in either step. It is the gateway's opinion of itself, and the
+//! point of showing it is to see whether it agrees with what was measured from outside: in
+//! `broken` mode it should turn `degraded` naming `blocking_pool`, in `inline` mode naming
+//! `runtime`; a readiness that stayed `ready` through an `EXHAUSTED` run would be a check that
+//! misses what it is for. Judging by it would also change what `EXHAUSTED` and `HEALTHY` mean
+//! between a gateway with an admin plane and one without.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -50,6 +59,7 @@ use crate::demo::streams::StreamStats;
 use crate::histogram::round_ms;
 use crate::pool::PoolStats;
 use crate::probe::{ProbeStats, Unanswered};
+use crate::readiness::ReadinessReport;
 
 /// The verdict: can the gateway serve the load without anyone waiting for a pool thread? And
 /// first, was it there to serve it at all (see the module docs)?
@@ -321,6 +331,37 @@ pub fn async_stalled(probe: &ProbeStats, budget: Duration) -> Option<String> {
     ))
 }
 
+/// The clause on readiness the reason ends with (see the module docs): whether `/readyz` turned
+/// not ready (`degraded`, `draining`), when, how often, and which checks failed; `stats` are its
+/// probes' (for a readiness that never answered).
+pub fn readiness(report: &ReadinessReport, stats: &ProbeStats) -> String {
+    if report.answers == 0 {
+        return format!(
+            "readiness never answered ({} /readyz probes timed out, {} failed)",
+            stats.timeouts, stats.errors
+        );
+    }
+    match (&report.first_not_ready, report.first_not_ready_s) {
+        (Some(status), Some(at)) => {
+            // No `; ` inside the clause: the reason's clauses are split there (`--plot`'s title).
+            let names: Vec<&str> = report.failing.keys().map(String::as_str).collect();
+            let failing = match names.as_slice() {
+                [] => String::new(),
+                names => format!("{} failing, ", names.join(" and ")),
+            };
+            format!(
+                "readiness turned {status} at {at:.1} s ({failing}{} of {} answers not ready)",
+                report.not_ready_answers, report.answers
+            )
+        }
+        // `starting` before the first `ready` is every gateway's first fraction of a second.
+        _ => match stats.last_status.as_deref() {
+            Some("ready") | None => "readiness stayed ready".to_owned(),
+            Some(other) => format!("readiness stayed {other}"),
+        },
+    }
+}
+
 /// A duration in milliseconds, the way a person says it: `3ms`, `0.4ms`, `2.0s`.
 fn short(ms: f64) -> String {
     if ms >= 1000.0 {
@@ -476,6 +517,32 @@ pub(crate) mod tests {
             stopped_answering_s: stopped,
             reason: Some("Connection refused".into()),
         }
+    }
+
+    #[test]
+    fn readiness_is_named_with_when_it_turned_and_which_checks_failed() {
+        let mut report = ReadinessReport {
+            url: "http://127.0.0.1:8002/readyz".into(),
+            answers: 31,
+            ..ReadinessReport::default()
+        };
+        let mut stats = sync(0.5, 0);
+        stats.last_status = Some("ready".into());
+        assert_eq!(readiness(&report, &stats), "readiness stayed ready");
+        report.not_ready_answers = 25;
+        report.first_not_ready = Some("degraded".into());
+        report.first_not_ready_s = Some(0.8);
+        report.failing.insert("blocking_pool".into(), 25);
+        assert_eq!(
+            readiness(&report, &stats),
+            "readiness turned degraded at 0.8 s (blocking_pool failing, 25 of 31 answers not \
+             ready)"
+        );
+        let silent = ReadinessReport::default();
+        assert_eq!(
+            readiness(&silent, &ProbeStats::default()),
+            "readiness never answered (0 /readyz probes timed out, 0 failed)"
+        );
     }
 
     #[test]

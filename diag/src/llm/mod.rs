@@ -58,7 +58,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use crate::Error;
 use crate::cli::{Arrivals, LlmArgs, StreamsUntil};
 use crate::lock;
-use crate::probe::{Endpoint, Prober};
+use crate::probe::{Endpoint, Prober, Target};
 use crate::progress::Progress;
 use stream::{Shared, Tally};
 
@@ -118,17 +118,19 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
         tally: Mutex::new(Tally::new()?),
     });
 
-    let health = if args.health {
-        Some(Prober::start(
-            args.base_url.clone(),
+    // Read as `/health` is (its 503 is an answer) wherever it points: `/readyz` reads the same.
+    let health = match args.health_url() {
+        Some(url) => Some(Prober::start(
             access,
-            &[Endpoint::Health],
+            &[Target {
+                endpoint: Endpoint::Health,
+                url,
+            }],
             HEALTH_EVERY,
             HEALTH_TIMEOUT,
             None,
-        )?)
-    } else {
-        None
+        )?),
+        None => None,
     };
     println!("{}", announce(args, &url));
     let progress = {
@@ -168,10 +170,9 @@ fn announce(args: &LlmArgs, url: &str) -> String {
         Arrivals::Closed(c) => format!("{c} at a time"),
         Arrivals::Open(rate) => format!("{rate} started per second"),
     };
-    let health = if args.health {
-        format!("; polling {}/health every {HEALTH_EVERY:?}", args.base_url)
-    } else {
-        String::new()
+    let health = match args.health_url() {
+        Some(url) => format!("; polling {url} every {HEALTH_EVERY:?}"),
+        None => String::new(),
     };
     format!(
         "diag llm: {how_many} of POST {url} (model {}), {pace}{health}\n",

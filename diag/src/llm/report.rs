@@ -51,8 +51,12 @@ pub struct LlmReport {
     /// The largest gap between two tokens of one stream, over all streams.
     pub max_gap_ms: Option<f64>,
     pub output_tokens: OutputTokens,
-    /// `--health`'s probes of `{base}/health`; `null` without `--health`.
+    /// `--health`'s probes of `{base}/health` (or `--health-url`); `null` without `--health`.
     pub health: Option<PollStats>,
+    /// The URL `--health` polled; `null` without `--health`. (Reports written before
+    /// `--health-url` existed polled `{base}/health`.)
+    #[serde(default)]
+    pub health_url: Option<String>,
     /// The pacing the gap rule used: `--pacing-ms`, else the median ITL; `null` if neither.
     pub pacing_ms: Option<f64>,
     pub sustained: bool,
@@ -62,7 +66,7 @@ pub struct LlmReport {
     error_examples: BTreeMap<String, String>,
 }
 
-/// What `--health`'s probes of `{base}/health` saw. Milliseconds, 3 decimals. The prober's
+/// What `--health`'s probes of `{base}/health` (or `--health-url`) saw. Milliseconds, 3 decimals. The prober's
 /// [`ProbeStats`] less what this report never carried (p95, the `/health` statuses).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PollStats {
@@ -160,6 +164,7 @@ impl LlmReport {
                 per_stream_p50_per_s: (!t.stream_rates.is_empty())
                     .then(|| round_ms(t.stream_rates.value_at_quantile(0.5) as f64 / 1e3)),
             },
+            health_url: health.as_ref().and(args.health_url()),
             health,
             pacing_ms,
             sustained,
@@ -293,10 +298,13 @@ impl fmt::Display for LlmReport {
             cell(self.max_gap_ms),
         )?;
         if let Some(h) = &self.health {
+            let url = match &self.health_url {
+                Some(url) => url.clone(),
+                None => format!("{}/health", self.base_url),
+            };
             writeln!(
                 f,
-                "health    {}/health: {} samples | p50 {} | p99 {} | max {} | {} timeouts | {} errors",
-                self.base_url,
+                "health    {url}: {} samples | p50 {} | p99 {} | max {} | {} timeouts | {} errors",
                 h.samples,
                 cell(h.p50_ms),
                 cell(h.p99_ms),

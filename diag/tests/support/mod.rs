@@ -38,17 +38,20 @@ pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::
         mode,
         "--blocking-threads",
         "2",
-        "--listen",
-        "127.0.0.1:0",
         "--drain-secs",
         "0",
         "--upstream",
         &upstream,
     ];
     flags.extend_from_slice(extra);
-    // No admin plane (its default port, 8002, would collide between tests running side by
-    // side) and no drain grace (nobody needs to notice a test gateway leave), unless asked for.
-    for (flag, value) in [("--admin-listen", "off"), ("--drain-grace-secs", "0")] {
+    // A free port on loopback, no admin plane (its default port, 8002, would collide between
+    // tests running side by side) and no drain grace (nobody needs to notice a test gateway
+    // leave), unless asked for.
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0"),
+        ("--admin-listen", "off"),
+        ("--drain-grace-secs", "0"),
+    ] {
         if !extra.contains(&flag) {
             flags.extend([flag, value]);
         }
@@ -136,7 +139,20 @@ pub struct Run {
 }
 
 /// Runs the `diag` binary with `args`, killing it if it outlives [`RUN_LIMIT`].
+///
+/// With `DIAG_ADMIN=off`: a test that wants an admin plane names it with `--admin` (a flag
+/// wins over the environment), and no other test finds one by chance on `127.0.0.1:8002`,
+/// where a gateway someone left running would answer. [`diag_guessing_admin`] leaves the guess on.
 pub fn diag(args: &[&str]) -> Run {
+    run_diag(args, &[("DIAG_ADMIN", "off")])
+}
+
+/// [`diag`] with `--admin` left to its default: the gateway's host, port 8002, if it answers.
+pub fn diag_guessing_admin(args: &[&str]) -> Run {
+    run_diag(args, &[])
+}
+
+fn run_diag(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_diag"));
     command
         .args(args)
@@ -148,6 +164,7 @@ pub fn diag(args: &[&str]) -> Run {
             command.env_remove(name);
         }
     }
+    command.envs(env.iter().copied());
     let started = Instant::now();
     let mut child = command.spawn().expect("diag starts");
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
@@ -200,6 +217,32 @@ pub fn diag_in_background(args: &[&str]) -> std::thread::JoinHandle<Run> {
     })
 }
 
+/// The query of the demos in these tests: 6 chunks, 300 ms apart, so a stream lasts ~1.8 s.
+pub const STREAM_QUERY: &str = "chunks=6&interval_ms=300";
+
+/// The tests' demo of `url`: 4 streams of [`STREAM_QUERY`] for 3 s, probes every 100 ms, plus
+/// `extra` flags; the run, and the report file it was told to write (named after `name`).
+pub fn demo_at(url: &str, name: &str, extra: &[&str]) -> (Run, PathBuf) {
+    let json = json_path(name);
+    let mut args = vec![
+        "demo",
+        "--gateway",
+        url,
+        "--streams",
+        "4",
+        "--duration",
+        "3s",
+        "--stream-query",
+        STREAM_QUERY,
+        "--probe-interval",
+        "100ms",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    (diag(&args), json)
+}
+
 /// Each `(args, message)`: `diag <args>` is refused with exit code 2 and `message` on stderr.
 pub fn refuses(cases: &[(&[&str], &str)]) {
     for (args, message) in cases {
@@ -211,6 +254,22 @@ pub fn refuses(cases: &[(&[&str], &str)]) {
             run.stderr
         );
     }
+}
+
+/// A loopback address other than `127.0.0.1` whose port 8002 is free (bound, then released),
+/// so a test can put a gateway's admin plane where diag guesses it, or make sure nothing is
+/// there, without meeting another test or a gateway left running on `127.0.0.1:8002`. `None`
+/// where only `127.0.0.1` is configured (macOS): the test then has nothing to check.
+pub fn spare_loopback() -> Option<std::net::IpAddr> {
+    use std::sync::atomic::AtomicU8;
+    // Distinct addresses for the tests of one process, and likely distinct between processes.
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let pid = std::process::id();
+    (0..32).find_map(|_| {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let ip = std::net::Ipv4Addr::new(127, (pid >> 8) as u8 | 1, pid as u8, n.max(1));
+        TcpListener::bind((ip, 8002)).ok().map(|_| ip.into())
+    })
 }
 
 /// A port nothing listens on: bound, then released.
