@@ -163,6 +163,31 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
+/// The end every load tool shares (`diag load`, `diag llm`): measure on a multi-thread runtime
+/// (the workers use every core, as hey's goroutines do), print the report, and write it where
+/// `--json` says. `written` starts the line that names the file (load's table wants a blank line
+/// before it, llm's report ends with one).
+pub(crate) fn measure_and_report<R>(
+    measure: impl std::future::Future<Output = Result<R, Error>>,
+    json: Option<&Path>,
+    written: &str,
+) -> Result<(), Error>
+where
+    R: std::fmt::Display + serde::Serialize,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    let report = runtime.block_on(measure)?;
+    print!("{report}");
+    if let Some(path) = json {
+        write_json(path, &report)?;
+        println!("{written} {}", path.display());
+    }
+    Ok(())
+}
+
 /// Writes any report (demo, load, llm) as pretty JSON, creating the file's directory if needed.
 pub(crate) fn write_json(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {

@@ -70,17 +70,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `diag llm` to the end: check reachability, run the streams, print, write JSON.
 pub fn run(args: &LlmArgs) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot build the tokio runtime")?;
-    let report = runtime.block_on(measure(args))?;
-    print!("{report}");
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
-        println!("report written to {}", path.display());
-    }
-    Ok(())
+    crate::measure_and_report(measure(args), args.json.as_deref(), "report written to")
 }
 
 async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -175,11 +174,6 @@ impl LlmReport {
                 .map(|(kind, (_, example))| (kind.clone(), example.clone()))
                 .collect(),
         }
-    }
-
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::write_json(path, self)
     }
 
     /// `SUSTAINED: <reason>` or `NOT SUSTAINED: <reason>`.

@@ -76,18 +76,7 @@ const MAX_SHARDS: usize = 16;
 
 /// Runs `diag load` to the end: check reachability, load, print, write JSON.
 pub fn run(args: &LoadArgs) -> Result<(), Error> {
-    // Multi-thread: the workers use every core, as hey's goroutines do.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot build the tokio runtime")?;
-    let report = runtime.block_on(measure(args))?;
-    print!("{report}");
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
-        println!("\nreport written to {}", path.display());
-    }
-    Ok(())
+    crate::measure_and_report(measure(args), args.json.as_deref(), "\nreport written to")
 }
 
 /// Everything the workers share.

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -156,11 +155,6 @@ impl LoadReport {
     fn percentiles(&self) -> [Option<f64>; 8] {
         let l = &self.latency_ms;
         [l.p10, l.p25, l.p50, l.p75, l.p90, l.p95, l.p99, l.p99_9]
-    }
-
-    /// Writes the report as pretty JSON.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        crate::write_json(path, self)
     }
 }
 
