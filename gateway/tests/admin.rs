@@ -69,14 +69,7 @@ async fn inline_mode_with_every_worker_blocked_reads_degraded_on_the_admin_plane
 
     let client = client();
     let url = format!("{}/chat/stream?chunks=10&interval_ms=500", gw.url());
-    let streams = Streams::open(&client, &url, 2);
-    mock.wait_stats(
-        "an inline stream to reach the upstream",
-        Duration::from_secs(10),
-        |s| s.active_streams >= 1,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let streams = Streams::block_every_worker(&client, &url, &mock).await;
 
     // The main runtime's own probe: no answer, as in tests/inline.rs.
     let health = format!("{}/debug/health-async", gw.url());

@@ -33,15 +33,7 @@ async fn two_inline_streams_on_two_workers_stall_even_the_async_probe() {
         "{}/chat/stream?chunks={CHUNKS}&interval_ms={INTERVAL_MS}",
         gw.url()
     );
-    let streams = Streams::open(&client, &url, 2);
-    mock.wait_stats(
-        "an inline stream to reach the upstream",
-        Duration::from_secs(10),
-        |s| s.active_streams >= 1,
-    )
-    .await;
-    // Let the second request arrive too. It may never get a worker of its own: see the test.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let streams = Streams::block_every_worker(&client, &url, &mock).await;
 
     // Both workers are inside `read()` on an upstream socket: nothing else on the runtime runs.
     let probe = reqwest::Client::new();

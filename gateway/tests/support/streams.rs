@@ -56,6 +56,26 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// Two streams of `url` on an `inline` gateway with two workers, returned once the first
+    /// reached `mock`, plus 300 ms for the second to arrive (it may never get a worker of its
+    /// own: see tests/inline.rs). From then on the workers sit inside a blocking `read()` and
+    /// nothing else on that runtime runs.
+    pub async fn block_every_worker(
+        client: &reqwest::Client,
+        url: &str,
+        mock: &mock_llm::testing::Mock,
+    ) -> Self {
+        let streams = Self::open(client, url, 2);
+        mock.wait_stats(
+            "an inline stream to reach the upstream",
+            Duration::from_secs(10),
+            |s| s.active_streams >= 1,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        streams
+    }
+
     /// Opens `n` concurrent `GET url` requests and reads them chunk by chunk.
     pub fn open(client: &reqwest::Client, url: &str, n: usize) -> Self {
         let mut tracks = Vec::new();
