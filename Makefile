@@ -29,10 +29,13 @@ demo-rollout:
 stop:
 	$(XTASK) stop
 
-## Unit and integration tests, then the end-to-end demo check (both modes, then stop).
+## Unit and integration tests, then the end-to-end demo check (both modes, then stop), then the
+## list of tests skipped because their service (Redis, Postgres, ...) is not installed.
 test:
+	$(XTASK) skipped --reset
 	$(CARGO) test --workspace --locked
 	$(XTASK) e2e
+	$(XTASK) skipped
 
 ## OpenAI's Python client (pinned, in a venv under target/) against the gateway in both modes.
 test-compat:

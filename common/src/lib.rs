@@ -11,8 +11,12 @@
 //!   diag, so a field renamed on one side fails to compile on the other.
 //! - [`logging`]: the binaries' log set-up: `RUST_LOG`, and colors only on a terminal (`NO_COLOR`).
 //! - [`prometheus`]: reading a `/metrics` text exposition back (tests, benchmarks).
+//! - `services` (feature `services`): throwaway instances of Redis, Postgres and the other real
+//!   services tests use, and the loud skip when one is not installed.
 
 pub mod embed;
 pub mod logging;
 pub mod pool;
 pub mod prometheus;
+#[cfg(feature = "services")]
+pub mod services;

@@ -29,6 +29,12 @@ pub enum Command {
     Compat,
     /// Check that the declared rust-version covers every locked package (part of `make lint`).
     Msrv,
+    /// List the tests that skipped for a missing service, with the apt-get line (end of `make test`).
+    Skipped {
+        /// Clear the record instead (the start of `make test`).
+        #[arg(long)]
+        reset: bool,
+    },
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream

@@ -13,6 +13,8 @@
 //!   stop.
 //! - [`e2e`]: the end-to-end check `make test` runs after `cargo test`.
 //! - [`msrv`]: `msrv` (in `make lint`): the declared minimum Rust can build every locked package.
+//! - [`skipped`]: `skipped` (the first and last steps of `make test`): the tests that skipped for
+//!   a missing service, in one loud box with the `apt-get` line.
 //! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
 //! - [`bench`]: `bench [ramp|shed|hedge|cpu] [--quick]`: stream capacity, overhead and memory
 //!   (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged requests
@@ -31,6 +33,7 @@ mod demo;
 mod e2e;
 mod msrv;
 mod services;
+mod skipped;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         cli::Command::Stop => services::stop_all(&services::demo_dir()).map(|()| ExitCode::SUCCESS),
         cli::Command::E2e => e2e::run(),
         cli::Command::Msrv => msrv::run().map(|()| ExitCode::SUCCESS),
+        cli::Command::Skipped { reset } => skipped::run(reset),
         cli::Command::Compat => compat::run(),
         cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     };
