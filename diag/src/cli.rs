@@ -213,6 +213,12 @@ fn parse_admin(text: &str) -> Result<AdminUrl, String> {
     Ok(AdminUrl::At(text.trim_end_matches('/').to_owned()))
 }
 
+/// The admin plane's base URL for `diag llm --admin` (no `off`: there it is off unless given).
+fn parse_admin_base(text: &str) -> Result<String, String> {
+    http_url(text, "http://127.0.0.1:8002")?;
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
 /// A whole URL to request as it is (`diag llm --health-url`): its path, query and any trailing
 /// slash are kept.
 fn parse_url(text: &str) -> Result<String, String> {

@@ -182,6 +182,18 @@ pub fn secs(ms: Option<f64>) -> String {
     ms.map_or_else(|| "-".to_owned(), |ms| format!("{:.4} secs", ms / 1e3))
 }
 
+/// A latency a person can read at a glance: milliseconds below a second (`0.4ms`, `12.3ms`),
+/// seconds above (`2.013s`). A fixed `0.000s` would hide the healthy case's sub-millisecond
+/// answers, and the contrast between 0.4 ms and 5 s is the whole point of the demo.
+pub fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1}ms", secs * 1e3)
+    } else {
+        format!("{secs:.3}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::pool::PoolSnapshot;
 
+use crate::histogram::seconds;
 use crate::probe::{Endpoint, Outcome, Prober};
 
 /// The four readings, joined in the fixed order.
@@ -128,18 +129,6 @@ pub fn pool_cell(pool: Option<&PoolSnapshot>) -> String {
             "{}/{} +{} queued",
             pool.running, pool.max_threads, pool.queued
         ),
-    }
-}
-
-/// A latency a person can read at a glance: milliseconds below a second (`0.4ms`, `12.3ms`),
-/// seconds above (`2.013s`). A fixed `0.000s` would hide the healthy case's sub-millisecond
-/// answers, and the contrast between 0.4 ms and 5 s is the whole point of the demo.
-pub fn seconds(duration: Duration) -> String {
-    let secs = duration.as_secs_f64();
-    if secs < 1.0 {
-        format!("{:.1}ms", secs * 1e3)
-    } else {
-        format!("{secs:.3}s")
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::histogram::round_ms;
+use crate::histogram::{round_ms, seconds};
 
 /// The statuses that take an instance out of a load balancer's rotation for cause. `starting`
 /// is not one of them: every gateway reads it until its first probes come back, a fraction of
@@ -116,6 +116,41 @@ pub struct CheckReport {
 }
 
 impl ReadinessReport {
+    /// `readiness URL | not ready in N of M answers, first degraded at 0.8 s | checks: ...`: what the
+    /// admin plane said, with each check's worst delay against its threshold and how often it
+    /// failed.
+    pub fn line(&self) -> String {
+        let r = self;
+        let turned = match (&r.first_not_ready, r.first_not_ready_s) {
+            (Some(status), Some(at)) => format!(
+                "not ready in {} of {} answers, first {status} at {at:.1} s",
+                r.not_ready_answers, r.answers
+            ),
+            _ => format!("{} answers, none degraded or draining", r.answers),
+        };
+        let checks: Vec<String> = r
+            .checks
+            .iter()
+            .map(|(name, check)| {
+                let failing = match r.failing.get(name) {
+                    Some(n) => format!(", failing in {n}"),
+                    None => String::new(),
+                };
+                format!(
+                    "{name} up to {} (threshold {}){failing}",
+                    ms(check.max_delay_ms),
+                    ms(check.threshold_ms)
+                )
+            })
+            .collect();
+        let mut line = format!("readiness {} | {turned}", r.url);
+        if !checks.is_empty() {
+            line.push_str(" | ");
+            line.push_str(&checks.join(" | "));
+        }
+        line
+    }
+
     /// `seen`, probed at `url`, with times counted from `origin` (an answer sent before that
     /// counts as 0 s).
     pub fn new(url: String, seen: &Seen, origin: Instant) -> Self {
@@ -141,6 +176,10 @@ impl ReadinessReport {
                 .collect(),
         }
     }
+}
+
+fn ms(ms: f64) -> String {
+    seconds(std::time::Duration::from_secs_f64(ms.max(0.0) / 1e3))
 }
 
 #[cfg(test)]

@@ -156,6 +156,43 @@ fn health_url_reads_the_admin_planes_readyz_as_answers() {
     assert_eq!(report["health"]["timeouts"], 0, "{report:#}");
 }
 
+/// `--admin` probes `/readyz` beside `--health`, and the report says what readiness read: a
+/// broken gateway whose 2-thread pool holds 4 streams turns `degraded`, naming the pool.
+#[test]
+fn admin_reports_readyz_and_what_readiness_read_beside_the_streams() {
+    let mock = Mock::with_flags(&PACED);
+    let gateway = gateway_with("broken", &mock, &["--admin-listen", "127.0.0.1:0"]);
+    let (base, admin) = (gateway.url(), gateway.admin_url());
+    let args = [
+        "llm",
+        "--base-url",
+        &base,
+        "-n",
+        "8",
+        "-c",
+        "4",
+        "-H",
+        "x-mock-itl-ms: 100",
+        "--health",
+        "--admin",
+        &admin,
+    ];
+    let (run, report) = diag_json("llm-admin-readyz", &args);
+    assert_eq!(report["streams"]["completed"], 8, "{report:#}");
+    assert!(number(&report, "/health/samples") >= 1.0, "{report:#}");
+    assert!(number(&report, "/readyz/samples") >= 1.0, "{report:#}");
+    let readiness = &report["readiness"];
+    assert_eq!(readiness["url"], format!("{admin}/readyz").as_str());
+    assert!(number(readiness, "/not_ready_answers") >= 1.0, "{report:#}");
+    assert_eq!(readiness["first_not_ready"], "degraded", "{report:#}");
+    assert!(
+        number(readiness, "/failing/blocking_pool") >= 1.0,
+        "{report:#}"
+    );
+    assert!(run.stdout.contains("readyz    "), "{}", run.stdout);
+    assert!(run.stdout.contains("readiness http://"), "{}", run.stdout);
+}
+
 #[test]
 fn a_dead_base_url_is_unreachable_with_exit_code_3() {
     let base = dead_port_url();

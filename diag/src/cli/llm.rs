@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::access::Access;
 use super::load::{parse_concurrency, parse_count, parse_rate};
-use super::{parse_duration, parse_gateway, parse_url};
+use super::{parse_admin_base, parse_duration, parse_gateway, parse_url};
 
 /// Streams when neither `-n` nor `-z` is given.
 pub const DEFAULT_STREAMS: u64 = 50;
@@ -75,6 +75,11 @@ pub struct LlmArgs {
     /// `http://127.0.0.1:8002/readyz`); implies --health.
     #[arg(long, env = "DIAG_LLM_HEALTH_URL", value_name = "URL", value_parser = parse_url)]
     pub health_url: Option<String>,
+
+    /// The gateway's admin plane (e.g. `http://127.0.0.1:8002`): also poll its `/readyz` beside
+    /// the streams, and report its latency and what it read (ready, degraded, which check).
+    #[arg(long, env = "DIAG_LLM_ADMIN", value_name = "URL", value_parser = parse_admin_base)]
+    pub admin: Option<String>,
 
     /// The expected token pace in ms, for the sustained rule [default: the median ITL seen].
     #[arg(long, env = "DIAG_LLM_PACING_MS", allow_negative_numbers = true, value_parser = parse_pacing)]

@@ -244,45 +244,11 @@ impl fmt::Display for Report {
             )?,
         }
         if let Some(readiness) = &self.readiness {
-            writeln!(f, "{}", readiness_line(readiness))?;
+            writeln!(f, "{}", readiness.line())?;
         }
         writeln!(f)?;
         writeln!(f, "{}", self.verdict_line())
     }
-}
-
-/// `readiness URL | not ready in N of M answers, first degraded at 0.8 s | checks: ...`: what the
-/// admin plane said, with each check's worst delay against its threshold and how often it
-/// failed.
-fn readiness_line(r: &ReadinessReport) -> String {
-    let turned = match (&r.first_not_ready, r.first_not_ready_s) {
-        (Some(status), Some(at)) => format!(
-            "not ready in {} of {} answers, first {status} at {at:.1} s",
-            r.not_ready_answers, r.answers
-        ),
-        _ => format!("{} answers, none degraded or draining", r.answers),
-    };
-    let checks: Vec<String> = r
-        .checks
-        .iter()
-        .map(|(name, check)| {
-            let failing = match r.failing.get(name) {
-                Some(n) => format!(", failing in {n}"),
-                None => String::new(),
-            };
-            format!(
-                "{name} up to {} (threshold {}){failing}",
-                secs(Some(check.max_delay_ms)),
-                secs(Some(check.threshold_ms))
-            )
-        })
-        .collect();
-    let mut line = format!("readiness {} | {turned}", r.url);
-    if !checks.is_empty() {
-        line.push_str(" | ");
-        line.push_str(&checks.join(" | "));
-    }
-    line
 }
 
 /// Reports written before `--stream-path` existed streamed from here.
@@ -293,7 +259,7 @@ fn default_stream_path() -> String {
 fn secs(ms: Option<f64>) -> String {
     ms.map_or_else(
         || "-".to_owned(),
-        |ms| crate::live::seconds(std::time::Duration::from_secs_f64(ms.max(0.0) / 1e3)),
+        |ms| crate::histogram::seconds(std::time::Duration::from_secs_f64(ms.max(0.0) / 1e3)),
     )
 }
 

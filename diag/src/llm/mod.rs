@@ -50,7 +50,7 @@ pub use report::{LlmReport, PollStats};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -109,18 +109,27 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     });
 
     // Read as `/health` is (its 503 is an answer) wherever it points: `/readyz` reads the same.
-    let health = match args.health_url() {
-        Some(url) => Some(Prober::start(
+    // `--admin` adds the admin plane's `/readyz` to the same prober, on the same schedule.
+    let mut targets: Vec<Target> = args
+        .health_url()
+        .map(|url| Target {
+            endpoint: Endpoint::Health,
+            url,
+        })
+        .into_iter()
+        .collect();
+    if let Some(admin) = &args.admin {
+        targets.push(Target::at(admin, Endpoint::Readyz));
+    }
+    let probes = match targets.is_empty() {
+        true => None,
+        false => Some(Prober::start(
             access,
-            &[Target {
-                endpoint: Endpoint::Health,
-                url,
-            }],
+            &targets,
             HEALTH_EVERY,
             HEALTH_TIMEOUT,
             None,
         )?),
-        None => None,
     };
     println!("{}", announce(args, &url));
     let progress = {
@@ -139,16 +148,19 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
         })
     };
 
+    let started = Instant::now();
     let elapsed = schedule::run(&shared, arrivals, until).await;
     progress.finish().await;
-    let health = match health {
-        Some(prober) => Some(PollStats::from(
-            &prober.finish().await.stats(Endpoint::Health),
-        )),
+    let probed = match probes {
+        Some(prober) => Some(prober.finish().await),
         None => None,
     };
     let tally = lock(&shared.tally);
-    Ok(LlmReport::new(args, elapsed, &tally, health))
+    let mut report = LlmReport::new(args, elapsed, &tally);
+    if let Some(probed) = probed {
+        report.add_probes(args, &probed, started);
+    }
+    Ok(report)
 }
 
 fn announce(args: &LlmArgs, url: &str) -> String {

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Arrivals, LlmArgs};
-use crate::histogram::{Spread, round_ms};
-use crate::live::seconds;
+use crate::histogram::{Spread, round_ms, seconds};
 use crate::llm::stream::Tally;
-use crate::probe::ProbeStats;
+use crate::probe::{Endpoint, ProbeStats, Probed};
+use crate::readiness::ReadinessReport;
 
 /// A gap longer than this many times the pacing means a stream stalled.
 pub const GAP_FACTOR: f64 = 10.0;
@@ -56,6 +56,14 @@ pub struct LlmReport {
     /// `--health-url` existed polled `{base}/health`.)
     #[serde(default)]
     pub health_url: Option<String>,
+    /// `--admin`'s probes of the admin plane's `/readyz` (latency; a 503 is an answer); `null`
+    /// without `--admin`.
+    #[serde(default)]
+    pub readyz: Option<PollStats>,
+    /// What those `/readyz` answers said (ready or not, which check, its worst delay), on the
+    /// streams' clock; `null` without `--admin`.
+    #[serde(default)]
+    pub readiness: Option<ReadinessReport>,
     /// The pacing the gap rule used: `--pacing-ms`, else the median ITL; `null` if neither.
     pub pacing_ms: Option<f64>,
     pub sustained: bool,
@@ -119,12 +127,24 @@ pub struct OutputTokens {
 }
 
 impl LlmReport {
-    pub(super) fn new(
-        args: &LlmArgs,
-        elapsed: Duration,
-        t: &Tally,
-        health: Option<PollStats>,
-    ) -> Self {
+    /// Adds what the side probes saw: `--health`'s and `--admin`'s `/readyz`, whose times count
+    /// from `started`, when the streams began.
+    pub(super) fn add_probes(&mut self, args: &LlmArgs, probed: &Probed, started: Instant) {
+        if probed.probed(Endpoint::Health) {
+            self.health = Some(PollStats::from(&probed.stats(Endpoint::Health)));
+            self.health_url = args.health_url();
+        }
+        if let Some(admin) = &args.admin {
+            self.readyz = Some(PollStats::from(&probed.stats(Endpoint::Readyz)));
+            self.readiness = Some(ReadinessReport::new(
+                format!("{admin}/readyz"),
+                &probed.readiness,
+                started,
+            ));
+        }
+    }
+
+    pub(super) fn new(args: &LlmArgs, elapsed: Duration, t: &Tally) -> Self {
         let duration_s = elapsed.as_secs_f64();
         let itl = t.itl.spread();
         let pacing_ms = args.pacing_ms.or(itl.p50);
@@ -163,8 +183,10 @@ impl LlmReport {
                 per_stream_p50_per_s: (!t.stream_rates.is_empty())
                     .then(|| round_ms(t.stream_rates.value_at_quantile(0.5) as f64 / 1e3)),
             },
-            health_url: health.as_ref().and(args.health_url()),
-            health,
+            health_url: None,
+            health: None,
+            readyz: None,
+            readiness: None,
             pacing_ms,
             sustained,
             sustained_reason,
@@ -307,6 +329,21 @@ impl fmt::Display for LlmReport {
                 h.errors
             )?;
         }
+        if let Some(r) = &self.readyz {
+            writeln!(
+                f,
+                "readyz    {} samples | p50 {} | p99 {} | max {} | {} timeouts | {} errors",
+                r.samples,
+                cell(r.p50_ms),
+                cell(r.p99_ms),
+                cell(r.max_ms),
+                r.timeouts,
+                r.errors
+            )?;
+        }
+        if let Some(readiness) = &self.readiness {
+            writeln!(f, "{}", readiness.line())?;
+        }
         writeln!(f)?;
         writeln!(f, "{}", self.sustained_line())
     }
@@ -341,7 +378,8 @@ mod tests {
             timeouts: 0,
             errors: 0,
         };
-        let report = LlmReport::new(&args, Duration::from_secs(1), &tally, Some(health));
+        let mut report = LlmReport::new(&args, Duration::from_secs(1), &tally);
+        report.health = Some(health);
         let (json, back): (_, crate::LlmReport) = crate::read_back(&report);
         assert_eq!(back.kind, Kind::Llm);
         assert_eq!(back.concurrency, Some(2));
