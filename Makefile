@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -65,6 +65,11 @@ bench-hedge:
 ## 2026-11-23 predate this target: bench/results/2026-11-23-modes.md (same load, older script).
 bench-cpu:
 	$(XTASK) bench cpu $(ARGS)
+
+## 21,000 connections that send half a request head: the cap, the head timeout, /readyz throughout
+## (about 30 s). Results: bench/results/<date>-conns.{json,md}.
+bench-conns:
+	$(XTASK) bench conns $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

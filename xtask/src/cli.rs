@@ -188,6 +188,8 @@ pub enum What {
     Hedge,
     /// CPU-bound work per `--cpu-mode` while `/health` is probed: `<date>-cpu.md` + JSON per run.
     Cpu,
+    /// 21,000 half-sent request heads against the connection bounds: `<date>-conns.{json,md}`.
+    Conns,
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use anyhow::{Result, anyhow};
 
 use crate::bench::reports::{self, LoadReport};
 use crate::bench::results::{Results, secs_or_ms};
-use crate::bench::session::{Session, run_diag, strings};
+use crate::bench::session::{Gateway, Session, run_diag, strings};
 use crate::cli::BenchArgs;
 use crate::services;
 
@@ -46,8 +46,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("\n=== bench cpu: {mode}");
         // Nothing listens here: /v1/solve and /health never reach the upstream.
         let upstream = services::free_addr()?;
-        let (gateway, listen) =
-            runner.start_gateway(upstream, &strings(&["--mode", "fixed", "--cpu-mode", mode]))?;
+        let Gateway {
+            service: gateway,
+            listen,
+            ..
+        } = runner.start_gateway(upstream, &strings(&["--mode", "fixed", "--cpu-mode", mode]))?;
         let health_path = runner.work_dir.join(format!("cpu-health-{mode}.json"));
         let solve_path = runner.work_dir.join(format!("cpu-solve-{mode}.json"));
         let health_args = strings(&[

@@ -20,7 +20,7 @@ use anyhow::Result;
 use crate::bench::observe::{http_get, metric, metric_samples};
 use crate::bench::reports::{self, LlmReport, mock_chat_requests};
 use crate::bench::results::{Results, secs_or_ms};
-use crate::bench::session::{Session, strings};
+use crate::bench::session::{Gateway, Session, strings};
 use crate::cli::BenchArgs;
 
 /// The hedging flags of the runs that hedge; the label in the table leaves out the route.
@@ -62,7 +62,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             gateway_args.extend(strings(&HEDGE_ROUTE));
             gateway_args.extend(strings(flags));
         }
-        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
+        let Gateway {
+            service: gateway,
+            listen,
+            ..
+        } = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("hedge-{name}.json"));
         runner.diag(&strings(&[
             "llm",

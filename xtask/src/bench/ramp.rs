@@ -56,7 +56,7 @@ use anyhow::{Result, bail};
 use crate::bench::observe::{find_on_path, open_files_limit, rss_kib};
 use crate::bench::ramp_results::{
     FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, LoadRun, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
-    TOKENS, TTFT_MS,
+    Readiness, TOKENS, TTFT_MS,
 };
 use crate::bench::reports::{self, LlmReport, LoadReport};
 use crate::bench::results::{Results, commit, machine, opt_ms};
@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     // Fixed gateway: idle memory, overhead, ramp, memory after.
     let (fixed_ramp, overhead) = {
-        let (gateway, gateway_url) = ramp_gateway(&mut runner, "fixed", 4, mock_listen)?;
+        let (gateway, target) = ramp_gateway(&mut runner, "fixed", 4, mock_listen)?;
         std::thread::sleep(Duration::from_millis(500));
         let idle = rss_kib(gateway.pid());
 
@@ -125,7 +125,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         overhead.push(load_run(
             &mut runner,
             "gateway (fixed)",
-            &gateway_url,
+            &target.url,
             plan.overhead_duration,
         )?);
 
@@ -133,8 +133,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut ramp = ramp(
             &mut runner,
             &gateway,
-            &gateway_url,
-            "fixed",
+            &target,
             4,
             plan.fixed_levels,
             plan.level_duration,
@@ -144,16 +143,43 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         (ramp, (overhead, nginx_note))
     };
 
+    // nginx relaying the same streams, so the gateway's `/health` under load can be read
+    // against what a mature proxy's own does on this machine, in this run.
+    let nginx_streams = match &nginx {
+        Some(path) => {
+            println!("\n=== bench: the same streams through nginx (reference)");
+            let (service, url) = runner.start_nginx(path, mock_listen)?;
+            let target = Target {
+                label: "nginx",
+                pid: None,
+                url,
+                admin: None,
+            };
+            let mut levels = Vec::new();
+            for &streams in plan.nginx_levels {
+                if max_streams.is_some_and(|max| u64::from(streams) > max) {
+                    continue;
+                }
+                let level = stream_level(&mut runner, &target, streams, plan.level_duration)?;
+                print_level(&target, &level);
+                levels.push(level);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            drop(service);
+            levels
+        }
+        None => Vec::new(),
+    };
+
     println!("\n=== bench: stream capacity, broken gateway");
     let broken_ramp = {
-        let (gateway, gateway_url) = ramp_gateway(&mut runner, "broken", BROKEN_POOL, mock_listen)?;
+        let (gateway, target) = ramp_gateway(&mut runner, "broken", BROKEN_POOL, mock_listen)?;
         std::thread::sleep(Duration::from_millis(500));
         let idle = rss_kib(gateway.pid());
         let mut ramp = ramp(
             &mut runner,
             &gateway,
-            &gateway_url,
-            "broken",
+            &target,
             BROKEN_POOL,
             plan.broken_levels,
             plan.level_duration,
@@ -175,6 +201,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         plan,
         nginx_note,
         ramps: vec![fixed_ramp, broken_ramp],
+        nginx_streams,
         overhead,
         commands: runner.commands,
         elapsed,
@@ -186,14 +213,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     results.write(&format!("bench done in {:.0} s", elapsed.as_secs_f64()))
 }
 
-/// A ramp gateway: `mode` with a pool of `blocking_threads`, and its base URL.
+/// A ramp gateway: `mode` with a pool of `blocking_threads`; its process, base URL and admin
+/// plane's base URL.
 fn ramp_gateway(
     runner: &mut Runner,
-    mode: &str,
+    mode: &'static str,
     blocking_threads: u16,
     mock_listen: SocketAddr,
-) -> Result<(Service, String)> {
-    let (gateway, listen) = runner.start_gateway(
+) -> Result<(Service, Target)> {
+    let gateway = runner.start_gateway(
         mock_listen,
         &strings(&[
             "--mode",
@@ -206,7 +234,22 @@ fn ramp_gateway(
             "100000",
         ]),
     )?;
-    Ok((gateway, format!("http://{listen}")))
+    let target = Target {
+        label: mode,
+        pid: Some(gateway.service.pid()),
+        url: format!("http://{}", gateway.listen),
+        admin: Some(format!("http://{}", gateway.admin)),
+    };
+    Ok((gateway.service, target))
+}
+
+/// What a stream level drives: a gateway (with its admin plane) or nginx.
+struct Target {
+    label: &'static str,
+    /// Whose memory to sample; nginx's workers are not this pid, so none there.
+    pid: Option<u32>,
+    url: String,
+    admin: Option<String>,
 }
 
 /// The overhead step against one target: small completions, no mock delay, `-c 50`.
@@ -257,19 +300,17 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
 
 /// One mode's ramp: `levels` up to the first whose streams are not sustained (or past what the
 /// open files limit allows), then the gateway's memory 3 s after the last.
-#[allow(clippy::too_many_arguments)]
 fn ramp(
     runner: &mut Runner,
     gateway: &Service,
-    url: &str,
-    mode: &'static str,
+    target: &Target,
     blocking_threads: u16,
     levels: &[u32],
     duration: &str,
     max_streams: Option<u64>,
 ) -> Result<Ramp> {
     let mut ramp = Ramp {
-        mode,
+        mode: target.label,
         blocking_threads,
         levels: Vec::new(),
         skipped_levels: Vec::new(),
@@ -281,17 +322,9 @@ fn ramp(
             ramp.skipped_levels.push(streams);
             continue;
         }
-        let level = stream_level(runner, gateway, url, mode, streams, duration)?;
+        let level = stream_level(runner, target, streams, duration)?;
+        print_level(target, &level);
         let streams_ok = level.streams_ok;
-        println!(
-            "xtask: {mode} {streams} streams: {:.0} events/s, /health p99 {}, {}",
-            level.events_per_s,
-            opt_ms(level.health_p99_ms),
-            level
-                .not_held
-                .as_ref()
-                .map_or("held".to_string(), |why| format!("not held: {why}"))
-        );
         ramp.levels.push(level);
         if !streams_ok {
             break;
@@ -305,19 +338,37 @@ fn ramp(
     Ok(ramp)
 }
 
+fn print_level(target: &Target, level: &Level) {
+    let readiness = match (&level.readiness, level.readyz_p99_ms) {
+        (Some(r), p99) => format!(", /readyz p99 {} ({})", opt_ms(p99), r.verdict()),
+        (None, _) => String::new(),
+    };
+    println!(
+        "xtask: {} {} streams: {:.0} events/s, /health p99 {}{readiness}, {}",
+        target.label,
+        level.streams,
+        level.events_per_s,
+        opt_ms(level.health_p99_ms),
+        level
+            .not_held
+            .as_ref()
+            .map_or("held".to_string(), |why| format!("not held: {why}"))
+    );
+}
+
 fn stream_level(
     runner: &mut Runner,
-    gateway: &Service,
-    url: &str,
-    mode: &str,
+    target: &Target,
     streams: u32,
     duration: &str,
 ) -> Result<Level> {
-    let report = runner.work_dir.join(format!("llm-{mode}-{streams}.json"));
-    let args = strings(&[
+    let report = runner
+        .work_dir
+        .join(format!("llm-{}-{streams}.json", target.label));
+    let mut args = strings(&[
         "llm",
         "--base-url",
-        url,
+        &target.url,
         "-c",
         &streams.to_string(),
         "-z",
@@ -329,12 +380,14 @@ fn stream_level(
         "--json",
         &report.to_string_lossy(),
     ]);
-    let pid = gateway.pid();
+    if let Some(admin) = &target.admin {
+        args.extend(strings(&["--admin", admin]));
+    }
     let stop = AtomicBool::new(false);
     let (result, rss_max_kib) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
             let mut max = None;
-            while !stop.load(Ordering::SeqCst) {
+            while let Some(pid) = target.pid.filter(|_| !stop.load(Ordering::SeqCst)) {
                 max = max.max(rss_kib(pid));
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -387,6 +440,8 @@ fn stream_level(
         max_gap_ms: r.max_gap_ms,
         ttft_p99_ms: r.ttft_ms.p99,
         health_p99_ms,
+        readyz_p99_ms: r.readyz.and_then(|readyz| readyz.p99_ms),
+        readiness: r.readiness.map(Readiness::from),
         rss_max_kib,
         streams_ok,
         not_held: (!reasons.is_empty()).then(|| reasons.join("; ")),

@@ -7,10 +7,12 @@
 //! (`held_rule` in the JSON, the **Load** line in the Markdown). [`crate::bench::ramp`] applies
 //! it; what each step measures and why is written there.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use diag::readiness::ReadinessReport;
 use serde_json::{Value, json};
 
 use crate::bench::results::{Machine, commands_section, mib, opt_ms, rel, round3};
@@ -30,6 +32,8 @@ pub const REFERENCE_LEVEL: u32 = 1000;
 pub struct Plan {
     pub fixed_levels: &'static [u32],
     pub broken_levels: &'static [u32],
+    /// The same streams through nginx, for its own `/health` under that load.
+    pub nginx_levels: &'static [u32],
     pub level_duration: &'static str,
     pub overhead_duration: &'static str,
 }
@@ -38,6 +42,7 @@ pub struct Plan {
 pub const QUICK: Plan = Plan {
     fixed_levels: &[50, 100, 200],
     broken_levels: &[2, 4, 8],
+    nginx_levels: &[200],
     level_duration: "4s",
     overhead_duration: "4s",
 };
@@ -46,6 +51,7 @@ pub const QUICK: Plan = Plan {
 pub const FULL: Plan = Plan {
     fixed_levels: &[100, 200, 500, 1000, 2000, 4000, 8000],
     broken_levels: &[2, 4, 8],
+    nginx_levels: &[1000, 4000, 8000],
     level_duration: "6s",
     overhead_duration: "10s",
 };
@@ -63,6 +69,10 @@ pub struct Level {
     pub max_gap_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
     pub health_p99_ms: Option<f64>,
+    /// The admin plane's `/readyz` p99 under the same load; `None` for nginx.
+    pub readyz_p99_ms: Option<f64>,
+    /// What `/readyz` said over the level; `None` for nginx.
+    pub readiness: Option<Readiness>,
     pub rss_max_kib: Option<u64>,
     /// Diag's sustained rule and the token count held (whatever `/health` said).
     pub streams_ok: bool,
@@ -87,8 +97,59 @@ impl Level {
             "max_gap_ms": self.max_gap_ms,
             "ttft_p99_ms": self.ttft_p99_ms,
             "health_p99_ms": self.health_p99_ms,
+            "readyz_p99_ms": self.readyz_p99_ms,
+            "readiness": self.readiness.as_ref().map(Readiness::to_json),
             "gateway_rss_max_kib": self.rss_max_kib,
             "diag_report": rel(&self.report),
+        })
+    }
+}
+
+/// What the admin plane's `/readyz` answered over one level: the readiness verdict the issue
+/// asks of it, which should turn `degraded` only where streams really fall behind their pace.
+#[derive(Debug)]
+pub struct Readiness {
+    pub answers: u64,
+    pub not_ready: u64,
+    /// Check name → answers that named it failing.
+    pub failing: BTreeMap<String, u64>,
+}
+
+impl From<ReadinessReport> for Readiness {
+    fn from(r: ReadinessReport) -> Self {
+        Self {
+            answers: r.answers,
+            not_ready: r.not_ready_answers,
+            failing: r.failing,
+        }
+    }
+}
+
+impl Readiness {
+    /// `ready (24 answers)` or `degraded in 3 of 24 (runtime 3)`.
+    pub fn verdict(&self) -> String {
+        if self.not_ready == 0 {
+            return format!("ready ({} answers)", self.answers);
+        }
+        let failing: Vec<String> = self
+            .failing
+            .iter()
+            .map(|(check, n)| format!("{check} {n}"))
+            .collect();
+        format!(
+            "degraded in {} of {} ({})",
+            self.not_ready,
+            self.answers,
+            failing.join(", ")
+        )
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "answers": self.answers,
+            "not_ready_answers": self.not_ready,
+            "failing": self.failing,
+            "verdict": self.verdict(),
         })
     }
 }
@@ -171,6 +232,8 @@ pub struct RampResults {
     pub plan: &'static Plan,
     pub nginx_note: String,
     pub ramps: Vec<Ramp>,
+    /// The same streams through nginx (empty without nginx).
+    pub nginx_streams: Vec<Level>,
     pub overhead: Vec<LoadRun>,
     pub commands: Vec<String>,
     pub elapsed: Duration,
@@ -256,6 +319,7 @@ impl RampResults {
             },
             "nginx": self.nginx_note,
             "stream_capacity": self.ramps.iter().map(Ramp::to_json).collect::<Vec<_>>(),
+            "nginx_streams": self.nginx_streams.iter().map(Level::to_json).collect::<Vec<_>>(),
             "overhead": {
                 "concurrency": 50,
                 "duration": self.plan.overhead_duration,
@@ -384,6 +448,8 @@ impl RampResults {
             }
         }
 
+        self.health_section(&mut md);
+
         let _ = writeln!(
             md,
             "\n## Overhead (non-streaming, `max_tokens: 1`, no mock delay, -c 50, {})\n",
@@ -415,5 +481,54 @@ impl RampResults {
 
         md.push_str(&commands_section(&self.commands));
         md
+    }
+
+    /// Main `/health` (on the runtime it judges) against the admin plane's `/readyz` (measured
+    /// from its own thread) at each level of the fixed ramp, beside nginx's own `/health` under
+    /// the same streams, and whether readiness agreed with the streams.
+    fn health_section(&self, md: &mut String) {
+        let Some(fixed) = self.fixed() else { return };
+        let _ = writeln!(
+            md,
+            "\n## Health under streams: main `/health` vs admin `/readyz`, nginx beside\n\n\
+             The main listener's `/health` runs on the runtime that relays the streams and takes a \
+             blocking-pool job, so it waits behind them; `/readyz` is answered by the admin plane's own \
+             thread and reports what it measured of the main runtime. Readiness should turn `degraded` \
+             only where the streams fell behind their pace (the *streams on pace* column).\n\n\
+             | streams | streams on pace | main `/health` p99 | admin `/readyz` p99 | readiness | nginx `/health` p99 | nginx streams on pace |\n\
+             |---|---|---|---|---|---|---|"
+        );
+        for l in &fixed.levels {
+            let nginx = self.nginx_streams.iter().find(|n| n.streams == l.streams);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                l.streams,
+                if l.streams_ok { "yes" } else { "no" },
+                opt_ms(l.health_p99_ms),
+                opt_ms(l.readyz_p99_ms),
+                l.readiness
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), Readiness::verdict),
+                nginx.map_or_else(|| "-".to_string(), |n| opt_ms(n.health_p99_ms)),
+                nginx.map_or("-", |n| if n.streams_ok { "yes" } else { "no" }),
+            );
+        }
+        if let Some(broken) = self.ramps.iter().find(|r| r.mode == "broken") {
+            let verdicts: Vec<String> = broken
+                .levels
+                .iter()
+                .filter_map(|l| {
+                    let r = l.readiness.as_ref()?;
+                    Some(format!("{} streams: {}", l.streams, r.verdict()))
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "\nBroken mode (pool {}), where a full pool makes every new request wait: {}.",
+                broken.blocking_threads,
+                verdicts.join("; ")
+            );
+        }
     }
 }

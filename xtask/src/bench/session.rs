@@ -86,12 +86,9 @@ impl Runner {
     /// when `/debug/health-async` answers. `--drain-secs 1` and `--drain-grace-secs 0` only
     /// bound how long its stop waits once diag is done: no effect on the numbers. Its admin
     /// plane gets a free port too, so a benchmark never collides with a demo's 8002.
-    pub fn start_gateway(
-        &mut self,
-        upstream: SocketAddr,
-        flags: &[String],
-    ) -> Result<(Service, SocketAddr)> {
+    pub fn start_gateway(&mut self, upstream: SocketAddr, flags: &[String]) -> Result<Gateway> {
         let listen = services::free_addr()?;
+        let admin = services::free_addr()?;
         let mut args = strings(&[
             "--listen",
             &listen.to_string(),
@@ -102,15 +99,16 @@ impl Runner {
             "--drain-grace-secs",
             "0",
             "--admin-listen",
-            &services::free_addr()?.to_string(),
+            &admin.to_string(),
         ]);
         args.extend_from_slice(flags);
         let ready = format!("http://{listen}/debug/health-async");
         let bin_dir = self.bin_dir.clone();
-        Ok((
-            self.start(&bin_dir, "gateway", listen, &args, &ready)?,
+        Ok(Gateway {
+            service: self.start(&bin_dir, "gateway", listen, &args, &ready)?,
             listen,
-        ))
+            admin,
+        })
     }
 
     /// nginx as a plain reverse proxy in front of the mock: keep-alive upstream connections, no
@@ -122,7 +120,7 @@ impl Runner {
         let d = dir.display();
         let conf = format!(
             "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 4096; }}\n\
+             worker_rlimit_nofile 65536;\nevents {{ worker_connections 20000; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  \
              uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  \
@@ -164,6 +162,13 @@ pub fn run_diag(program: &Path, args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A gateway a benchmark started: its process, its main listener and its admin plane.
+pub struct Gateway {
+    pub service: Service,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 /// What every benchmark does first: Ctrl-C handling, the release build, a work directory

@@ -20,7 +20,7 @@ use anyhow::Result;
 use crate::bench::observe::{http_get, metric_samples, status_kib};
 use crate::bench::reports::{self, LlmReport};
 use crate::bench::results::{Results, secs_or_ms};
-use crate::bench::session::{Session, strings};
+use crate::bench::session::{Gateway, Session, strings};
 use crate::cli::BenchArgs;
 
 /// The mock's pacing: a stream takes ~2.2 s.
@@ -74,7 +74,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("\n=== bench shed: {name}");
         let mut gateway_args = strings(&["--mode", "fixed"]);
         gateway_args.extend(strings(limits));
-        let (gateway, listen) = runner.start_gateway(mock_listen, &gateway_args)?;
+        let Gateway {
+            service: gateway,
+            listen,
+            ..
+        } = runner.start_gateway(mock_listen, &gateway_args)?;
         let report_path = runner.work_dir.join(format!("shed-{name}.json"));
         runner.diag(&strings(&[
             "llm",
