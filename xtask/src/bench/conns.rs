@@ -74,26 +74,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let origin = Instant::now();
     let readyz = spawn_readyz_prober(admin, origin, Arc::clone(&stop));
-    let mut conns = open_half_heads(listen, connections);
+    let mut conns = open_half_heads(listen, connections, origin);
     let opened_in = origin.elapsed();
     println!(
-        "xtask: {} connected, {} failed to connect, in {:.1} s",
-        conns.open.len(),
+        "xtask: {} connected, {} failed to connect ({}), in {:.1} s; {} still open",
+        connections - conns.connect_errors,
         conns.connect_errors,
-        opened_in.as_secs_f64()
+        conns.error_kinds(),
+        opened_in.as_secs_f64(),
+        conns.open.len(),
     );
     let stream = spawn_stream_prober(listen, origin, Arc::clone(&stop));
 
-    // Until every connection is closed, or well past the head timeout.
-    let deadline = origin + Duration::from_secs_f64(HEADER_TIMEOUT_S + 15.0);
-    let mut peak_rss = None;
+    // Until every connection is closed, or well past the head timeout of the last one opened.
+    let deadline = Instant::now() + Duration::from_secs_f64(HEADER_TIMEOUT_S + 5.0);
     while !conns.open.is_empty() && Instant::now() < deadline {
         conns.sweep();
-        peak_rss = peak_rss.max(status_kib(gateway.pid(), "VmRSS:"));
         std::thread::sleep(Duration::from_millis(50));
     }
+    let peak_rss = status_kib(gateway.pid(), "VmHWM:");
     let still_open = conns.open.len();
-    drop(conns.open);
+    conns.open.clear();
     // The stream prober may still be mid-stream; give it the time one stream takes.
     let stream_deadline = Instant::now() + Duration::from_secs(5);
     while !stream.lock().is_ok_and(|s| s.served_at.is_some()) && Instant::now() < stream_deadline {
@@ -125,6 +126,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "connections_attempted": connections,
         "connected": connections - conns.connect_errors,
         "connect_errors": conns.connect_errors,
+        "connect_error_kinds": conns.connect_error_kinds,
         "opened_in_s": round1(opened_in.as_secs_f64()),
         "gateway_max_connections": limit,
         "xtask_open_files_limit": nofile,
@@ -155,7 +157,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          - **Gateway:** fixed mode, default bounds: `--max-connections` {limit:.0} (derived from its \
            open files limit), `--header-read-timeout-ms` 10000.\n\n\
          | what | value |\n|---|---|\n\
-         | connected / failed to connect | {} / {} (opened in {:.1} s) |\n\
+         | connected / failed to connect | {} / {} ({}) (opened in {:.1} s) |\n\
          | closed by the gateway within 1 s (over the cap) | {} (counter: {refused:.0} refused) |\n\
          | closed at the head timeout (9-12 s) | {} (counter: {header_timeouts:.0}) |\n\
          | close times, min / p50 / max | {} / {} / {} |\n\
@@ -169,6 +171,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         session.clock.elapsed().as_secs_f64(),
         connections - conns.connect_errors,
         conns.connect_errors,
+        conns.error_kinds(),
         opened_in.as_secs_f64(),
         closes.within_1s,
         closes.around_timeout,
@@ -196,19 +199,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 struct Conns {
     open: Vec<(TcpStream, Instant)>,
     connect_errors: usize,
+    /// Why connects failed, by kind: a reset is the gateway closing a connection over its cap
+    /// before the client's connect had returned.
+    connect_error_kinds: std::collections::BTreeMap<String, usize>,
     /// Seconds from the connection's own connect to its close being seen.
     closed_at: Vec<f64>,
 }
 
-fn open_half_heads(listen: SocketAddr, count: usize) -> Conns {
+/// Opens `count` connections one after another, sweeping for closes every 100 of them: opening
+/// 21,000 takes longer than the head timeout, and a close must be timed when it happens.
+fn open_half_heads(listen: SocketAddr, count: usize, origin: Instant) -> Conns {
     let mut conns = Conns {
         open: Vec::with_capacity(count),
         connect_errors: 0,
+        connect_error_kinds: std::collections::BTreeMap::new(),
         closed_at: Vec::new(),
     };
-    for _ in 0..count {
+    for n in 0..count {
+        if n % 100 == 0 {
+            conns.sweep();
+        }
+        if n % 5_000 == 0 && n > 0 {
+            println!(
+                "xtask: {n} opened at {:.1} s, {} still open",
+                origin.elapsed().as_secs_f64(),
+                conns.open.len()
+            );
+        }
         let connected = Instant::now();
-        match TcpStream::connect_timeout(&listen, Duration::from_secs(2)) {
+        match TcpStream::connect_timeout(&listen, Duration::from_secs(1)) {
             Ok(mut stream) => {
                 // A write may fail on a connection the gateway already closed (over the cap);
                 // the sweep sees that close.
@@ -216,13 +235,32 @@ fn open_half_heads(listen: SocketAddr, count: usize) -> Conns {
                 let _ = stream.set_nonblocking(true);
                 conns.open.push((stream, connected));
             }
-            Err(_) => conns.connect_errors += 1,
+            Err(e) => {
+                conns.connect_errors += 1;
+                *conns
+                    .connect_error_kinds
+                    .entry(format!("{:?}", e.kind()))
+                    .or_insert(0) += 1;
+            }
         }
     }
     conns
 }
 
 impl Conns {
+    fn error_kinds(&self) -> String {
+        let kinds: Vec<String> = self
+            .connect_error_kinds
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        if kinds.is_empty() {
+            "none".into()
+        } else {
+            kinds.join(", ")
+        }
+    }
+
     /// One non-blocking read on each open connection: EOF or an error other than "would block"
     /// means the gateway closed it.
     fn sweep(&mut self) {
