@@ -136,6 +136,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             &target,
             4,
             plan.fixed_levels,
+            plan.nginx_levels,
             plan.level_duration,
             max_streams,
         )?;
@@ -182,6 +183,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             &target,
             BROKEN_POOL,
             plan.broken_levels,
+            &[],
             plan.level_duration,
             max_streams,
         )?;
@@ -299,13 +301,17 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
 }
 
 /// One mode's ramp: `levels` up to the first whose streams are not sustained (or past what the
-/// open files limit allows), then the gateway's memory 3 s after the last.
+/// open files limit allows), then the gateway's memory 3 s after the last. Past that first
+/// failure only the levels in `compare` still run: the ones nginx runs too, so the health
+/// table has the gateway's side of every row.
+#[allow(clippy::too_many_arguments)]
 fn ramp(
     runner: &mut Runner,
     gateway: &Service,
     target: &Target,
     blocking_threads: u16,
     levels: &[u32],
+    compare: &[u32],
     duration: &str,
     max_streams: Option<u64>,
 ) -> Result<Ramp> {
@@ -322,11 +328,15 @@ fn ramp(
             ramp.skipped_levels.push(streams);
             continue;
         }
+        if ramp.levels.last().is_some_and(|l| !l.streams_ok) && !compare.contains(&streams) {
+            continue;
+        }
         let level = stream_level(runner, target, streams, duration)?;
         print_level(target, &level);
-        let streams_ok = level.streams_ok;
         ramp.levels.push(level);
-        if !streams_ok {
+        if ramp.levels.last().is_some_and(|l| !l.streams_ok)
+            && !compare.iter().any(|&c| c > streams)
+        {
             break;
         }
         // Let the cancelled streams' sockets close before the next level opens more.
