@@ -19,6 +19,13 @@ use support::{GatewayProcess, Mock, gateway, metric};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// A fixed-mode gateway in front of `mock`, its jobs in `store`, with `extra` flags.
+fn jobs_gateway(mock: &Mock, store: &str, extra: &[&str]) -> gateway::embed::Running {
+    let mut flags = vec!["--jobs-store", store];
+    flags.extend_from_slice(extra);
+    gateway("fixed", &mock.url(), &flags)
+}
+
 /// Declares each listed `async fn name(kind, test)` as two tests, `sqlite::name` and
 /// `postgres::name`.
 macro_rules! both_stores {
@@ -57,7 +64,7 @@ async fn submit_poll_list_and_count(kind: Kind, test: &str) {
         return;
     };
     let mock = Mock::fast();
-    let gw = gateway("fixed", &mock.url(), &["--jobs-store", &store]);
+    let gw = jobs_gateway(&mock, &store, &[]);
     let jobs = Jobs::new(&gw.url(), None);
 
     let (status, headers, first) = jobs.submit_with(&job_body("1"), &[]).await;
@@ -138,11 +145,7 @@ async fn cancel_queued_and_in_progress(kind: Kind, test: &str) {
         return;
     };
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
-        &["--jobs-store", &store, "--job-workers", "1"],
-    );
+    let gw = jobs_gateway(&mock, &store, &["--job-workers", "1"]);
     let jobs = Jobs::new(&gw.url(), None);
     // The one worker takes the slow job; the second waits behind it.
     let slow = jobs
@@ -187,11 +190,7 @@ async fn another_key_sees_nothing(kind: Kind, test: &str) {
         return;
     };
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
-        &["--jobs-store", &store, "--api-key", "k1", "--api-key", "k2"],
-    );
+    let gw = jobs_gateway(&mock, &store, &["--api-key", "k1", "--api-key", "k2"]);
     let mine = Jobs::new(&gw.url(), Some("k1"));
     let theirs = Jobs::new(&gw.url(), Some("k2"));
     let id = mine.submit(&job_body("mine"), &[]).await;
@@ -213,17 +212,10 @@ async fn a_full_queue_is_503(kind: Kind, test: &str) {
         return;
     };
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
-        &[
-            "--jobs-store",
-            &store,
-            "--job-workers",
-            "0",
-            "--max-queued-jobs",
-            "2",
-        ],
+    let gw = jobs_gateway(
+        &mock,
+        &store,
+        &["--job-workers", "0", "--max-queued-jobs", "2"],
     );
     let jobs = Jobs::new(&gw.url(), None);
     for expected in [1, 2] {
@@ -257,12 +249,10 @@ async fn ttl_expires_and_retention_deletes(kind: Kind, test: &str) {
         return;
     };
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
+    let gw = jobs_gateway(
+        &mock,
+        &store,
         &[
-            "--jobs-store",
-            &store,
             "--job-workers",
             "0",
             "--job-ttl-secs",
@@ -294,12 +284,10 @@ async fn ttl_expires_and_retention_deletes(kind: Kind, test: &str) {
 async fn an_expired_lease_goes_back_then_fails(kind: Kind, test: &str) {
     let Some(url) = store(kind, test) else { return };
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
+    let gw = jobs_gateway(
+        &mock,
+        &url,
         &[
-            "--jobs-store",
-            &url,
             "--job-workers",
             "0",
             "--job-lease-secs",
@@ -436,7 +424,7 @@ async fn check_positions(jobs: &Jobs, watched: &[String], seen: &mut HashMap<Str
 async fn bad_requests_get_clear_errors() {
     let store = store(Kind::Sqlite, "jobs_bad_requests").expect("sqlite");
     let mock = Mock::fast();
-    let gw = gateway("fixed", &mock.url(), &["--jobs-store", &store]);
+    let gw = jobs_gateway(&mock, &store, &[]);
     let jobs = Jobs::new(&gw.url(), None);
     let cases = [
         (
