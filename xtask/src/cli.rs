@@ -188,6 +188,9 @@ pub enum What {
     Hedge,
     /// CPU-bound work per `--cpu-mode` while `/health` is probed: `<date>-cpu.md` + JSON per run.
     Cpu,
+    /// The job queue on SQLite and Postgres: accepted/s, end to end at 1,000 queued, a dead
+    /// worker's jobs taken back: `<date>-jobs.md` + JSON per run.
+    Jobs,
 }
 
 #[cfg(test)]
