@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -70,6 +70,12 @@ bench-cpu:
 ## (about 30 s). Results: bench/results/<date>-conns.{json,md}.
 bench-conns:
 	$(XTASK) bench conns $(ARGS)
+
+## The job queue on SQLite and Postgres (a throwaway cluster): jobs accepted/s (each a durable
+## commit), end to end at 1,000 queued, a dead worker's jobs taken back (about a minute).
+## Results: bench/results/<date>-jobs.md and diag's reports per run.
+bench-jobs:
+	$(XTASK) bench jobs $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

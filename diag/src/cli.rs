@@ -10,6 +10,7 @@
 //! `--api-key` and `-H`, which `demo`, `watch` and `llm` all take, are [`access`]'s.
 
 pub mod access;
+pub mod jobs;
 pub mod llm;
 pub mod load;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Run streaming chat completions and report TTFT, inter-token latency, and if they sustained.
     Llm(LlmArgs),
+    /// Submit N jobs to /v1/jobs, poll them to their end, report accepted/s and end-to-end times.
+    Jobs(jobs::JobsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,8 @@
 //!   with latency measured from the intended start), with hey's report and a JSON one.
 //! - `diag llm` runs streaming chat completions at a concurrency or a rate, reports TTFT,
 //!   inter-token latency and tokens/s, and says whether the server `SUSTAINED` the load.
+//! - `diag jobs` submits N jobs to the gateway's `/v1/jobs`, polls them to their end, and
+//!   reports jobs accepted per second (each a durable commit) and end-to-end times.
 //!
 //! # Layout
 //!
@@ -40,6 +42,7 @@
 //!   - [`llm::stream`]: one stream's state (TTFT, gaps, tokens) and the tally of all streams.
 //!   - [`llm::sse`]: the wire: the request, the server-sent events, how a stream fails.
 //!   - [`llm::report`]: the result, the sustained rule, the JSON and the human report.
+//! - [`jobs`]: `diag jobs`: submit, then poll in order; [`jobs::report`]: its result.
 //!
 //! What they share:
 //!
@@ -65,6 +68,7 @@ pub mod admin;
 pub mod cli;
 pub mod demo;
 pub mod histogram;
+pub mod jobs;
 pub mod live;
 pub mod llm;
 pub mod load;
@@ -82,6 +86,7 @@ pub use demo::report;
 // The three reports, under the names a reader of diag's JSON (xtask's benchmarks) uses: each
 // derives `Deserialize` as well as `Serialize`, so a schema change fails to compile there.
 pub use demo::report::Report as DemoReport;
+pub use jobs::report::JobsReport;
 pub use llm::report::LlmReport;
 pub use load::report::LoadReport;
 
@@ -160,6 +165,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Watch(args) => watch::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Llm(args) => llm::run(&args),
+        Command::Jobs(args) => jobs::run(&args),
     }
 }
 

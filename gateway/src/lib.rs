@@ -32,9 +32,11 @@
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
 //!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
 //!   │   │     · server, connection (the accept loop and its bounds)
-//!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
-//!   ▼          ▼
-//! policy/     auth · limits · resilience (retries, hedges)
+//!   │   ├──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
+//!   │   └──▶ jobs/      the durable queue of /v1/jobs: store (one trait; sqlite | postgres)
+//!   │          │        · worker (lease, heartbeat) · housekeeping · view; runs each job
+//!   ▼          ▼        through policy::chat, the path a chat request takes
+//! policy/     auth · limits · resilience (retries, hedges) · chat (route, plan, send)
 //!   ▼
 //! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
 //!   │         · relay
@@ -81,6 +83,11 @@
 //! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
 //!   life, a bounded wait queue with 503 past it, per-key rate limits with 429 and
 //!   `x-ratelimit-*`.
+//! - [`jobs`]: lesson 10, a job queue that is bounded and durable: `POST /v1/jobs` answers 202
+//!   only once the job is committed, positions come from the store, workers hold leases they
+//!   renew, a dead worker's jobs are taken back, the drain hands running jobs back;
+//!   [`policy::chat`]: the one path from a chat body to its provider, shared by
+//!   `/v1/chat/completions` and the job workers.
 //! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
 //!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
 //! - [`http::openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request,
@@ -133,6 +140,7 @@ pub mod descriptors;
 pub mod embed;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod lessons;
 pub mod lifecycle;
 pub mod policy;
@@ -221,14 +229,23 @@ pub async fn serve(
             inbound.forget_idle();
         }
     });
+    // The job queue: its store opened (or its file left to the first job), expired leases
+    // taken back, then its workers and housekeeper; before the first request is accepted.
+    let jobs = Arc::clone(state.jobs());
+    jobs.start()
+        .await
+        .map_err(|e| std::io::Error::other(format!("the jobs store: {e}")))?;
     // The drain's own lines (shutdown requested, drained) carry the mode too.
     let span = state.span().clone();
     let drain = http::shutdown::Drain {
         grace: config.drain_grace(),
         deadline: config.drain(),
     };
-    http::shutdown::serve_with_drain(listener, state, shutdown, drain)
-        .instrument(span)
-        .await
+    let served = http::shutdown::serve_with_drain(listener, state, shutdown, drain)
+        .instrument(span.clone())
+        .await;
+    // After the drain: a job still running gives its lease back.
+    jobs.stop().instrument(span).await;
+    served
     // The admin plane stops here, with the gateway.
 }

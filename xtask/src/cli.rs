@@ -190,6 +190,9 @@ pub enum What {
     Cpu,
     /// 21,000 half-sent request heads against the connection bounds: `<date>-conns.{json,md}`.
     Conns,
+    /// The job queue on SQLite and Postgres: accepted/s, end to end at 1,000 queued, a dead
+    /// worker's jobs taken back: `<date>-jobs.md` + JSON per run.
+    Jobs,
 }
 
 #[cfg(test)]

@@ -159,6 +159,17 @@ impl Service {
     }
 }
 
+impl Service {
+    /// SIGKILL: the process dies at once, without a drain, as in a crash (`bench jobs` measures
+    /// how long its jobs take to come back).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+        self.owned = false;
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         if !self.owned {

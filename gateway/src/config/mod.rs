@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod file;
+mod jobs;
 mod modes;
 mod suggest;
 
@@ -22,6 +23,7 @@ use crate::descriptors;
 
 pub use admin::{AdminListen, ReadinessSettings};
 pub use file::ProviderConfig;
+pub use jobs::{JobsConfig, JobsStore};
 pub use modes::{CpuMode, Mode};
 
 /// An LLM gateway that relays slow upstream streams, in a broken or a fixed way.
@@ -311,6 +313,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_grace_secs: u64,
 
+    /// The job queue: `--jobs-store`, `--job-workers`, `--max-queued-jobs`, leases, retention.
+    #[command(flatten)]
+    pub jobs: JobsConfig,
+
     /// The `[[providers]]` of the `--config` file; empty means one provider from `--upstream`
     /// (see [`Config::providers`]).
     #[arg(skip)]
@@ -569,6 +575,7 @@ impl Config {
                 self.cpu_queue
             ),
         ];
+        lines.push(format!("jobs                   {}", self.jobs.describe()));
         if let Some(percent) = self.async_rollout_percent {
             lines.push(format!("async rollout          {percent} %"));
         }

@@ -3,6 +3,7 @@
 //!
 //! - [`routes`]: which path goes to which handler, behind which policies; JSON 404 and 405.
 //! - [`openai`]: `POST /v1/chat/completions` and `GET /v1/models`.
+//! - [`jobs`]: `/v1/jobs`, the handlers of the job queue ([`crate::jobs`]).
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang, and the drain's phases;
@@ -14,6 +15,7 @@
 
 pub mod closing;
 pub mod connection;
+pub mod jobs;
 pub mod openai;
 pub mod probes;
 pub mod routes;

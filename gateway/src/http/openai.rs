@@ -39,6 +39,7 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
+use crate::policy::chat;
 use crate::policy::resilience::{Resilience, mark};
 use crate::telemetry::log::{Route, Waiting, log_rejected};
 use crate::upstream::providers::{Provider, Providers};
@@ -75,7 +76,7 @@ impl OpenAi {
 /// `POST /v1/chat/completions`, for the route table and the request log.
 pub const CHAT: Route = Route {
     method: Method::POST,
-    path: "/v1/chat/completions",
+    path: chat::PATH,
 };
 /// `GET /v1/models`.
 pub const MODELS: Route = Route {
@@ -94,15 +95,7 @@ pub async fn chat_completions(
         require_json(&headers)?;
         let body = body.map_err(|rejection| body_error(&rejection, api.max_body_bytes))?;
         let model = validate(&body)?;
-        let provider = api.providers.route(&model)?;
-        let plan = api.resilience.plan(CHAT.path, &headers)?;
-        let request = UpstreamRequest {
-            method: Method::POST,
-            url: provider.chat_url.clone(),
-            headers: forwarded_request_headers(&headers),
-            body: Some(body),
-        };
-        Ok(api.resilience.send(provider, request, plan).await)
+        chat::send(&api.providers, &api.resilience, &model, &headers, body).await
     }
     .await;
     waiting.answered();
@@ -217,7 +210,7 @@ fn respond(
 
 /// Only JSON bodies: a form-encoded body (what `curl -d` sends without `-H`) would reach the
 /// upstream as nonsense, so it is refused here with the fix in the message.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(ApiError::unsupported_media_type(
             "missing Content-Type: send the body as JSON with `Content-Type: application/json`",
@@ -236,7 +229,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
     } else {

@@ -18,7 +18,7 @@ use tracing::{Instrument as _, Span};
 
 use super::closing::{self, Closing};
 use super::state::AppState;
-use super::{openai, probes, ws};
+use super::{jobs, openai, probes, ws};
 use crate::error::ApiError;
 use crate::lessons::{health, solve, stream};
 use crate::policy::{auth, limits};
@@ -54,7 +54,7 @@ const fn get(path: &'static str) -> Route {
 }
 
 /// Everything the gateway serves, in the order the 404 names it.
-pub static ROUTES: [Endpoint; 10] = [
+pub static ROUTES: [Endpoint; 15] = [
     Endpoint {
         route: openai::CHAT,
         note: "",
@@ -86,6 +86,39 @@ pub static ROUTES: [Endpoint; 10] = [
         note: "",
         access: Access::Guarded,
         handler: |_, method| on(method, solve::solve),
+    },
+    // The job queue (`crate::jobs`): short requests, behind the same key check and limits.
+    Endpoint {
+        route: jobs::SUBMIT,
+        note: "",
+        access: Access::Guarded,
+        handler: |state, method| {
+            on(method, jobs::submit).layer(DefaultBodyLimit::max(state.max_body_bytes()))
+        },
+    },
+    Endpoint {
+        route: jobs::LIST,
+        note: "",
+        access: Access::Guarded,
+        handler: |_, method| on(method, jobs::list),
+    },
+    Endpoint {
+        route: jobs::STATS,
+        note: "",
+        access: Access::Guarded,
+        handler: |_, method| on(method, jobs::stats),
+    },
+    Endpoint {
+        route: jobs::ONE,
+        note: "",
+        access: Access::Guarded,
+        handler: |_, method| on(method, jobs::get),
+    },
+    Endpoint {
+        route: jobs::CANCEL,
+        note: "",
+        access: Access::Guarded,
+        handler: |_, method| on(method, jobs::cancel),
     },
     Endpoint {
         route: stream::ROUTE,
@@ -229,10 +262,19 @@ fn methods() -> String {
     }
     let mut parts: Vec<String> = groups
         .iter()
-        .map(|(method, paths)| format!("{} take {method}", paths.join(" and ")))
+        .map(|(method, paths)| format!("{} take {method}", and_list(paths)))
         .collect();
     parts.push("the others GET".to_owned());
     parts.join(", ")
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -254,7 +296,8 @@ mod tests {
         assert!(menu.ends_with(" or GET /debug/health-async"), "{menu}");
         assert_eq!(
             methods(),
-            "/v1/chat/completions and /v1/solve take POST, the others GET"
+            "/v1/chat/completions, /v1/solve, /v1/jobs and /v1/jobs/{id}/cancel take POST, the \
+             others GET"
         );
     }
 }

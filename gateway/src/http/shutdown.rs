@@ -218,10 +218,16 @@ impl Work {
         self.0.connections().serving()
     }
 
+    /// Jobs this instance's workers are running (`crate::jobs`): they run on to the deadline
+    /// like streams, then give their leases back.
+    fn jobs(&self) -> usize {
+        self.0.jobs().running()
+    }
+
     /// Completes once nothing is running: no stream, no socket, no request, no connection
-    /// still answering one.
+    /// still answering one, no job.
     async fn settled(&self) {
-        while self.streams() + self.sockets() + self.requests() + self.serving() > 0 {
+        while self.streams() + self.sockets() + self.requests() + self.serving() + self.jobs() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -17,11 +17,13 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use tracing::Span;
 
+use super::jobs::MaxBody;
 use super::openai::OpenAi;
 use super::server::Connections;
 use super::ws::Sockets;
 use crate::config::{Config, Mode};
 use crate::error::StartError;
+use crate::jobs::Jobs;
 use crate::lessons::solve::Cpu;
 use crate::lessons::stream::PlainStream;
 use crate::lifecycle::Lifecycle;
@@ -71,6 +73,8 @@ struct Shared {
     sockets: Arc<Sockets>,
     plain_stream: Arc<PlainStream>,
     cpu: Arc<Cpu>,
+    /// The job queue (`/v1/jobs`): its store, workers and housekeeper.
+    jobs: Arc<Jobs>,
 }
 
 impl AppState {
@@ -106,6 +110,13 @@ impl AppState {
                 config.max_body_bytes,
             )),
             sockets: Arc::new(Sockets::new(
+                config,
+                Arc::clone(&providers),
+                Arc::clone(&resilience),
+                Arc::clone(&metrics),
+                lifecycle.clone(),
+            )),
+            jobs: Arc::new(Jobs::new(
                 config,
                 Arc::clone(&providers),
                 Arc::clone(&resilience),
@@ -178,6 +189,10 @@ impl AppState {
     pub fn connections(&self) -> &Arc<Connections> {
         &self.shared.connections
     }
+
+    pub fn jobs(&self) -> &Arc<Jobs> {
+        &self.shared.jobs
+    }
 }
 
 /// One `FromRef` per part: extracting it clones that part's pointer, nothing else.
@@ -201,4 +216,11 @@ parts! {
     Arc<PlainStream> => plain_stream,
     Arc<Cpu> => cpu,
     Lifecycle => lifecycle,
+    Arc<Jobs> => jobs,
+}
+
+impl FromRef<AppState> for MaxBody {
+    fn from_ref(state: &AppState) -> Self {
+        MaxBody(state.shared.max_body_bytes)
+    }
 }

@@ -118,6 +118,55 @@ label_values! {
     }
 }
 
+label_values! {
+    /// A job's status: `gateway_jobs{status}`, `gateway_jobs_finished_total{status}`, and the
+    /// `status` field of every `/v1/jobs` answer (OpenAI's names).
+    JobStatus {
+        /// Waiting for a worker.
+        Queued => "queued",
+        /// A worker holds it under a lease.
+        InProgress => "in_progress",
+        /// The upstream answered; `result` holds its body.
+        Completed => "completed",
+        /// The upstream refused it, or its lease expired `--job-max-attempts` times.
+        Failed => "failed",
+        /// Cancelled by its owner.
+        Cancelled => "cancelled",
+        /// Still queued `--job-ttl-secs` after it was submitted.
+        Expired => "expired",
+    }
+
+    /// Why `POST /v1/jobs` was refused with 503: `gateway_jobs_refused_total{reason}`.
+    JobRefusal {
+        /// `--max-queued-jobs` jobs were waiting.
+        QueueFull => "queue_full",
+        /// The store could not commit the job (so it was not accepted).
+        StoreUnavailable => "store_unavailable",
+    }
+}
+
+impl JobStatus {
+    /// The status named `text` (as stored, as a `?status=` filter), if there is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+
+    /// Completed, failed, cancelled or expired: it will not change again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::InProgress)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobStatusLabels {
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobRefusalLabels {
+    pub reason: JobRefusal,
+}
+
 /// A limit the admission refused at is shed with the reason of the same name.
 impl From<Shed> for ShedReason {
     fn from(shed: Shed) -> Self {
@@ -211,6 +260,12 @@ mod tests {
             texts(ConnectionClose::ALL.iter().map(|r| r.as_str()).collect()),
             "header_timeout,idle_timeout,shutdown"
         );
+        assert_eq!(
+            texts(JobStatus::ALL.iter().map(|s| s.as_str()).collect()),
+            "queued,in_progress,completed,failed,cancelled,expired"
+        );
+        assert_eq!(JobStatus::parse("in_progress"), Some(JobStatus::InProgress));
+        assert_eq!(JobStatus::parse("done"), None);
         for (index, kind) in AttemptKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, index, "ALL is in declaration order");
         }

@@ -12,6 +12,7 @@
 //!   last chunk came, so a test can ask "how many streams are flowing right now?".
 //! - [`chat`]: OpenAI chat requests, SSE read event by event with arrival times, OpenAI's error
 //!   shape.
+//! - [`jobs`]: a fresh job store of each kind (SQLite, Postgres) and a `/v1/jobs` client.
 //! - [`process`]: the `gateway` binary as a child ([`process::GatewayProcess`]), for exit
 //!   statuses, signals, its environment and its start-up log.
 //!
@@ -20,6 +21,7 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 pub mod chat;
+pub mod jobs;
 pub mod process;
 pub mod streams;
 

@@ -115,6 +115,12 @@ impl GatewayProcess {
         kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
     }
 
+    /// SIGKILL: the process dies at once, mid-write if it was writing, with no drain.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("child status").is_none()
     }

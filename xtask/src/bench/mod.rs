@@ -4,7 +4,9 @@
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
 //! was: stream capacity per mode, overhead, memory), [`shed`] (load shedding at 5x the cap),
 //! [`hedge`] (hedged requests against a heavy-tailed upstream), [`cpu`] (CPU-bound work per
-//! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds). They were shell scripts; in Rust they get the same exit-status checks, free
+//! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds),
+//! [`jobs`] (the durable job queue on SQLite and Postgres: accepted/s, end to end at 1,000
+//! queued, a dead worker's jobs taken back). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -13,7 +15,7 @@
 //! reaches into how a benchmark is run, and the reading of diag's JSON is one file to swap:
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
-//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`]: one
+//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`], [`jobs`]: one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
 //!   runner that starts the services (nginx too) on free ports and records every command.
@@ -25,6 +27,7 @@
 mod conns;
 mod cpu;
 mod hedge;
+mod jobs;
 mod observe;
 mod ramp;
 mod ramp_results;
@@ -45,5 +48,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         What::Hedge => hedge::run(args),
         What::Cpu => cpu::run(args),
         What::Conns => conns::run(args),
+        What::Jobs => jobs::run(args),
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use diag::{LlmReport, LoadReport};
+pub use diag::{JobsReport, LlmReport, LoadReport};
 
 /// The report diag wrote to `path`, read as diag's own type.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T> {
