@@ -74,6 +74,7 @@ pub mod process;
 pub mod progress;
 pub mod reachable;
 pub mod readiness;
+pub mod statuses;
 pub mod watch;
 
 /// The demo's report keeps its path, `diag::report`.

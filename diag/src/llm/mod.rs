@@ -112,10 +112,7 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     let health = match args.health_url() {
         Some(url) => Some(Prober::start(
             access,
-            &[Target {
-                endpoint: Endpoint::Health,
-                url,
-            }],
+            &[Target::whole(Endpoint::Health, url)],
             HEALTH_EVERY,
             HEALTH_TIMEOUT,
             None,
