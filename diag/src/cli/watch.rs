@@ -8,14 +8,14 @@
 //! ```text
 //! diag watch --gateway http://10.0.0.5:8080 --api-key "$KEY"      # before any --probe: every probe
 //!     --probe health=/healthz                                      # GET, any 2xx
-//!     --probe report=/report --method POST --expect-status 200,202 -H "X-Tenant: t1"
+//!     --probe report=/report --method POST --expect-status 200,202 -H "X-Tenant: t1" --budget 500ms
 //!     --probe edge=https://10.0.0.9/ping --api-key "$EDGE_KEY"     # its own key instead
 //! ```
 //!
-//! `-H` and `--api-key` *before* the first `--probe` go on every request (as for the demo and
-//! as `watch` always did); *after* a `--probe` they go on that probe alone, added to the
-//! common ones (its key replaces the common key). `--method` and `--expect-status` exist only
-//! per probe. The order is kept by clap's argument indices, which the derive API does not
+//! `-H`, `--api-key` and `--budget` *before* the first `--probe` are every probe's (for `-H`
+//! and the key, as for the demo and as `watch` always did); *after* a `--probe` they are that
+//! probe's alone (its headers added to the common ones, its key and budget instead of the
+//! common ones). `--method` and `--expect-status` exist only per probe. The order is kept by clap's argument indices, which the derive API does not
 //! expose: so [`WatchArgs`] implements `FromArgMatches` itself, over the derived
 //! [`WatchFlags`], and a misplaced option is a clap error (exit 2) like any other bad flag.
 
@@ -47,16 +47,17 @@ pub struct WatchArgs {
     pub probes: Vec<Probe>,
     pub window: Duration,
     pub pairs: Vec<Pair>,
-    pub budget: Duration,
     pub fail_over: Option<Duration>,
     pub fail_on_errors: Option<u64>,
     pub jsonl: Option<Jsonl>,
 }
 
-/// One `--probe`: a name to show and pair, and what to send.
+/// One `--probe`: a name to show and pair, what to send, and how long it may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     pub name: String,
+    /// `--budget`: the window p99 it stays under when all is well (a `--pair` judges by it).
+    pub budget: Duration,
     /// An [`Endpoint::Url`] whose [`Ask`] carries the method, every header (the common ones
     /// and its own) and the expected statuses.
     pub target: Target,
@@ -138,9 +139,11 @@ pub struct WatchFlags {
     #[arg(long = "pair", value_name = "FAST=SLOW", value_parser = parse_pair)]
     pairs: Vec<Pair>,
 
-    /// With --pair: the window p99 a probe must stay under to count as fast.
-    #[arg(long, env = "DIAG_BUDGET", default_value = "100ms", value_parser = parse_duration)]
-    budget: Duration,
+    /// With --pair: the window p99 a probe stays under when all is well (FAST under its
+    /// budget, SLOW over its own: starved). Before any --probe every probe's, after one that
+    /// probe's [default: 100ms].
+    #[arg(long, env = "DIAG_BUDGET", value_parser = parse_duration)]
+    budget: Vec<Duration>,
 
     /// With --probe: exit 1 when a probe's window p99 goes over this (at once, or at the end
     /// with --count).
@@ -185,6 +188,10 @@ impl FromArgMatches for WatchArgs {
     }
 }
 
+/// A probe's `--budget` when none is given: the demo's `--sync-budget`, far above a healthy
+/// answer on loopback and far below a pool wait.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(100);
+
 /// The flags only a `--probe` watch uses; given on the command line without one, a mistake.
 const PROBE_ONLY: [(&str, &str); 5] = [
     ("window", "--window"),
@@ -213,6 +220,14 @@ fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String>
     } else {
         placed(&probe_at, at("api_key"), flags.api_key)
     };
+    let (budgets, probe_budgets) =
+        if matches.value_source("budget") == Some(ValueSource::EnvVariable) {
+            (flags.budget, vec![Vec::new(); probe_at.len()])
+        } else {
+            placed(&probe_at, at("budget"), flags.budget)
+        };
+    let budget =
+        at_most_one(budgets, "--budget before the first --probe")?.unwrap_or(DEFAULT_BUDGET);
     let (headers, probe_headers) = placed(&probe_at, at("headers"), flags.headers);
     let (methods, probe_methods) = placed(&probe_at, at("method"), flags.method);
     let (expects, probe_expects) = placed(&probe_at, at("expect_status"), flags.expect_status);
@@ -243,8 +258,11 @@ fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String>
     let own = probe_keys
         .into_iter()
         .zip(probe_headers)
-        .zip(probe_methods.into_iter().zip(probe_expects));
-    for ((name, url), ((keys, headers), (methods, expects))) in flags.probes.into_iter().zip(own) {
+        .zip(probe_methods.into_iter().zip(probe_expects))
+        .zip(probe_budgets);
+    for ((name, url), (((keys, headers), (methods, expects)), budgets)) in
+        flags.probes.into_iter().zip(own)
+    {
         let url = match url.strip_prefix('/') {
             Some(_) => format!("{}{url}", flags.gateway),
             None => url,
@@ -269,7 +287,12 @@ fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String>
             url,
             ask,
         };
-        probes.push(Probe { name, target });
+        let budget = at_most_one(budgets, &of("--budget"))?.unwrap_or(budget);
+        probes.push(Probe {
+            name,
+            budget,
+            target,
+        });
     }
     for pair in &flags.pairs {
         for name in [&pair.fast, &pair.slow] {
@@ -291,7 +314,6 @@ fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String>
         probes,
         window: flags.window,
         pairs: flags.pairs,
-        budget: flags.budget,
         fail_over: flags.fail_over,
         fail_on_errors: flags.fail_on_errors,
         jsonl: flags.jsonl,
@@ -514,6 +536,16 @@ mod tests {
         );
         assert_eq!(c.target.ask.method, Method::GET);
         assert_eq!(c.target.ask.headers.len(), 2);
+        assert!(
+            args.probes
+                .iter()
+                .all(|probe| probe.budget == DEFAULT_BUDGET)
+        );
+        let args = watch(&[
+            "--budget", "50ms", "--probe", "/a", "--probe", "/b", "--budget", "1s",
+        ]);
+        let budgets: Vec<_> = args.probes.iter().map(|probe| probe.budget).collect();
+        assert_eq!(budgets, [Duration::from_millis(50), Duration::from_secs(1)]);
     }
 
     #[test]

@@ -148,6 +148,7 @@ mod tests {
     fn probe(name: &str) -> Probe {
         Probe {
             name: name.into(),
+            budget: Duration::from_millis(100),
             target: Target {
                 endpoint: Endpoint::Url,
                 url: format!("http://127.0.0.1:9/{name}"),

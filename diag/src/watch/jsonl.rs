@@ -53,6 +53,8 @@ pub struct Interval {
 pub struct ProbeLine {
     pub method: String,
     pub url: String,
+    /// `--budget`: the window p99 it stays under when all is well (a pair judges by it).
+    pub budget_ms: f64,
     /// The most recent probe to finish; null before any has.
     pub latest: Option<Latest>,
     /// How long the oldest probe still unanswered has waited, when that is longer than one

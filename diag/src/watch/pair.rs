@@ -7,9 +7,13 @@
 //!
 //! | FAST's window p99 | SLOW's window p99 | verdict |
 //! |---|---|---|
-//! | any | within `--budget` | `ok` |
-//! | within `--budget` | over it | `starved`: SLOW waits while FAST answers |
-//! | over it | over it | `both slow`: the whole service is slow (overload, a stalled runtime) |
+//! | any | within SLOW's `--budget` | `ok` |
+//! | within FAST's `--budget` | over SLOW's | `starved`: SLOW waits while FAST answers |
+//! | over FAST's | over SLOW's | `both slow`: the whole service is slow (overload, a stalled runtime) |
+//!
+//! Each probe has its own budget because a slow endpoint is often slow by design (a report
+//! that takes 200 ms on an idle service): its budget is what it takes when all is well, plus
+//! room, and "starved" means it waits on top of that.
 //!
 //! A SLOW that only times out is over budget (its timeouts count at the timeout value). A probe
 //! with no answers or timeouts in the window gives no verdict (`no data`): a refused connection
@@ -36,15 +40,22 @@ pub enum Verdict {
     Starved,
 }
 
+/// The two budgets of a pair: FAST's, then SLOW's.
+pub type Budgets = (Duration, Duration);
+
 /// The verdict on one window of `fast` and `slow`.
-pub fn judge(fast: &WindowStats, slow: &WindowStats, budget: Duration) -> Verdict {
+pub fn judge(
+    fast: &WindowStats,
+    slow: &WindowStats,
+    (fast_budget, slow_budget): Budgets,
+) -> Verdict {
     let (Some(fast_p99), Some(slow_p99)) = (fast.seen.p99_ms, slow.seen.p99_ms) else {
         return Verdict::NoData;
     };
-    let budget = budget.as_secs_f64() * 1e3;
-    if slow_p99 <= budget {
+    let within = |p99: f64, budget: Duration| p99 <= budget.as_secs_f64() * 1e3;
+    if within(slow_p99, slow_budget) {
         Verdict::Ok
-    } else if fast_p99 <= budget {
+    } else if within(fast_p99, fast_budget) {
         Verdict::Starved
     } else {
         Verdict::BothSlow
@@ -52,13 +63,15 @@ pub fn judge(fast: &WindowStats, slow: &WindowStats, budget: Duration) -> Verdic
 }
 
 /// What the verdict says, in the line and the summary.
-pub fn says(verdict: Verdict, pair: &Pair, budget: Duration) -> String {
+pub fn says(verdict: Verdict, pair: &Pair, (fast_budget, slow_budget): Budgets) -> String {
     let Pair { fast, slow } = pair;
-    let budget = format_duration(budget);
+    let (fast_budget, slow_budget) = (format_duration(fast_budget), format_duration(slow_budget));
     match verdict {
         Verdict::Starved => format!("starved: {slow} waits while {fast} answers"),
-        Verdict::BothSlow => format!("both slow: {fast} and {slow} over {budget}"),
-        Verdict::Ok => format!("ok: {slow} within {budget}"),
+        Verdict::BothSlow => {
+            format!("both slow: {fast} over {fast_budget}, {slow} over {slow_budget}")
+        }
+        Verdict::Ok => format!("ok: {slow} within {slow_budget}"),
         Verdict::NoData => format!("no verdict: {fast} or {slow} has nothing in the window"),
     }
 }
@@ -107,7 +120,7 @@ impl Tally {
     }
 
     /// The summary's verdict: the worst, and how much of the watch it held for.
-    pub fn says(&self, pair: &Pair, budget: Duration) -> String {
+    pub fn says(&self, pair: &Pair, budgets: Budgets) -> String {
         let worst = self.worst();
         let lines = self.lines;
         let held = match worst {
@@ -119,7 +132,7 @@ impl Tally {
             Verdict::Ok => format!(" (all {} judged lines)", self.ok),
             Verdict::NoData => String::new(),
         };
-        format!("{}{held}", says(worst, pair, budget))
+        format!("{}{held}", says(worst, pair, budgets))
     }
 }
 
@@ -141,7 +154,7 @@ mod tests {
 
     #[test]
     fn slow_over_budget_beside_a_fast_answer_is_starved() {
-        let budget = Duration::from_millis(100);
+        let budget = (Duration::from_millis(100), Duration::from_millis(100));
         assert_eq!(judge(&p99(1.0), &p99(2000.0), budget), Verdict::Starved);
         assert_eq!(judge(&p99(500.0), &p99(2000.0), budget), Verdict::BothSlow);
         assert_eq!(judge(&p99(500.0), &p99(50.0), budget), Verdict::Ok);
@@ -149,6 +162,10 @@ mod tests {
             judge(&WindowStats::default(), &p99(2000.0), budget),
             Verdict::NoData
         );
+        // A report slow by design is judged by its own budget.
+        let report = (Duration::from_millis(100), Duration::from_millis(500));
+        assert_eq!(judge(&p99(1.0), &p99(210.0), report), Verdict::Ok);
+        assert_eq!(judge(&p99(1.0), &p99(900.0), report), Verdict::Starved);
         let pair = Pair {
             fast: "health".into(),
             slow: "report".into(),
@@ -159,7 +176,7 @@ mod tests {
         );
         assert_eq!(
             says(Verdict::BothSlow, &pair, budget),
-            "both slow: health and report over 100ms"
+            "both slow: health over 100ms, report over 100ms"
         );
     }
 
@@ -169,7 +186,7 @@ mod tests {
             fast: "a".into(),
             slow: "b".into(),
         };
-        let budget = Duration::from_millis(100);
+        let budget = (Duration::from_millis(100), Duration::from_millis(100));
         let mut tally = Tally::default();
         assert_eq!(
             tally.says(&pair, budget),

@@ -31,7 +31,8 @@ use super::downtime::Downtime;
 use super::jsonl::{self, Interval, Latest, PairLine, ProbeLine, Record, Sink, Summary};
 use super::pair;
 use super::window::{Window, WindowStats};
-use crate::cli::{Jsonl, WatchArgs, format_duration};
+use crate::cli::watch::DEFAULT_BUDGET;
+use crate::cli::{Jsonl, Pair, WatchArgs, format_duration};
 use crate::live::{named_probe_cell, seconds};
 use crate::lock;
 use crate::probe::{Outcome, Probed, Prober};
@@ -191,9 +192,10 @@ impl Lines<'_> {
                     .cloned()
                     .unwrap_or_default()
             };
-            let verdict = pair::judge(&of(&pair.fast), &of(&pair.slow), args.budget);
+            let budgets = budgets(args, pair);
+            let verdict = pair::judge(&of(&pair.fast), &of(&pair.slow), budgets);
             tally.saw(&at, verdict);
-            let says = pair::says(verdict, pair, args.budget);
+            let says = pair::says(verdict, pair, budgets);
             cells.push(says.clone());
             pairs.push(PairLine {
                 fast: pair.fast.clone(),
@@ -282,7 +284,7 @@ impl Lines<'_> {
                 fast: pair.fast.clone(),
                 slow: pair.slow.clone(),
                 verdict: tally.worst(),
-                says: tally.says(pair, args.budget),
+                says: tally.says(pair, budgets(args, pair)),
             })
             .collect();
         for pair in &pairs {
@@ -323,6 +325,17 @@ impl Lines<'_> {
     }
 }
 
+/// The budgets of `pair`'s two probes.
+fn budgets(args: &WatchArgs, pair: &Pair) -> pair::Budgets {
+    let of = |name: &str| {
+        args.probes
+            .iter()
+            .find(|probe| probe.name == name)
+            .map_or(DEFAULT_BUDGET, |probe| probe.budget)
+    };
+    (of(&pair.fast), of(&pair.slow))
+}
+
 /// The line on stderr that says what is probed, how often, and what the lines mean.
 fn announce(args: &WatchArgs) -> String {
     let probes: Vec<String> = args
@@ -331,8 +344,14 @@ fn announce(args: &WatchArgs) -> String {
         .map(|probe| {
             let ask = &probe.target.ask;
             let expect = ask.expect.clone().unwrap_or_default();
+            // The budget matters only to a pair's verdict: said only then.
+            let budget = if args.pairs.is_empty() {
+                String::new()
+            } else {
+                format!(", budget {}", format_duration(probe.budget))
+            };
             format!(
-                "{} = {} {} ({expect})",
+                "{} = {} {} ({expect}{budget})",
                 probe.name, ask.method, probe.target.url
             )
         })
@@ -375,6 +394,7 @@ fn probe_line(
     ProbeLine {
         method: probe.target.ask.method.to_string(),
         url: probe.target.url.clone(),
+        budget_ms: ms(probe.budget),
         latest: outcome.map(|outcome| match outcome {
             Outcome::Answered { latency, .. } => Latest::Answered { ms: ms(*latency) },
             Outcome::TimedOut => Latest::Timeout { ms: ms(timeout) },
