@@ -125,12 +125,7 @@ async fn watch(args: &WatchArgs) -> Result<(), Error> {
             _ = ticks.tick() => {}
             _ = &mut interrupted => break Stop::Interrupted,
         }
-        let stats: Vec<WindowStats> = lock(&windows)
-            .iter_mut()
-            .enumerate()
-            .map(|(index, window)| window.stats(Instant::now(), &prober.waiting_of(index)))
-            .collect();
-        lines.print(&prober, &stats)?;
+        lines.print(&read(&prober, &windows))?;
         if lines.alert.is_some() && args.count.is_none() {
             break Stop::Alert;
         }
@@ -156,18 +151,39 @@ async fn watch(args: &WatchArgs) -> Result<(), Error> {
     result
 }
 
+/// Each probe's window and latest result, read at one instant, so that a cell's `>2.4s` and
+/// the waiting probes in its window agree.
+fn read(prober: &Prober, windows: &Mutex<Vec<Window>>) -> Vec<(WindowStats, probe::Latest)> {
+    let now = Instant::now();
+    let mut windows = lock(windows);
+    windows
+        .iter_mut()
+        .enumerate()
+        .map(|(index, window)| {
+            let waiting = prober.waiting_of(index);
+            let latest = probe::Latest {
+                outcome: prober.latest_of(index).outcome,
+                oldest_waiting: waiting
+                    .first()
+                    .map(|sent| now.saturating_duration_since(*sent)),
+            };
+            (window.stats(now, &waiting), latest)
+        })
+        .collect()
+}
+
 impl Lines<'_> {
     /// Prints one line (and writes its JSON line) from the windows' `stats`.
-    fn print(&mut self, prober: &Prober, stats: &[WindowStats]) -> Result<(), Error> {
+    fn print(&mut self, readings: &[(WindowStats, probe::Latest)]) -> Result<(), Error> {
         let args = self.args;
+        let stats: Vec<WindowStats> = readings.iter().map(|(stats, _)| stats.clone()).collect();
         let now = SystemTime::now();
         let at = clock(now);
         let mut cells = Vec::new();
         let mut probes = std::collections::BTreeMap::new();
         let mut crossed = Vec::new();
         let (mut responded, mut all_failed) = (false, true);
-        for (index, (probe, stats)) in args.probes.iter().zip(stats).enumerate() {
-            let latest = prober.latest_of(index);
+        for (probe, (stats, latest)) in args.probes.iter().zip(readings) {
             let outcome = latest.outcome.as_ref();
             responded |= matches!(outcome, Some(Outcome::Answered { .. } | Outcome::Status(_)));
             all_failed &= matches!(outcome, Some(Outcome::Failed(_)));
