@@ -193,12 +193,13 @@ impl FromArgMatches for WatchArgs {
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(100);
 
 /// The flags only a `--probe` watch uses; given on the command line without one, a mistake.
-const PROBE_ONLY: [(&str, &str); 5] = [
+const PROBE_ONLY: [(&str, &str); 6] = [
     ("window", "--window"),
     ("pairs", "--pair"),
     ("budget", "--budget"),
     ("fail_over", "--fail-over"),
     ("fail_on_errors", "--fail-on-errors"),
+    ("jsonl", "--jsonl"),
 ];
 
 fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String> {
@@ -247,11 +248,6 @@ fn resolve(flags: WatchFlags, matches: &ArgMatches) -> Result<WatchArgs, String>
             return Err(format!(
                 "{flag} needs --probe: name the URLs to watch, e.g. --probe /healthz"
             ));
-        }
-        if explicit("jsonl") {
-            return Err(
-                "--jsonl needs --probe: name the URLs to watch, e.g. --probe /healthz".into(),
-            );
         }
     }
     let mut probes: Vec<Probe> = Vec::new();
