@@ -159,12 +159,15 @@ fn a_plain_service_with_only_healthz_gets_its_latencies_and_exits_0() {
         // `12:00:01  healthz 0.4ms (p50 0.4ms p99 0.9ms max 0.9ms, 0/2 failed)`
         let cell = cell(line, "healthz");
         let latest = cell.split(' ').nth(1).expect("a latest reading");
-        assert!(latest.ends_with("ms") || latest.ends_with('s'), "{line}");
-        assert!(cell.contains("(p50 ") && cell.contains(" p99 "), "{line}");
+        let number = latest
+            .strip_suffix("ms")
+            .or_else(|| latest.strip_suffix('s'));
         assert!(
-            cell.ends_with(", 0/1 failed)") || cell.contains(" 0/"),
-            "{line}"
+            number.is_some_and(|n| n.parse::<f64>().is_ok()),
+            "a latency: {line}"
         );
+        assert!(cell.contains("(p50 ") && cell.contains(" p99 "), "{line}");
+        assert!(cell.contains(", 0/"), "no failures: {line}");
         assert!(!cell.contains(" - "), "every window has answers: {line}");
     }
     assert!(
@@ -331,10 +334,7 @@ fn a_starved_pool_reads_starved_and_fails_the_watch_over_its_budget() {
     let starved = run
         .stdout
         .lines()
-        .filter(|line| {
-            line.ends_with("| starved: slow waits while fast answers")
-                || line.contains("| starved: slow waits while fast answers |")
-        })
+        .filter(|line| line.contains(" | starved: slow waits while fast answers"))
         .count();
     assert!(starved >= 3, "{}", run.stdout);
     assert!(
