@@ -123,6 +123,11 @@ fn watch_keeps_going_when_the_gateway_is_down() {
     );
 }
 
+/// Asserts that `text` (a run's stdout or stderr) has `part` in it, showing `text` if not.
+fn has(text: &str, part: &str) {
+    assert!(text.contains(part), "no {part:?} in:\n{text}");
+}
+
 /// The cell of probe `name` in a `--probe` line: `name 0.4ms (p50 … failed)`.
 fn cell<'a>(line: &'a str, name: &str) -> &'a str {
     let readings = line.split_once("  ").map_or(line, |(_, readings)| readings);
@@ -170,21 +175,9 @@ fn a_plain_service_with_only_healthz_gets_its_latencies_and_exits_0() {
         assert!(cell.contains(", 0/"), "no failures: {line}");
         assert!(!cell.contains(" - "), "every window has answers: {line}");
     }
-    assert!(
-        run.stdout.contains("\nsummary: 3 lines in "),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(&format!("healthz  GET {url}/healthz")),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr.contains("diag watch: healthz = GET "),
-        "{}",
-        run.stderr
-    );
+    has(&run.stdout, "\nsummary: 3 lines in ");
+    has(&run.stdout, &format!("healthz  GET {url}/healthz"));
+    has(&run.stderr, "diag watch: healthz = GET ");
 }
 
 #[test]
@@ -216,16 +209,8 @@ fn the_first_threshold_crossed_ends_the_watch_with_1_at_once() {
         last.contains("ALERT gone failed 2 times in the last 60s"),
         "{last}"
     );
-    assert!(
-        run.stdout.contains("stopped by the alert"),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stderr.contains("ALERT: gone failed 2 times"),
-        "{}",
-        run.stderr
-    );
+    has(&run.stdout, "stopped by the alert");
+    has(&run.stderr, "ALERT: gone failed 2 times");
 }
 
 #[test]
@@ -247,11 +232,7 @@ fn nothing_answering_any_probe_exits_3() {
             .is_some_and(|l| l.contains("healthz down (")),
         "{run:#?}"
     );
-    assert!(
-        run.stderr.contains("nothing was measured"),
-        "{}",
-        run.stderr
-    );
+    has(&run.stderr, "nothing was measured");
 }
 
 #[test]
@@ -343,12 +324,8 @@ fn a_starved_pool_reads_starved_and_fails_the_watch_over_its_budget() {
         "{}",
         run.stdout
     );
-    assert!(run.stderr.contains("ALERT: slow p99 "), "{}", run.stderr);
-    assert!(
-        run.stderr.contains(" over --fail-over 500ms, at "),
-        "{}",
-        run.stderr
-    );
+    has(&run.stderr, "ALERT: slow p99 ");
+    has(&run.stderr, " over --fail-over 500ms, at ");
 }
 
 #[test]
@@ -442,9 +419,5 @@ fn ctrl_c_prints_the_summary_and_exits_by_the_rules() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains(&format!("healthz  GET {url}/healthz")),
-        "{}",
-        run.stdout
-    );
+    has(&run.stdout, &format!("healthz  GET {url}/healthz"));
 }
