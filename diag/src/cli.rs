@@ -5,18 +5,21 @@
 //! unknown flag: a message on stderr and exit code 2. The rest of the crate only ever sees values
 //! that make sense.
 //!
-//! The flags of `diag load` and `diag llm` live in the submodules [`load`] and [`llm`], with
-//! the parsers only they use; they share [`parse_duration`] and the URL checks with the rest.
-//! `--api-key` and `-H`, which `demo`, `watch` and `llm` all take, are [`access`]'s.
+//! The flags of `diag load`, `diag llm` and `diag watch` live in the submodules [`load`],
+//! [`llm`] and [`watch`], with the parsers only they use; they share [`parse_duration`] and the
+//! URL checks with the rest. `--api-key` and `-H`, which `demo`, `watch` and `llm` all take,
+//! are [`access`]'s (`watch` also takes them per `--probe`).
 
 pub mod access;
 pub mod jobs;
 pub mod llm;
 pub mod load;
+pub mod watch;
 
 pub use access::{Access, ApiKey, Header};
 pub use llm::{Arrivals, LlmArgs, StreamsUntil};
 pub use load::{Body, LoadArgs, Until};
+pub use watch::{Jsonl, Pair, Probe, WatchArgs};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Open N streams through the gateway, probe its health on the side, print a verdict.
     Demo(DemoArgs),
-    /// Print health-probe latency and pool occupancy once per interval, until Ctrl-C.
+    /// Print health-probe latency and pool occupancy once per interval, until Ctrl-C; or
+    /// probe any service's URLs (--probe), alert (--fail-over) and stream JSON lines (--jsonl).
     Watch(WatchArgs),
     /// Send HTTP requests as fast as -c allows (or at -q per second) and report latency (like hey).
     Load(LoadArgs),
@@ -115,33 +119,6 @@ impl DemoArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// Base URL of the service to watch (any subset of the probed endpoints may exist).
-    #[arg(long, env = "DIAG_GATEWAY", default_value = "http://127.0.0.1:8000", value_parser = parse_gateway)]
-    pub gateway: String,
-
-    /// Time between lines, and between probes.
-    #[arg(long, env = "DIAG_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub interval: Duration,
-
-    /// Stop after this many lines [default: run until Ctrl-C].
-    #[arg(long, env = "DIAG_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: Option<u64>,
-
-    /// Give up on a probe after this long.
-    #[arg(long, env = "DIAG_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    /// The gateway's admin plane, whose /readyz is probed beside the rest; `off` for none
-    /// [default: the gateway's host, port 8002, if it answers there].
-    #[arg(long, env = "DIAG_ADMIN", value_name = "URL", value_parser = parse_admin)]
-    pub admin: Option<AdminUrl>,
-
-    #[command(flatten)]
-    pub access: Access,
-}
-
 /// `--admin`: where the gateway's admin plane is, or `off`. Not given, diag tries the gateway's
 /// host on port 8002 (see [`crate::admin`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +177,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be longer than zero"));
     }
     Ok(duration)
+}
+
+/// A duration as [`parse_duration`] reads it: `500ms`, `5s`, `1.5s`; for echoing a setting
+/// back in the words it was given.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_secs_f64() * 1e3;
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else if ms >= 1000.0 {
+        format!("{}s", ms / 1e3)
+    } else {
+        format!("{}ms", (ms * 1e3).round() / 1e3)
+    }
 }
 
 fn parse_gateway(text: &str) -> Result<String, String> {
@@ -309,6 +299,15 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        for text in ["500ms", "5s", "60s", "1.5s", "0.5ms", "90s"] {
+            let duration = parse_duration(text).expect("valid");
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
     }
 
     #[test]

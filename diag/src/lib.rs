@@ -9,7 +9,9 @@
 //!   then a table and a verdict (`EXHAUSTED` or `HEALTHY`, or `FAILED` when the target died,
 //!   refused the streams or cut them off), and can write it all as JSON.
 //! - `diag watch` prints one line of probe latencies and pool occupancy per interval, for a
-//!   service that someone else is loading.
+//!   service that someone else is loading; with `--probe`, of any service's URLs, with
+//!   sliding-window percentiles, the starved-pool verdict of a `--pair`, alerts with an exit
+//!   code and JSON lines.
 //! - `diag load` is an HTTP load generator in the manner of hey and oha (`-n`/`-z`, `-c`, `-q`
 //!   with latency measured from the intended start), with hey's report and a JSON one.
 //! - `diag llm` runs streaming chat completions at a concurrency or a rate, reports TTFT,
@@ -33,7 +35,14 @@
 //!     if not, was its pool starved (`EXHAUSTED`) or not (`HEALTHY`).
 //!   - [`demo::timeline`]: the demo's time series (each probe, pool sample and flowing count).
 //!   - [`demo::plot`]: `--plot`: the timeline as an SVG picture, and how to read it.
-//! - [`watch`]: `diag watch`.
+//! - [`watch`]: `diag watch`: the gateway's view or (`--probe`) any service's.
+//!   - [`watch::gateway`]: without `--probe`: the three endpoints, the pool, `/readyz`.
+//!   - [`watch::probes`]: with `--probe`: the lines, the summary, the end.
+//!   - [`watch::window`]: one probe's last `--window` (p50/p99/max, failures, waiting).
+//!   - [`watch::pair`]: `--pair FAST=SLOW`: starved, both slow, or ok.
+//!   - [`watch::alert`]: `--fail-over`, `--fail-on-errors`, and the exit code's rules.
+//!   - [`watch::jsonl`]: `--jsonl`: the schema and the writer.
+//!   - [`watch::clock`], [`watch::downtime`]: the lines' time, and "it stopped answering".
 //! - [`load`]: `diag load`: workers, tickets, intended start times.
 //!   - [`load::tally`]: what the workers count, one tally per shard.
 //!   - [`load::report`]: hey's report and the JSON one.
@@ -46,12 +55,14 @@
 //!
 //! What they share:
 //!
-//! - [`cli`]: every flag, its default, its environment override and its validation.
+//! - [`cli`]: every flag, its default, its environment override and its validation (and
+//!   which `--probe` each of `diag watch`'s per-probe options belongs to).
 //! - [`admin`]: where the gateway's admin plane is (`--admin`, or the guess), found once (demo,
 //!   watch).
 //! - [`probe`]: the one prober: health probes, open loop, on their own OS thread and runtime
-//!   (the demo's three endpoints and `/readyz`, `diag llm --health`'s one URL; `diag watch`
-//!   sends single probes).
+//!   (the demo's three endpoints and `/readyz`, `diag llm --health`'s one URL, `diag watch
+//!   --probe`'s URLs; the gateway view of `diag watch` sends single probes).
+//! - [`statuses`]: which statuses answer a probe (`--expect-status 200,204`, `2xx`).
 //! - [`readiness`]: the admin plane's `/readyz` as diag reads it (its checks, a run's statuses).
 //! - [`pool`]: samples the gateway's `/debug/pool` counters (demo, watch).
 //! - [`process`]: samples the gateway process (threads, memory, CPU) with sysinfo (demo).
@@ -78,6 +89,7 @@ pub mod process;
 pub mod progress;
 pub mod reachable;
 pub mod readiness;
+pub mod statuses;
 pub mod watch;
 
 /// The demo's report keeps its path, `diag::report`.
@@ -119,7 +131,8 @@ pub enum Error {
     )]
     AdminUnreachable { url: String, reason: String },
 
-    /// `diag load`'s URL or `diag llm`'s base URL accepted no connection: nothing was measured.
+    /// `diag load`'s URL or `diag llm`'s base URL accepted no connection, or nothing answered
+    /// any of `diag watch --probe`'s probes: nothing was measured.
     #[error(
         "cannot reach {url} ({reason}): nothing was measured.\n\
          Start the service first, or check the URL and port."
@@ -130,6 +143,11 @@ pub enum Error {
     /// during a `diag watch`: what was measured says nothing about its pool.
     #[error("FAILED: {reason}")]
     Failed { reason: String },
+
+    /// `diag watch --probe` crossed `--fail-over` or `--fail-on-errors`, or one of its probes
+    /// never got an answer it expects (see [`watch::alert`]).
+    #[error("ALERT: {reason}")]
+    Alert { reason: String },
 
     /// `--expect` named a verdict and the measurement gave the other one.
     #[error("expected the verdict `{expected}`, but the gateway is {got}: {reason}")]
@@ -145,15 +163,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// 3 for an unreachable gateway (or admin plane), 4 for one that failed during the run, 1
-    /// for the rest. (2, bad flags, is clap's.)
+    /// 3 for an unreachable gateway (or admin plane, or nothing answering a watch's probes), 4
+    /// for one that failed during the run, 1 for the rest (an alert among them). (2, bad
+    /// flags, is clap's.)
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Unreachable { .. }
             | Error::AdminUnreachable { .. }
             | Error::TargetUnreachable { .. } => 3,
             Error::Failed { .. } => 4,
-            Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
+            Error::Alert { .. } | Error::UnexpectedVerdict { .. } | Error::Other(_) => 1,
         }
     }
 }

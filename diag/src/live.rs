@@ -4,7 +4,8 @@
 //! sync 2.013s | async 0.8ms | health degraded | pool 4/4 +4 queued
 //! ```
 //!
-//! One format for both, so that a person who learned to read one can read the other. Every cell
+//! One format for both (and the same latency cells in `diag watch --probe`'s lines), so that a
+//! person who learned to read one can read the others. Every cell
 //! has a fixed vocabulary, documented in the crate's README: a latency in seconds, `>1.2s`
 //! (still waiting), `timeout`, `down`, `HTTP 500`, or `-` (nothing to show).
 //!
@@ -64,6 +65,23 @@ pub fn latency_cell(
         None => "-".to_owned(),
         Some(Outcome::Answered { latency, .. }) => seconds(*latency),
         Some(other) => failure_cell(other),
+    }
+}
+
+/// The latency cell of a probe a user named (`diag watch --probe`): a [`latency_cell`], except
+/// that a 404 reads `HTTP 404`, not `-`. The gateway's view shows an endpoint a service lacks as
+/// `-` because any subset of them may exist; a URL the user named and that is not there is the
+/// news.
+pub fn named_probe_cell(
+    latest: Option<&Outcome>,
+    oldest_waiting: Option<Duration>,
+    every: Duration,
+) -> String {
+    match latest {
+        Some(Outcome::Status(code)) if stale(latest, oldest_waiting, every).is_none() => {
+            format!("HTTP {code}")
+        }
+        _ => latency_cell(latest, oldest_waiting, every),
     }
 }
 
@@ -166,6 +184,11 @@ mod tests {
             "timeout"
         );
         assert_eq!(latency_cell(Some(&Outcome::Status(404)), None, every), "-");
+        assert_eq!(
+            named_probe_cell(Some(&Outcome::Status(404)), None, every),
+            "HTTP 404"
+        );
+        assert_eq!(named_probe_cell(Some(&answered(2)), None, every), "2.0ms");
         assert_eq!(
             latency_cell(Some(&Outcome::Status(500)), None, every),
             "HTTP 500"

@@ -1,13 +1,15 @@
 //! Health probes: one request to one health endpoint, timed; and the one prober that fires them
 //! on a fixed schedule from its own OS thread, for `diag demo` (all three endpoints, and the
-//! admin plane's `/readyz` when there is one) and for `diag llm --health` (`/health` alone, or
+//! admin plane's `/readyz` when there is one), for `diag llm --health` (`/health` alone, or
 //! `--health-url`: the demo's three would add two probes to the load, one of them holding a
-//! gateway pool thread).
+//! gateway pool thread) and for `diag watch --probe` (whatever URLs the user names).
 //!
-//! A probe has a [`Target`]: which endpoint it is (that says how to read the answer) and the URL
-//! it goes to. Most are the gateway's base URL plus the endpoint's path; `/readyz` lives on
-//! another port (`--admin`), and `diag llm --health-url` may point anywhere. One prober, one
-//! thread, whatever the URLs: every probe is timed the same way.
+//! A probe has a [`Target`]: which endpoint it is (that says how to read the answer), the URL
+//! it goes to, and how to ask ([`Ask`]: a plain `GET` unless a user said otherwise). Most are
+//! the gateway's base URL plus the endpoint's path; `/readyz` lives on another port
+//! (`--admin`), `diag llm --health-url` may point anywhere, and a `diag watch --probe` is any
+//! service's URL ([`Endpoint::Url`]). One prober, one thread, whatever the URLs: every probe is
+//! timed the same way.
 //!
 //! Two rules keep the numbers honest:
 //!
@@ -39,10 +41,11 @@ use tokio::time::MissedTickBehavior;
 
 use crate::histogram::Latencies;
 use crate::readiness::{Ready, Seen};
+use crate::statuses::Statuses;
 use crate::{lock, root_cause};
 
 /// The gateway's health endpoints, each answering a different question (see the gateway's
-/// `health` module).
+/// `health` module), and [`Endpoint::Url`], any other service's URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// Answers from inside a blocking-pool job: waits for a free pool thread.
@@ -54,6 +57,10 @@ pub enum Endpoint {
     /// The admin plane's readiness: the main runtime measured from another thread; 503
     /// `degraded`, `draining` or `starting` when not ready ([`crate::readiness`]).
     Readyz,
+    /// A URL a user named (`diag watch --probe`), of a service diag knows nothing about: its
+    /// answer is its HTTP status, judged by the target's [`Ask::expect`], and its body is read
+    /// to the end (that is part of the latency) but not parsed.
+    Url,
 }
 
 impl Endpoint {
@@ -63,21 +70,27 @@ impl Endpoint {
         Endpoint::Health,
     ];
 
+    /// The path [`Target::at`] appends to a base URL. A [`Endpoint::Url`]'s target holds its
+    /// whole URL, so it has none (`""`).
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::HealthSync => "/debug/health-sync",
             Endpoint::HealthAsync => "/debug/health-async",
             Endpoint::Health => "/health",
             Endpoint::Readyz => "/readyz",
+            Endpoint::Url => "",
         }
     }
 
+    /// The gateway's endpoints' places in the demo's timeline; a [`Endpoint::Url`] has none
+    /// there (4, past its end: the demo never probes one).
     pub(crate) fn index(self) -> usize {
         match self {
             Endpoint::HealthSync => 0,
             Endpoint::HealthAsync => 1,
             Endpoint::Health => 2,
             Endpoint::Readyz => 3,
+            Endpoint::Url => 4,
         }
     }
 
@@ -88,19 +101,50 @@ impl Endpoint {
     }
 }
 
-/// One thing to probe: the endpoint (how to read its answer) at a URL.
+/// One thing to probe: the endpoint (how to read its answer) at a URL, and how to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub endpoint: Endpoint,
     pub url: String,
+    pub ask: Ask,
 }
 
 impl Target {
     /// `endpoint` on the service at `base` (a base URL without a trailing `/`).
     pub fn at(base: &str, endpoint: Endpoint) -> Self {
+        Self::whole(endpoint, format!("{base}{}", endpoint.path()))
+    }
+
+    /// `endpoint` read at `url`, a whole URL, asked the default way.
+    pub fn whole(endpoint: Endpoint, url: String) -> Self {
         Self {
             endpoint,
-            url: format!("{base}{}", endpoint.path()),
+            url,
+            ask: Ask::default(),
+        }
+    }
+}
+
+/// How a probe asks, beyond its URL. The default is what diag's own probes send: `GET`, no
+/// headers of its own (the prober's client adds `--api-key` and `-H`), and the endpoint's
+/// rule for what answers (a 2xx; for `/health` and `/readyz` a 503 too). `diag watch --probe`
+/// sets each per probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    pub method: reqwest::Method,
+    /// Sent with this probe, besides the client's default headers (a name given here
+    /// replaces the client's default of that name).
+    pub headers: reqwest::header::HeaderMap,
+    /// The statuses that answer; `None`: the endpoint's rule.
+    pub expect: Option<Statuses>,
+}
+
+impl Ask {
+    /// Whether `code` is an answer from `endpoint` (anything else is [`Outcome::Status`]).
+    fn answers(&self, endpoint: Endpoint, code: reqwest::StatusCode) -> bool {
+        match &self.expect {
+            Some(expect) => expect.matches(code.as_u16()),
+            None => code.is_success() || (endpoint.answers_with_503() && code.as_u16() == 503),
         }
     }
 }
@@ -123,7 +167,8 @@ pub enum Outcome {
     },
     /// No complete answer within the probe timeout.
     TimedOut,
-    /// An HTTP status that is not an answer, e.g. 404 from a service without this endpoint.
+    /// An HTTP status that is not an answer, e.g. 404 from a service without this endpoint
+    /// (or, for a [`Endpoint::Url`], any status its [`Ask::expect`] does not list).
     Status(u16),
     /// No HTTP response at all (refused, reset, ...).
     Failed(String),
@@ -148,12 +193,17 @@ pub async fn probe(
     probe_target(client, &Target::at(gateway, endpoint), timeout).await
 }
 
-/// Sends one `GET` to `target` and waits for the whole answer, at most `timeout`.
+/// Sends one request to `target` (a `GET`, unless its [`Ask`] says otherwise) and waits for the
+/// whole answer, at most `timeout`.
 pub async fn probe_target(client: &reqwest::Client, target: &Target, timeout: Duration) -> Outcome {
     let endpoint = target.endpoint;
     let sent = Instant::now();
     let exchange = async {
-        let response = client.get(&target.url).send().await?;
+        let response = client
+            .request(target.ask.method.clone(), &target.url)
+            .headers(target.ask.headers.clone())
+            .send()
+            .await?;
         let code = response.status();
         let body = response.bytes().await?;
         Ok::<_, reqwest::Error>((code, body))
@@ -163,7 +213,7 @@ pub async fn probe_target(client: &reqwest::Client, target: &Target, timeout: Du
         Ok(Err(error)) => Outcome::Failed(root_cause(&error)),
         Ok(Ok((code, body))) => {
             let latency = sent.elapsed();
-            if !(code.is_success() || (endpoint.answers_with_503() && code.as_u16() == 503)) {
+            if !target.ask.answers(endpoint, code) {
                 return Outcome::Status(code.as_u16());
             }
             let (status, mode, ready) = match serde_json::from_slice::<HealthBody>(&body) {
@@ -209,6 +259,23 @@ pub struct ProbeStats {
     /// How many answers carried each `status`; only for `/health` and `/readyz`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<String, u64>,
+}
+
+impl ProbeStats {
+    /// The stats of `latencies` (answers, and timeouts at the timeout value) and of the
+    /// `timeouts` and `errors` among them; no statuses.
+    pub fn of(latencies: &Latencies, timeouts: u64, errors: u64) -> Self {
+        Self {
+            samples: latencies.len(),
+            p50_ms: latencies.quantile_ms(0.50),
+            p95_ms: latencies.quantile_ms(0.95),
+            p99_ms: latencies.quantile_ms(0.99),
+            max_ms: latencies.max_ms(),
+            timeouts,
+            errors,
+            ..Self::default()
+        }
+    }
 }
 
 /// One endpoint's running tally. Written by the probe thread, read by the live line.
@@ -272,18 +339,24 @@ impl Tally {
         self.latest = Some(outcome.clone());
     }
 
+    /// The latest probe and the age of the oldest one unanswered, now.
+    fn latest_now(&self) -> Latest {
+        let now = Instant::now();
+        Latest {
+            outcome: self.latest.clone(),
+            oldest_waiting: self
+                .in_flight
+                .values()
+                .next()
+                .map(|sent| now.duration_since(*sent)),
+        }
+    }
+
     fn stats(&self) -> ProbeStats {
-        let latencies = &self.latencies;
         ProbeStats {
-            samples: latencies.len(),
-            p50_ms: latencies.quantile_ms(0.50),
-            p95_ms: latencies.quantile_ms(0.95),
-            p99_ms: latencies.quantile_ms(0.99),
-            max_ms: latencies.max_ms(),
-            timeouts: self.timeouts,
-            errors: self.errors,
             last_status: self.last_status.clone(),
             statuses: self.statuses.clone(),
+            ..ProbeStats::of(&self.latencies, self.timeouts, self.errors)
         }
     }
 }
@@ -325,7 +398,7 @@ impl Unanswered {
 /// State shared by the probe thread and whoever reads the probes while they run.
 #[derive(Debug)]
 struct Shared {
-    /// One per probed endpoint, in the order given to [`Prober::start`].
+    /// One per target, in the order given to [`Prober::start`].
     tallies: Vec<Tally>,
     mode: Option<String>,
     unanswered: Unanswered,
@@ -333,14 +406,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// The first target of `endpoint`'s tally (the gateway's endpoints have one target each).
     fn tally(&mut self, endpoint: Endpoint) -> Option<&mut Tally> {
         self.tallies.iter_mut().find(|t| t.endpoint == endpoint)
     }
 }
 
-/// Called as each probe finishes, with its endpoint, when it was sent, and what it saw. The
-/// demo records every probe in its timeline this way; the prober needs to know nothing of it.
-pub type OnProbe = Arc<dyn Fn(Endpoint, Instant, &Outcome) + Send + Sync>;
+/// Called as each probe finishes, with its target's place in the list given to
+/// [`Prober::start`], its endpoint, when it was sent, and what it saw. The demo records every
+/// probe in its timeline this way, and `diag watch` its sliding windows; the prober needs to
+/// know nothing of either.
+pub type OnProbe = Arc<dyn Fn(usize, Endpoint, Instant, &Outcome) + Send + Sync>;
 
 /// What is known of one endpoint while the probes run: enough for a live line.
 #[derive(Debug, Clone, Default)]
@@ -378,6 +454,14 @@ impl Probed {
     pub fn probed(&self, endpoint: Endpoint) -> bool {
         self.stats.iter().any(|(probed, _)| *probed == endpoint)
     }
+
+    /// The stats of the target at `index` in the list given to [`Prober::start`].
+    pub fn stats_of(&self, index: usize) -> ProbeStats {
+        self.stats
+            .get(index)
+            .map(|(_, stats)| stats.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Probes some health endpoints every `every`, open loop, from its own thread.
@@ -392,8 +476,10 @@ pub struct Prober {
 
 impl Prober {
     /// Starts the probe thread; the first probes (one per target) fire at once, each with
-    /// `headers` (the key and `-H` of [`crate::cli::Access`]). `on_probe`, if given, sees every
-    /// probe as it finishes. Each endpoint is probed at one target at most.
+    /// `headers` (the key and `-H` of [`crate::cli::Access`]) and its target's own [`Ask`].
+    /// `on_probe`, if given, sees every probe as it finishes. Each of the gateway's endpoints
+    /// is probed at one target at most ([`Prober::latest`] finds it by endpoint); there may
+    /// be any number of [`Endpoint::Url`]s, told apart by their place in `targets`.
     pub fn start(
         headers: reqwest::header::HeaderMap,
         targets: &[Target],
@@ -449,18 +535,30 @@ impl Prober {
     /// The latest probe of `endpoint` and the age of its oldest unanswered one.
     pub fn latest(&self, endpoint: Endpoint) -> Latest {
         let mut shared = lock(&self.shared);
-        let Some(tally) = shared.tally(endpoint) else {
-            return Latest::default();
-        };
-        let now = Instant::now();
-        Latest {
-            outcome: tally.latest.clone(),
-            oldest_waiting: tally
-                .in_flight
-                .values()
-                .next()
-                .map(|sent| now.duration_since(*sent)),
-        }
+        shared
+            .tally(endpoint)
+            .map(|tally| tally.latest_now())
+            .unwrap_or_default()
+    }
+
+    /// [`Prober::latest`] of the target at `index` in the list given to [`Prober::start`].
+    pub fn latest_of(&self, index: usize) -> Latest {
+        let shared = lock(&self.shared);
+        shared
+            .tallies
+            .get(index)
+            .map(Tally::latest_now)
+            .unwrap_or_default()
+    }
+
+    /// When each probe of the target at `index` still in flight was sent, oldest first.
+    pub fn waiting_of(&self, index: usize) -> Vec<Instant> {
+        let shared = lock(&self.shared);
+        shared
+            .tallies
+            .get(index)
+            .map(|tally| tally.in_flight.values().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Stops the schedule, waits for the probes still in flight (each at most its timeout),
@@ -471,6 +569,13 @@ impl Prober {
             // `join` blocks; let a blocking-pool thread of diag's own runtime do the waiting.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        self.so_far()
+    }
+
+    /// The stats of the probes finished so far, while the schedule goes on; the ones still
+    /// in flight are not in them. For an end that cannot wait up to a timeout for them (a
+    /// person pressing Ctrl-C); [`Prober::finish`] is the complete account.
+    pub fn so_far(&self) -> Probed {
         let shared = lock(&self.shared);
         Probed {
             stats: shared
@@ -512,8 +617,8 @@ impl Schedule {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = ticks.tick() => {
-                    for target in &self.targets {
-                        in_flight.spawn(self.fire(target));
+                    for (index, target) in self.targets.iter().enumerate() {
+                        in_flight.spawn(self.fire(index, target));
                     }
                 }
                 // Reap finished probes as they end, so the set holds only those in flight.
@@ -523,15 +628,19 @@ impl Schedule {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// One probe of `target`, sent now, as a task of its own: open loop.
-    fn fire(&self, target: &Arc<Target>) -> impl Future<Output = ()> + Send + 'static {
+    /// One probe of `target`, the `index`th, sent now, as a task of its own: open loop.
+    fn fire(
+        &self,
+        index: usize,
+        target: &Arc<Target>,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let endpoint = target.endpoint;
         let sent = Instant::now();
         let id = {
             let mut shared = lock(&self.shared);
             shared.next_id += 1;
             let id = shared.next_id;
-            if let Some(tally) = shared.tally(endpoint) {
+            if let Some(tally) = shared.tallies.get_mut(index) {
                 tally.in_flight.insert(id, sent);
             }
             id
@@ -545,22 +654,27 @@ impl Schedule {
         );
         async move {
             let outcome = probe_target(&client, &target, timeout).await;
-            if let Some(on_probe) = &on_probe {
-                on_probe(endpoint, sent, &outcome);
-            }
-            let mut shared = lock(&shared);
-            if endpoint != Endpoint::Readyz {
-                shared.unanswered.record(Instant::now(), &outcome);
-            }
-            if let Outcome::Answered {
-                mode: Some(mode), ..
-            } = &outcome
             {
-                shared.mode = Some(mode.clone());
+                let mut shared = lock(&shared);
+                if endpoint != Endpoint::Readyz {
+                    shared.unanswered.record(Instant::now(), &outcome);
+                }
+                if let Outcome::Answered {
+                    mode: Some(mode), ..
+                } = &outcome
+                {
+                    shared.mode = Some(mode.clone());
+                }
+                if let Some(tally) = shared.tallies.get_mut(index) {
+                    tally.in_flight.remove(&id);
+                    tally.record(sent, &outcome, timeout);
+                }
             }
-            if let Some(tally) = shared.tally(endpoint) {
-                tally.in_flight.remove(&id);
-                tally.record(sent, &outcome, timeout);
+            // Out of the in-flight set first, then to the callback: whoever reads both (the
+            // watch's windows and `waiting_of`) may miss a probe for a moment, never count it
+            // twice.
+            if let Some(on_probe) = &on_probe {
+                on_probe(index, endpoint, sent, &outcome);
             }
         }
     }

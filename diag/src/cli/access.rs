@@ -73,7 +73,7 @@ pub(super) fn parse_header_value(text: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(text).map_err(|_| format!("`{text}` is not a valid header value"))
 }
 
-fn parse_api_key(text: &str) -> Result<ApiKey, String> {
+pub(super) fn parse_api_key(text: &str) -> Result<ApiKey, String> {
     // It goes into a header: refuse what a header cannot carry now, not at the first request.
     if text.is_empty() || reqwest::header::HeaderValue::from_str(text).is_err() {
         return Err("the API key must be non-empty printable text".to_owned());

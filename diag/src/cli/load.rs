@@ -162,7 +162,7 @@ pub(super) fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_method(text: &str) -> Result<Method, String> {
+pub(super) fn parse_method(text: &str) -> Result<Method, String> {
     Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("`{text}` is not an HTTP method: write e.g. GET or POST"))
 }

@@ -178,7 +178,7 @@ async fn measure(args: &DemoArgs) -> Result<(Report, Series), Error> {
             &targets,
             args.probe_interval,
             args.probe_timeout,
-            Some(Arc::new(move |endpoint, sent, outcome| {
+            Some(Arc::new(move |_, endpoint, sent, outcome| {
                 timeline.record_probe(endpoint, sent, outcome, timeout);
             })),
         )?

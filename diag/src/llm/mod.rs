@@ -112,10 +112,7 @@ async fn measure(args: &LlmArgs) -> Result<LlmReport, Error> {
     // `--admin` adds the admin plane's `/readyz` to the same prober, on the same schedule.
     let mut targets: Vec<Target> = args
         .health_url()
-        .map(|url| Target {
-            endpoint: Endpoint::Health,
-            url,
-        })
+        .map(|url| Target::whole(Endpoint::Health, url))
         .into_iter()
         .collect();
     if let Some(admin) = &args.admin {

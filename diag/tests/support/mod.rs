@@ -1,6 +1,7 @@
 //! The one support module of diag's tests: real servers on `127.0.0.1:0` (a mock upstream, the
-//! workspace's one [`Mock`] from `mock_llm::testing`, and a gateway), and a bounded way to run the
-//! `diag` binary against them.
+//! workspace's one [`Mock`] from `mock_llm::testing`, a gateway, and a plain service that is
+//! neither: [`healthz_server`]), and a bounded way to run the `diag` binary against them (to
+//! its end, or as a [`DiagChild`] the test can interrupt).
 //!
 //! The servers must keep running while the diag binary runs, and the gateway's blocking pool
 //! must be its own (its size is the experiment), so each runs on its own thread and runtime,
@@ -58,6 +59,30 @@ pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::
     }
     let config = gateway::Config::try_parse_from(flags).expect("gateway flags");
     gateway::embed::start(config).expect("gateway starts")
+}
+
+/// A plain service of the kind `diag watch --probe` is for, knowing nothing of this project: an
+/// axum app with `GET /healthz` and nothing else, on its own thread and runtime (as
+/// `common::embed` starts every server of the tests). Stops when dropped.
+pub fn healthz_server() -> common::embed::Running {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let app = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    common::embed::start(
+        "healthz",
+        runtime,
+        listen,
+        Duration::from_secs(1),
+        |listener, shutdown| async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        },
+    )
+    .expect("the healthz server starts")
 }
 
 /// A bare HTTP/1.1 server that answers every request with a `404` and keeps its head (request
@@ -152,21 +177,45 @@ pub fn diag_guessing_admin(args: &[&str]) -> Run {
     run_diag(args, &[])
 }
 
-fn run_diag(args: &[&str], env: &[(&str, &str)]) -> Run {
+/// `diag <args>` with its output piped, `env` set and no other `DIAG_*` variable: the flags
+/// under test, not whatever the developer's shell exports.
+fn diag_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_diag"));
     command
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The flags under test, not whatever the developer's shell exports.
     for (name, _) in std::env::vars() {
         if name.starts_with("DIAG_") {
             command.env_remove(name);
         }
     }
     command.envs(env.iter().copied());
+    command
+}
+
+/// Waits for `child`, started at `started`, to exit; kills it and panics past [`RUN_LIMIT`].
+fn wait_bounded(
+    child: &mut std::process::Child,
+    started: Instant,
+    what: &dyn std::fmt::Debug,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for diag") {
+            return status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("diag {what:?} ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_diag(args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
-    let mut child = command.spawn().expect("diag starts");
+    let mut child = diag_command(args, env).spawn().expect("diag starts");
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut text = String::new();
@@ -188,22 +237,93 @@ fn run_diag(args: &[&str], env: &[(&str, &str)]) -> Run {
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for diag") {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("diag {args:?} ran longer than {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_bounded(&mut child, started, &args);
     Run {
         code: status.code(),
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
         took: started.elapsed(),
+    }
+}
+
+/// `diag <args>` running as a child process, its stdout read line by line as it comes, so a
+/// test can wait for lines and then do what a person would: press Ctrl-C ([`Self::interrupt`]).
+pub struct DiagChild {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+    started: Instant,
+}
+
+impl DiagChild {
+    /// Starts `diag <args>` with `DIAG_ADMIN=off` and no other `DIAG_*`, as [`diag`] does.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = diag_command(args, &[("DIAG_ADMIN", "off")])
+            .spawn()
+            .expect("diag starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits until the child has printed `n` lines on stdout (at most [`RUN_LIMIT`]).
+    pub fn wait_for_lines(&mut self, n: usize) {
+        while self.stdout.len() < n {
+            let left = RUN_LIMIT.saturating_sub(self.started.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.stdout.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("diag printed {:?}, not {n} lines", self.stdout);
+                }
+            }
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C in a terminal does.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT {}", self.child.id());
+    }
+
+    /// Waits for the child to exit (killing it past [`RUN_LIMIT`]) and returns the run.
+    pub fn wait(mut self) -> Run {
+        let status = wait_bounded(&mut self.child, self.started, &self.stdout);
+        // The reader thread ends at the pipe's end, after the last line.
+        self.stdout.extend(self.lines.iter());
+        Run {
+            code: status.code(),
+            stdout: self.stdout.join("\n"),
+            stderr: self.stderr.join().expect("stderr reader"),
+            took: self.started.elapsed(),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! `diag watch`: one line per interval with the three health probes and the pool counters,
-//! for a gateway that something else is loading (a demo in another terminal, real traffic);
-//! with an admin plane ([`crate::admin`]), its `/readyz` last:
+//! `diag watch` without `--probe`: one line per interval with the gateway's three health probes
+//! and its pool counters, for a gateway that something else is loading (a demo in another
+//! terminal, real traffic); with an admin plane ([`crate::admin`]), its `/readyz` last:
 //!
 //! ```text
 //! 12:00:01  sync 2.1ms | async 0.8ms | health ok | pool 0/4 +0 queued | readyz ready 0.5ms
@@ -14,19 +14,25 @@
 //!
 //! The exit status says whether it did: a gateway that answered and later stopped (a `down`
 //! line after one that was not) ends the watch with [`Error::Failed`] (exit 4), at `--count` or
-//! Ctrl-C alike, even if it came back, because a script that watched a deploy needs to know. A
-//! gateway that never answered did not *stop*: the watch may have been started first, waiting
-//! for it, so that exits 0 as before.
+//! Ctrl-C alike, even if it came back, because a script that watched a deploy needs to know
+//! ([`Downtime`]). A gateway that never answered did not *stop*: the watch may have been started
+//! first, waiting for it, so that exits 0 as before.
 //!
 //! The readiness cell takes no part in that: `down` means the main listener's three probes got
 //! no answer. The admin plane is found once, at the start; an explicit `--admin` that does not
 //! answer then stops the watch at once (exit 3), the guessed one is left out.
+//!
+//! A service that answers all three probes with 404 is not this gateway: its lines read
+//! `sync - | async - | health - | pool -` as they always have, and diag says once, on stderr,
+//! that `--probe` is the way to watch it (the view for any service, [`super::probes`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
+use super::clock::clock;
+use super::downtime::Downtime;
 use crate::Error;
 use crate::admin;
 use crate::cli::WatchArgs;
@@ -68,6 +74,7 @@ async fn watch(args: &WatchArgs, downtime: &mut Downtime) -> Result<(), Error> {
     // After a slow tick, start the next one a full interval later instead of catching up.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut printed = 0;
+    let mut hinted = false;
     while args.count.is_none_or(|count| printed < count) {
         ticks.tick().await;
         let ready = async {
@@ -85,6 +92,18 @@ async fn watch(args: &WatchArgs, downtime: &mut Downtime) -> Result<(), Error> {
         );
         let now = clock(SystemTime::now());
         downtime.saw(&now, down(&sync, &async_, &health).is_some());
+        if !hinted
+            && [&sync, &async_, &health]
+                .iter()
+                .all(|o| **o == Outcome::Status(404))
+        {
+            hinted = true;
+            eprintln!(
+                "diag: nothing at {gateway} has the gateway's probe endpoints (all three answer \
+                 404); to watch another service, name its URLs: --probe /healthz (see diag \
+                 watch --help)"
+            );
+        }
         let line = line(&sync, &async_, &health, pool.ok().as_ref(), args.interval);
         let ready = ready.map(|ready| live::readyz_cell(Some(&ready), None, args.interval));
         println!("{now}  {}", live::with_readyz(line, ready.as_deref()));
@@ -120,99 +139,9 @@ fn line(
     )
 }
 
-/// The lines so far, as the exit status needs them: did the gateway stop answering after it
-/// had answered (see the module docs)?
-#[derive(Debug, Default)]
-struct Downtime {
-    lines: u64,
-    answered: bool,
-    /// The clock of the first `down` line after an answered one.
-    stopped_at: Option<String>,
-    /// `down` lines, all of them (as the reader counts them on the screen).
-    down_lines: u64,
-    /// Whether the latest line was `down`.
-    down_now: bool,
-}
-
-impl Downtime {
-    /// Notes one line, printed at `clock`, `down` or not.
-    fn saw(&mut self, clock: &str, down: bool) {
-        self.lines += 1;
-        self.down_now = down;
-        self.down_lines += u64::from(down);
-        if !down {
-            self.answered = true;
-        } else if self.answered {
-            self.stopped_at.get_or_insert_with(|| clock.to_owned());
-        }
-    }
-
-    /// The reason the watch failed, if the gateway stopped answering.
-    fn failure(&self) -> Option<String> {
-        let at = self.stopped_at.as_ref()?;
-        let end = if self.down_now {
-            "still down at the end"
-        } else {
-            "answering again at the end"
-        };
-        Some(format!(
-            "the gateway stopped answering at {at} ({} of {} lines down; {end})",
-            self.down_lines, self.lines
-        ))
-    }
-}
-
-/// `HH:MM:SS` in UTC. (Local time would need a time-zone database, a dependency this one line
-/// does not justify.)
-fn clock(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-        % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_clock_is_utc_time_of_day() {
-        let at = UNIX_EPOCH + Duration::from_secs(19_000 * 86_400 + 12 * 3600 + 61);
-        assert_eq!(clock(at), "12:01:01");
-    }
-
-    #[test]
-    fn a_gateway_fails_the_watch_only_once_it_had_answered() {
-        let mut never = Downtime::default();
-        never.saw("12:00:00", true);
-        never.saw("12:00:01", true);
-        assert_eq!(
-            never.failure(),
-            None,
-            "started before the gateway: no failure"
-        );
-
-        let mut died = Downtime::default();
-        died.saw("12:00:00", true);
-        died.saw("12:00:01", false);
-        died.saw("12:00:02", true);
-        died.saw("12:00:03", true);
-        assert_eq!(
-            died.failure().as_deref(),
-            Some(
-                "the gateway stopped answering at 12:00:02 (3 of 4 lines down; still down at the end)"
-            )
-        );
-        died.saw("12:00:04", false);
-        assert_eq!(
-            died.failure().as_deref(),
-            Some(
-                "the gateway stopped answering at 12:00:02 (3 of 5 lines down; answering again at \
-                 the end)"
-            )
-        );
-    }
 
     #[test]
     fn a_silent_gateway_is_down_and_a_missing_endpoint_is_a_dash() {
