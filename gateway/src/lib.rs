@@ -33,6 +33,9 @@
 //!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
 //!   │   │     · server, connection (the accept loop and its bounds)
 //!   │   └──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
+//!   ▼          │
+//! cache/      the response cache of /v1/chat/completions: key · entry · replay · tee · flight
+//!   │          │  (a step of that route's handler only; its Redis tier is `redis` below)
 //!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges)
 //!   ▼
@@ -44,6 +47,8 @@
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
 //!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
+//!   ·  redis (the one shared Redis connection, every call bounded; the cache's second tier,
+//!      and the shared rate limits' store)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -83,6 +88,10 @@
 //!   `x-ratelimit-*`.
 //! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
 //!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
+//! - [`cache`]: the response cache: what may be cached and for whom (the key holds
+//!   the caller), `Cache-Control` per request, a streamed request replayed as a proper stream,
+//!   single-flight for identical misses, in process (moka, by bytes) and shared through Redis;
+//!   [`redis`]: the shared Redis, a miss rather than an error when it is down or slow.
 //! - [`http::openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request,
 //!   forward the bytes, never buffer the SSE stream, pass upstream errors through, cancel on
 //!   disconnect.
@@ -128,6 +137,7 @@ pub struct TheProblemDoc;
 
 pub mod admin;
 pub mod admission;
+pub mod cache;
 pub mod config;
 pub mod descriptors;
 pub mod embed;
@@ -136,6 +146,7 @@ pub mod http;
 pub mod lessons;
 pub mod lifecycle;
 pub mod policy;
+pub mod redis;
 pub mod telemetry;
 pub mod upstream;
 

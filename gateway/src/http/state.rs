@@ -20,6 +20,7 @@ use tracing::Span;
 use super::openai::OpenAi;
 use super::server::Connections;
 use super::ws::Sockets;
+use crate::cache::ResponseCache;
 use crate::config::{Config, Mode};
 use crate::error::StartError;
 use crate::lessons::solve::Cpu;
@@ -64,6 +65,8 @@ struct Shared {
     lifecycle: Lifecycle,
     /// The main listener's connections: cap, timeouts, how many are open.
     connections: Arc<Connections>,
+    /// `/v1/chat/completions`' response cache; `/metrics` reads its size.
+    cache: Arc<ResponseCache>,
     // The parts handlers and middleware take (see the module docs).
     api_keys: ApiKeys,
     inbound: Arc<Inbound>,
@@ -90,6 +93,7 @@ impl AppState {
             lifecycle.clone(),
         ));
         let resilience = Arc::new(Resilience::new(config, Arc::clone(&metrics)));
+        let cache = Arc::new(ResponseCache::new(config, Arc::clone(&metrics))?);
         let shared = Shared {
             mode: config.mode,
             span: root_span(config.mode),
@@ -104,6 +108,7 @@ impl AppState {
                 Arc::clone(&resilience),
                 Arc::clone(&relay),
                 config.max_body_bytes,
+                Arc::clone(&cache),
             )),
             sockets: Arc::new(Sockets::new(
                 config,
@@ -116,6 +121,7 @@ impl AppState {
             cpu: Arc::new(Cpu::new(config, Arc::clone(&pool), Arc::clone(&metrics))),
             live_streams,
             lifecycle,
+            cache,
             providers,
             metrics,
             pool,
@@ -177,6 +183,10 @@ impl AppState {
 
     pub fn connections(&self) -> &Arc<Connections> {
         &self.shared.connections
+    }
+
+    pub fn cache(&self) -> &Arc<ResponseCache> {
+        &self.shared.cache
     }
 }
 

@@ -30,6 +30,7 @@
 //! | `gateway_connections_refused_total{reason}` | counter | connections closed as soon as accepted: `max_connections` |
 //! | `gateway_connections_closed_total{reason}` | counter | connections the gateway closed: `header_timeout`, `idle_timeout`, `shutdown` |
 //! | `gateway_accept_errors_total` | counter | `accept` failures other than a client gone (`EMFILE`: out of descriptors) |
+//! | `gateway_cache_*` | | the response cache: hits, misses, bypasses, stores, evictions, bytes, Redis errors ([`super::cache_metrics`]) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -46,6 +47,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use super::cache_metrics::CacheMetrics;
 pub use super::labels::{
     AttemptKind, AttemptLabels, ClosedLabels, ConnectionClose, ConnectionRefusal, GiveUpLabels,
     GiveUpReason, HedgeSkipLabels, HedgeSkipReason, ProviderLabel, RateLimitLabels, RateLimitScope,
@@ -84,6 +86,8 @@ pub struct Metrics {
     pub connections_refused: Family<RefusedLabels, Counter>,
     pub connections_closed: Family<ClosedLabels, Counter>,
     pub accept_errors: Counter,
+    /// The response cache's families (`gateway_cache_*`).
+    pub cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -251,6 +255,7 @@ impl Default for Metrics {
             "gateway_accept_errors",
             "accept() failures other than a client that left (EMFILE: out of descriptors)",
         );
+        let cache = CacheMetrics::register(&mut registry);
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -301,6 +306,7 @@ impl Default for Metrics {
             connections_refused,
             connections_closed,
             accept_errors,
+            cache,
         }
     }
 }
