@@ -1,10 +1,11 @@
-//! `cargo xtask bench [ramp|shed|hedge|cpu] [--quick]`: the project's benchmarks, one way to run
+//! `cargo xtask bench [ramp|shed|hedge|cpu|cache] [--quick]`: the project's benchmarks, one way to run
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
 //! was: stream capacity per mode, overhead, memory), [`shed`] (load shedding at 5x the cap),
 //! [`hedge`] (hedged requests against a heavy-tailed upstream), [`cpu`] (CPU-bound work per
-//! `--cpu-mode`). They were shell scripts; in Rust they get the same exit-status checks, free
+//! `--cpu-mode`), [`cache`] (the response cache: a hit against a miss, in process and through
+//! Redis, and the upstream requests saved at a 50 % repeat rate). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -13,7 +14,7 @@
 //! reaches into how a benchmark is run, and the reading of diag's JSON is one file to swap:
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
-//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`]: one
+//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`cache`]: one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
 //!   runner that starts the services (nginx too) on free ports and records every command.
@@ -22,6 +23,7 @@
 //! - [`reports`]: every read of diag's JSON reports.
 //! - [`observe`]: what the benchmarks read from `/proc`, `PATH` and the gateway's `/metrics`.
 
+mod cache;
 mod cpu;
 mod hedge;
 mod observe;
@@ -43,5 +45,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         What::Shed => shed::run(args),
         What::Hedge => hedge::run(args),
         What::Cpu => cpu::run(args),
+        What::Cache => cache::run(args),
     }
 }
