@@ -330,6 +330,33 @@ async fn a_stream_is_served_from_a_json_answer_and_the_reverse() {
     );
 }
 
+/// The tee keeps a copy of a streamed miss without holding it back: the first token reaches
+/// the client long before the last one is even produced, and the whole stream is stored after.
+#[tokio::test]
+async fn a_streamed_miss_reaches_its_client_as_it_arrives() {
+    let mock = Mock::fast_with(&["--itl-ms", "200", "--tokens", "5"]);
+    let gw = cached_gateway(&mock, "all", &[]);
+    let body = ask("as it arrives", &json!({"stream": true}));
+    let response = post_chat(&gw.url(), &body, &[BEARER_A]).await;
+    assert_eq!(response.headers()["x-gateway-cache"], "miss");
+    let sse = read_sse(response, Duration::from_secs(10)).await;
+    let first_token = sse
+        .events
+        .iter()
+        .find(|e| e.data.contains("\"content\":\"") && !e.data.contains("\"content\":\"\""))
+        .expect("a token");
+    let done = sse.events.last().expect("events");
+    assert_eq!(done.data, "[DONE]");
+    // Tokens 200 ms apart: the first came at least ~800 ms before the end (600 ms: a wide margin).
+    assert!(
+        done.at.duration_since(first_token.at) >= Duration::from_millis(600),
+        "the stream was held back: first token {:?} before the end",
+        done.at.duration_since(first_token.at)
+    );
+    stored(&gw.url(), "memory", 1.0).await;
+    assert_eq!(send(&gw.url(), &body, &[BEARER_A]).await.cache, "hit");
+}
+
 /// What mock-llm's answer of `n` tokens says.
 fn mock_llm_text(n: u32) -> String {
     mock_llm::openai::text(n)
