@@ -21,6 +21,7 @@
 //! Results: `bench/results/<date>-cache.{md,json}` and diag's report of each run.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -222,20 +223,13 @@ fn load_run(
     }
     runner.diag(&diag_args)?;
     let upstream = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)? - before;
-    let metrics = metric_samples(
-        &http_get(&format!("http://{listen}/metrics"))?,
-        "gateway_cache_",
-    );
+    let metrics = cache_metrics(listen)?;
     drop(gateway);
     drop(mock);
     let report: LoadReport = reports::read(&report_path)?;
     results.diag_report(run.name, &report_path)?;
     let (p50, p99) = p50_p99_ms(&report)?;
-    let hits: f64 = metrics
-        .iter()
-        .filter(|(name, _)| name.starts_with("gateway_cache_hits_total"))
-        .map(|(_, v)| v)
-        .sum();
+    let hits = total_hits(&metrics);
     let misses = metric(&metrics, "gateway_cache_misses_total");
     let row = format!(
         "| {} | {} | {:.0} | {p50:.2} ms | {p99:.2} ms | {} | {upstream} | {hits:.0} / {misses:.0} |",
@@ -250,6 +244,23 @@ fn load_run(
         "upstream_requests": upstream, "cache_hits": hits, "cache_misses": misses,
     });
     Ok((row, value))
+}
+
+/// The gateway's `gateway_cache_*` samples, read before it stops.
+fn cache_metrics(listen: SocketAddr) -> Result<Vec<(String, f64)>> {
+    Ok(metric_samples(
+        &http_get(&format!("http://{listen}/metrics"))?,
+        "gateway_cache_",
+    ))
+}
+
+/// Hits from every source.
+fn total_hits(metrics: &[(String, f64)]) -> f64 {
+    metrics
+        .iter()
+        .filter(|(name, _)| name.starts_with("gateway_cache_hits_total"))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn label(run: &Run) -> String {
@@ -301,17 +312,10 @@ fn repeat_run(runner: &mut Runner, mode: &str, total: usize) -> Result<(String, 
         total / 2
     ));
     let upstream = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)?;
-    let metrics = metric_samples(
-        &http_get(&format!("http://{listen}/metrics"))?,
-        "gateway_cache_",
-    );
+    let metrics = cache_metrics(listen)?;
     drop(gateway);
     drop(mock);
-    let hits: f64 = metrics
-        .iter()
-        .filter(|(name, _)| name.starts_with("gateway_cache_hits_total"))
-        .map(|(_, v)| v)
-        .sum();
+    let hits = total_hits(&metrics);
     let in_flight = metric(&metrics, "gateway_cache_hits_total{source=\"in_flight\"}");
     let saved = 1.0 - upstream as f64 / total as f64;
     let row = format!(
@@ -339,33 +343,26 @@ fn shuffled_pairs(n: usize) -> Vec<usize> {
     order
 }
 
-/// One POST of `body`; fails unless it is a 200.
-fn post(url: &str, body: &str) -> Result<()> {
-    agent()
+/// One POST of `body`, read whole; fails unless it is a 200. Returns `x-gateway-cache`.
+fn post(url: &str, body: &str) -> Result<String> {
+    let mut response = agent()
         .post(url)
         .header("content-type", "application/json")
         .send(body)
-        .with_context(|| format!("POST {url}"))?
+        .with_context(|| format!("POST {url}"))?;
+    response
         .body_mut()
         .read_to_string()
         .with_context(|| format!("POST {url}: cannot read the body"))?;
-    Ok(())
+    let cache = response.headers().get("x-gateway-cache");
+    Ok(cache.and_then(|v| v.to_str().ok()).unwrap_or("").to_owned())
 }
 
 /// Until `BODY` is answered from the cache (at most 5 s).
 fn wait_for_hit(url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let response = agent()
-            .post(url)
-            .header("content-type", "application/json")
-            .send(BODY)
-            .with_context(|| format!("POST {url}"))?;
-        if response
-            .headers()
-            .get("x-gateway-cache")
-            .is_some_and(|v| v == "hit")
-        {
+        if post(url, BODY)? == "hit" {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
