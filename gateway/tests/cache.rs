@@ -384,10 +384,12 @@ async fn fifty_identical_misses_in_flight_make_one_upstream_request() {
     let misses = answers.iter().filter(|a| a.cache == "miss").count();
     let hits = answers.iter().filter(|a| a.cache == "hit").count();
     assert_eq!((misses, hits), (1, 49), "{answers:?}");
-    assert_eq!(
-        metric(&base, "gateway_cache_hits_total{source=\"in_flight\"}").await,
-        49.0
-    );
+    // Most waited for the first one; on a busy machine a late one may find its answer already
+    // stored. Either way, no second upstream request.
+    let in_flight = metric(&base, "gateway_cache_hits_total{source=\"in_flight\"}").await;
+    let memory = metric(&base, "gateway_cache_hits_total{source=\"memory\"}").await;
+    assert!(in_flight >= 1.0, "{in_flight} followers");
+    assert_eq!(in_flight + memory, 49.0);
 }
 
 #[tokio::test]

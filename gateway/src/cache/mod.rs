@@ -320,7 +320,15 @@ impl ResponseCache {
             }
             if !directives.no_store {
                 match inner.flights.join(&key) {
-                    Joined::Lead(lead) => leader = Some(lead),
+                    // A flight that landed between the read above and the join: its answer is
+                    // in process now, so this one need not go upstream again.
+                    Joined::Lead(lead) => match inner.read_memory(&key, &ask).await {
+                        Some(entry) => {
+                            lead.land(Arc::clone(&entry));
+                            return Ok(inner.hit(&entry, CacheSource::Memory, &facts));
+                        }
+                        None => leader = Some(lead),
+                    },
                     Joined::Follow(follower) => {
                         let bound = request.deadline.unwrap_or(inner.default_wait);
                         let waited = Instant::now();
@@ -390,10 +398,7 @@ impl Ask<'_> {
 impl Inner {
     /// The in-process tier, then Redis (whose answer is kept in process too).
     async fn read(&self, key: &str, ask: &Ask<'_>) -> Option<(Arc<Entry>, CacheSource)> {
-        if let Some(memory) = &self.memory
-            && let Some(entry) = memory.get(key).await
-            && ask.accepts(&entry)
-        {
+        if let Some(entry) = self.read_memory(key, ask).await {
             return Some((entry, CacheSource::Memory));
         }
         let redis = self.redis.as_ref()?;
@@ -412,6 +417,11 @@ impl Inner {
             memory.insert(key.to_owned(), Arc::clone(&entry)).await;
         }
         Some((entry, CacheSource::Redis))
+    }
+
+    async fn read_memory(&self, key: &str, ask: &Ask<'_>) -> Option<Arc<Entry>> {
+        let entry = self.memory.as_ref()?.get(key).await?;
+        ask.accepts(&entry).then_some(entry)
     }
 
     fn hit(&self, entry: &Entry, source: CacheSource, facts: &Facts) -> Lookup {
