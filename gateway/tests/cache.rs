@@ -392,6 +392,32 @@ async fn fifty_identical_misses_in_flight_make_one_upstream_request() {
     assert_eq!(in_flight + memory, 49.0);
 }
 
+/// A request waiting for an identical one in flight waits at most its own deadline.
+#[tokio::test]
+async fn a_follower_waits_no_longer_than_its_deadline() {
+    let mock = Mock::fast_with(&["--ttft-ms", "1500"]);
+    let gw = cached_gateway(&mock, "all", &[]);
+    let body = ask("slow", &json!({}));
+    let base = gw.url();
+    let leader = tokio::spawn({
+        let (base, body) = (base.clone(), body.clone());
+        async move { send(&base, &body, &[BEARER_A]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = post_chat(&base, &body, &[BEARER_A, ("x-gateway-deadline-ms", "300")]).await;
+    let (status, error) = json_of(response).await;
+    assert_eq!(status, 504);
+    let error = openai_error(&error);
+    assert_eq!(error["code"], "deadline_exceeded");
+    assert!(
+        error["message"].as_str().unwrap().contains("in flight"),
+        "{error}"
+    );
+    let leader = leader.await.unwrap();
+    assert_eq!((leader.status, leader.cache.as_str()), (200, "miss"));
+    assert_eq!(upstream_requests(&mock).await, 1);
+}
+
 #[tokio::test]
 async fn a_failed_or_cut_answer_is_not_stored() {
     let mock = Mock::fast();
