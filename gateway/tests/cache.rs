@@ -392,6 +392,20 @@ async fn fifty_identical_misses_in_flight_make_one_upstream_request() {
     assert_eq!(in_flight + memory, 49.0);
 }
 
+/// `--cache-ttl-secs`: an answer older than the TTL is gone, and the next request is a miss.
+#[tokio::test]
+async fn an_answer_expires_after_the_ttl() {
+    let mock = Mock::fast();
+    let gw = cached_gateway(&mock, "all", &["--cache-ttl-secs", "1"]);
+    let body = ask("expires", &json!({}));
+    assert_eq!(send(&gw.url(), &body, &[BEARER_A]).await.cache, "miss");
+    stored(&gw.url(), "memory", 1.0).await;
+    assert_eq!(send(&gw.url(), &body, &[BEARER_A]).await.cache, "hit");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(send(&gw.url(), &body, &[BEARER_A]).await.cache, "miss");
+    assert_eq!(upstream_requests(&mock).await, 2);
+}
+
 /// A request waiting for an identical one in flight waits at most its own deadline.
 #[tokio::test]
 async fn a_follower_waits_no_longer_than_its_deadline() {
