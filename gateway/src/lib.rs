@@ -35,7 +35,10 @@
 //!   │   ├──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   │   └──▶ jobs/      the durable queue of /v1/jobs: store (one trait; sqlite | postgres)
 //!   │          │        · worker (lease, heartbeat) · housekeeping · view; runs each job
-//!   ▼          ▼        through policy::chat, the path a chat request takes
+//!   ▼          │        through policy::chat, the path a chat request takes (never the cache)
+//! cache/      the response cache of /v1/chat/completions: key · entry · replay · tee · flight
+//!   │          │  (a step of that route's handler only; its Redis tier is `redis` below)
+//!   ▼          ▼
 //! policy/     auth · limits · resilience (retries, hedges) · chat (route, plan, send)
 //!   ▼
 //! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
@@ -46,6 +49,8 @@
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
 //!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
+//!   ·  redis (the one shared Redis connection, every call bounded; the cache's second tier,
+//!      and the shared rate limits' store)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -90,6 +95,10 @@
 //!   `/v1/chat/completions` and the job workers.
 //! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
 //!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
+//! - [`cache`]: the response cache: what may be cached and for whom (the key holds
+//!   the caller), `Cache-Control` per request, a streamed request replayed as a proper stream,
+//!   single-flight for identical misses, in process (moka, by bytes) and shared through Redis;
+//!   [`redis`]: the shared Redis, a miss rather than an error when it is down or slow.
 //! - [`http::openai`]: `POST /v1/chat/completions` and `GET /v1/models`: validate the request,
 //!   forward the bytes, never buffer the SSE stream, pass upstream errors through, cancel on
 //!   disconnect.
@@ -135,6 +144,7 @@ pub struct TheProblemDoc;
 
 pub mod admin;
 pub mod admission;
+pub mod cache;
 pub mod config;
 pub mod descriptors;
 pub mod embed;
@@ -144,6 +154,7 @@ pub mod jobs;
 pub mod lessons;
 pub mod lifecycle;
 pub mod policy;
+pub mod redis;
 pub mod telemetry;
 pub mod upstream;
 

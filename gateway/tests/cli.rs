@@ -334,3 +334,42 @@ fn the_readme_sample_is_what_check_config_prints() {
     );
     assert!(sample.contains("\n  connections "), "{sample}");
 }
+
+/// The cache's settings are in the limits block, a Redis password never is, and a cache with
+/// nowhere to keep anything is refused.
+#[test]
+fn the_cache_settings_are_in_the_limits_block() {
+    let args = [
+        "--cache-mode",
+        "deterministic",
+        "--cache-ttl-secs",
+        "60",
+        "--redis-url",
+        "redis://:s3cret@127.0.0.1:6379/0",
+    ];
+    let cache = limits_line(&args, &[], "response cache");
+    assert_eq!(
+        cache,
+        "response cache         deterministic (temperature 0 or a seed); in process up to \
+         67108864 bytes; TTL 60 s; shared through redis"
+    );
+    let redis = limits_line(&args, &[], "redis");
+    assert!(
+        redis.contains("redis://:%3Credacted%3E@127.0.0.1:6379/0") && !redis.contains("s3cret"),
+        "{redis}"
+    );
+    let from_env = limits_line(&[], &[("GATEWAY_CACHE_MODE", "all")], "response cache");
+    assert!(from_env.contains("all (any request)"), "{from_env}");
+    assert_usage_error(
+        &["--cache-mode", "all", "--cache-max-bytes", "0"],
+        &["--cache-max-bytes 0", "--redis-url"],
+    );
+    assert_usage_error(&["--redis-url", "rediss://127.0.0.1"], &["TLS"]);
+    assert_usage_error(
+        &["--cache-mode", "sometimes"],
+        &["off", "deterministic", "all"],
+    );
+    let file = config_file("cache", "cache-mode = \"all\"\ncache-max-bytes = 1024\n");
+    let line = limits_line(&["--config", &file], &[], "response cache");
+    assert!(line.contains("up to 1024 bytes"), "{line}");
+}

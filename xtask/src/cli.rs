@@ -38,7 +38,7 @@ pub enum Command {
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
-    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`.
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `cache`.
     Bench(BenchArgs),
 }
 
@@ -193,6 +193,9 @@ pub enum What {
     /// The job queue on SQLite and Postgres: accepted/s, end to end at 1,000 queued, a dead
     /// worker's jobs taken back: `<date>-jobs.md` + JSON per run.
     Jobs,
+    /// The response cache: a hit's latency and throughput against a miss's, in process and
+    /// through Redis, and the upstream requests saved at a 50 % repeat rate: `<date>-cache.{md,json}`.
+    Cache,
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! Our Rust tests prove the wire format as *we* read it; this proves it as the most used client
 //! reads it. xtask makes a virtualenv under `target/compat-venv` with a pinned `openai` package,
 //! builds the debug binaries, starts mock-llm and a gateway with an API key on free ports, runs
-//! `compat/openai_check.py` against it, stops both, and does the same for the other mode. Any
-//! failed check fails the command.
+//! `compat/openai_check.py` against it, stops both, and does the same for the other mode. Then
+//! once more against a gateway with `--cache-mode all`, running the script's cache checks
+//! (`--checks cache`): a cached answer replayed as a stream must be one the SDK reads like any
+//! other. Any failed check fails the command.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -27,15 +29,21 @@ pub fn run() -> Result<ExitCode> {
     let bin_dir = services::build(true)?;
     let script = project_root().join("compat").join("openai_check.py");
     let mut failed = Vec::new();
-    for mode in [Mode::Broken, Mode::Fixed] {
-        println!("\n=== compat: {} gateway", mode.as_str());
-        if let Err(e) = check_mode(&bin_dir, &python, &script, mode) {
-            println!("=== compat: FAILED: {}: {e:#}", mode.as_str());
-            failed.push(mode.as_str());
+    // (label, mode, extra gateway flags, the script's `--checks`).
+    let runs: [(&str, Mode, &[&str], &str); 3] = [
+        ("broken", Mode::Broken, &[], "api"),
+        ("fixed", Mode::Fixed, &[], "api"),
+        ("cache", Mode::Fixed, &["--cache-mode", "all"], "cache"),
+    ];
+    for (label, mode, extra, checks) in runs {
+        println!("\n=== compat: {label} gateway");
+        if let Err(e) = check_mode(&bin_dir, &python, &script, (label, mode), extra, checks) {
+            println!("=== compat: FAILED: {label}: {e:#}");
+            failed.push(label);
         }
     }
     if failed.is_empty() {
-        println!("\ncompat: the openai client works against both modes");
+        println!("\ncompat: the openai client works against both modes and the cache");
         Ok(ExitCode::SUCCESS)
     } else {
         println!("\ncompat: failed in {}", failed.join(", "));
@@ -43,7 +51,14 @@ pub fn run() -> Result<ExitCode> {
     }
 }
 
-fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Result<()> {
+fn check_mode(
+    bin_dir: &Path,
+    python: &Path,
+    script: &Path,
+    (label, mode): (&str, Mode),
+    extra: &[&str],
+    checks: &str,
+) -> Result<()> {
     let mock_listen = services::free_addr()?;
     // Fast pacing, fixed seed: the script checks behaviour, not speed.
     // Its own pid files and logs: a demo running in target/demo/ is not disturbed.
@@ -69,28 +84,31 @@ fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Resul
         &format!("http://{mock_listen}/health"),
     )?;
     let listen = services::free_addr()?;
+    let mut args: Vec<String> = [
+        "--mode",
+        mode.as_str(),
+        "--listen",
+        &listen.to_string(),
+        "--upstream",
+        &format!("http://{mock_listen}"),
+        "--api-key",
+        API_KEY,
+        "--drain-secs",
+        "1",
+        "--drain-grace-secs",
+        "0",
+        "--admin-listen",
+        &services::free_addr()?.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     let _gateway = services::start(
         &dir,
         bin_dir,
         "gateway",
         listen,
-        &[
-            "--mode",
-            mode.as_str(),
-            "--listen",
-            &listen.to_string(),
-            "--upstream",
-            &format!("http://{mock_listen}"),
-            "--api-key",
-            API_KEY,
-            "--drain-secs",
-            "1",
-            "--drain-grace-secs",
-            "0",
-            "--admin-listen",
-            &services::free_addr()?.to_string(),
-        ]
-        .map(String::from),
+        &args,
         &format!("http://{listen}/health"),
     )?;
     services::run(
@@ -98,7 +116,8 @@ fn check_mode(bin_dir: &Path, python: &Path, script: &Path, mode: Mode) -> Resul
             .arg(script)
             .args(["--gateway", &format!("http://{listen}")])
             .args(["--api-key", API_KEY])
-            .args(["--label", mode.as_str()]),
+            .args(["--label", label])
+            .args(["--checks", checks]),
     )
     // `_gateway` and `_mock` stop here, on success and on failure alike.
 }

@@ -4,6 +4,7 @@
 //! running; `--check-config` prints that block and exits.
 
 mod admin;
+mod cache;
 pub mod file;
 mod jobs;
 mod modes;
@@ -22,6 +23,7 @@ use reqwest::Url;
 use crate::descriptors;
 
 pub use admin::{AdminListen, ReadinessSettings};
+pub use cache::{CacheMode, RedisUrl};
 pub use file::ProviderConfig;
 pub use jobs::{JobsConfig, JobsStore};
 pub use modes::{CpuMode, Mode};
@@ -316,6 +318,40 @@ pub struct Config {
     /// The job queue: `--jobs-store`, `--job-workers`, `--max-queued-jobs`, leases, retention.
     #[command(flatten)]
     pub jobs: JobsConfig,
+    /// Which chat completions may be answered from the response cache: `off`, `deterministic`
+    /// (`temperature` 0 or a `seed`), or `all`. Per request, `Cache-Control: no-cache` skips the
+    /// read, `no-store` the write, `max-age=N` the older answers; responses say
+    /// `x-gateway-cache: hit|miss|bypass` (and `Age` on a hit). Never across API keys.
+    #[arg(long, env = "GATEWAY_CACHE_MODE", value_enum, default_value_t = CacheMode::Off)]
+    pub cache_mode: CacheMode,
+
+    /// The in-process cache's size in bytes (answers and keys, weighed as stored); the least
+    /// useful answers are evicted past it. 0: no in-process tier (needs `--redis-url`).
+    #[arg(long, env = "GATEWAY_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(0..=(64 * 1024 * 1024 * 1024_u64)))]
+    pub cache_max_bytes: u64,
+
+    /// How long a cached answer may be served (seconds), in process and in Redis alike.
+    #[arg(long, env = "GATEWAY_CACHE_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=(30 * 86_400)))]
+    pub cache_ttl_secs: u64,
+
+    /// A Redis shared by every instance (`redis://host:port[/db]`): the response cache's second
+    /// tier. A Redis that is down or slow is a cache miss, never an error (counted in
+    /// `gateway_cache_redis_errors_total`).
+    #[arg(
+        long,
+        env = "GATEWAY_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<RedisUrl>,
+
+    /// The longest one Redis call may take (ms), connecting included; then it counts as failed
+    /// and the request goes on without it.
+    #[arg(long, env = "GATEWAY_REDIS_TIMEOUT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
 
     /// The `[[providers]]` of the `--config` file; empty means one provider from `--upstream`
     /// (see [`Config::providers`]).
@@ -372,6 +408,7 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         file::check_providers(&self.providers)?;
         admin::check(self)?;
+        cache::check(self)?;
         if self.retry_backoff_max_ms < self.retry_backoff_ms {
             return Err(format!(
                 "--retry-backoff-max-ms {} is below --retry-backoff-ms {}",
@@ -576,6 +613,7 @@ impl Config {
             ),
         ];
         lines.push(format!("jobs                   {}", self.jobs.describe()));
+        lines.extend(cache::limits_lines(self));
         if let Some(percent) = self.async_rollout_percent {
             lines.push(format!("async rollout          {percent} %"));
         }

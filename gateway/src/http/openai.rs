@@ -24,23 +24,29 @@
 //!
 //! Client disconnects cancel the upstream request by ownership, in every phase, in `fixed` mode;
 //! in `broken` mode only at the upstream's next event, or never (see [`crate::upstream::broken`]).
+//!
+//! With `--cache-mode` on, the response cache is one explicit step of this route: looked up
+//! after the checks and before the upstream, handed the answer on the way back
+//! ([`crate::cache`]). No other route passes through it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::cache::{CacheRequest, Lookup, ResponseCache, Ticket};
 use crate::error::ApiError;
 use crate::policy::chat;
-use crate::policy::resilience::{Resilience, mark};
+use crate::policy::limits::ClientId;
+use crate::policy::resilience::{Outcome, Resilience, mark};
 use crate::telemetry::log::{Route, Waiting, log_rejected};
 use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::relay::Relay;
@@ -55,6 +61,8 @@ pub struct OpenAi {
     relay: Arc<Relay>,
     /// `--max-body-bytes`, named in the 413 (the router's `DefaultBodyLimit` enforces it).
     max_body_bytes: usize,
+    /// `/v1/chat/completions`' response cache (a no-op with `--cache-mode off`).
+    cache: Arc<ResponseCache>,
 }
 
 impl OpenAi {
@@ -63,12 +71,14 @@ impl OpenAi {
         resilience: Arc<Resilience>,
         relay: Arc<Relay>,
         max_body_bytes: usize,
+        cache: Arc<ResponseCache>,
     ) -> Self {
         Self {
             providers,
             resilience,
             relay,
             max_body_bytes,
+            cache,
         }
     }
 }
@@ -84,8 +94,15 @@ pub const MODELS: Route = Route {
     path: "/v1/models",
 };
 
+/// A chat completion's answer: from the cache, or from upstream with the cache's ticket.
+enum Answer {
+    Cached(crate::cache::Hit),
+    Upstream(Outcome, Ticket),
+}
+
 pub async fn chat_completions(
     State(api): State<Arc<OpenAi>>,
+    client: Option<Extension<ClientId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -95,15 +112,33 @@ pub async fn chat_completions(
         require_json(&headers)?;
         let body = body.map_err(|rejection| body_error(&rejection, api.max_body_bytes))?;
         let model = validate(&body)?;
-        chat::send(&api.providers, &api.resilience, &model, &headers, body).await
+        let routed = chat::route(&api.providers, &api.resilience, &model, &headers)?;
+        let cached = CacheRequest {
+            client: client.as_ref().map(|Extension(client)| client),
+            provider: &routed.provider.name,
+            headers: &headers,
+            body: &body,
+            deadline: routed.plan.deadline(),
+        };
+        let ticket = match api.cache.lookup(cached).await? {
+            Lookup::Hit(hit) => return Ok(Answer::Cached(hit)),
+            Lookup::Upstream(ticket) => ticket,
+        };
+        Ok(Answer::Upstream(routed.send(&headers, body).await, ticket))
     }
     .await;
     waiting.answered();
     match result {
-        Ok(outcome) => mark(
-            respond(&api, CHAT, received, outcome.result.map_err(ApiError::from)),
-            outcome.attempts,
-        ),
+        Ok(Answer::Cached(hit)) => {
+            hit.status()
+                .mark(respond(&api, CHAT, received, Ok(hit.response)))
+        }
+        Ok(Answer::Upstream(outcome, ticket)) => {
+            let status = ticket.status();
+            let result = outcome.result.map(|upstream| ticket.tee(upstream));
+            let response = respond(&api, CHAT, received, result.map_err(ApiError::from));
+            status.mark(mark(response, outcome.attempts))
+        }
         Err(error) => respond(&api, CHAT, received, Err(error)),
     }
 }

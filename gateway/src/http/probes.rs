@@ -89,6 +89,7 @@ pub fn render_metrics(state: &AppState) -> Response {
     m.connections_open.set(as_gauge(state.connections().open()));
     m.connections_limit
         .set(as_gauge(state.connections().limit()));
+    state.cache().observe(&m.cache);
     for provider in state.providers().iter() {
         let label = ProviderLabel {
             provider: provider.name.clone(),

@@ -21,6 +21,7 @@ use super::jobs::MaxBody;
 use super::openai::OpenAi;
 use super::server::Connections;
 use super::ws::Sockets;
+use crate::cache::ResponseCache;
 use crate::config::{Config, Mode};
 use crate::error::StartError;
 use crate::jobs::Jobs;
@@ -66,6 +67,8 @@ struct Shared {
     lifecycle: Lifecycle,
     /// The main listener's connections: cap, timeouts, how many are open.
     connections: Arc<Connections>,
+    /// `/v1/chat/completions`' response cache; `/metrics` reads its size.
+    cache: Arc<ResponseCache>,
     // The parts handlers and middleware take (see the module docs).
     api_keys: ApiKeys,
     inbound: Arc<Inbound>,
@@ -94,6 +97,7 @@ impl AppState {
             lifecycle.clone(),
         ));
         let resilience = Arc::new(Resilience::new(config, Arc::clone(&metrics)));
+        let cache = Arc::new(ResponseCache::new(config, Arc::clone(&metrics))?);
         let shared = Shared {
             mode: config.mode,
             span: root_span(config.mode),
@@ -108,6 +112,7 @@ impl AppState {
                 Arc::clone(&resilience),
                 Arc::clone(&relay),
                 config.max_body_bytes,
+                Arc::clone(&cache),
             )),
             sockets: Arc::new(Sockets::new(
                 config,
@@ -127,6 +132,7 @@ impl AppState {
             cpu: Arc::new(Cpu::new(config, Arc::clone(&pool), Arc::clone(&metrics))),
             live_streams,
             lifecycle,
+            cache,
             providers,
             metrics,
             pool,
@@ -192,6 +198,10 @@ impl AppState {
 
     pub fn jobs(&self) -> &Arc<Jobs> {
         &self.shared.jobs
+    }
+
+    pub fn cache(&self) -> &Arc<ResponseCache> {
+        &self.shared.cache
     }
 }
 

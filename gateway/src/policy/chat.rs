@@ -10,9 +10,11 @@
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 
-use super::resilience::{Outcome, Resilience};
+use std::sync::Arc;
+
+use super::resilience::{Outcome, Plan, Resilience};
 use crate::error::ApiError;
-use crate::upstream::providers::Providers;
+use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::{UpstreamRequest, forwarded_request_headers};
 
 /// The route whose retry and hedging settings a chat completion gets (`--hedge-routes`).
@@ -31,10 +33,50 @@ pub fn check(
     Ok(())
 }
 
-/// Sends a validated chat `body` for `model` to its provider, with the client's `headers` (only
-/// the ones that may cross, see [`forwarded_request_headers`]). An `Err` is the gateway's own
-/// refusal (an unknown model, a bad `x-gateway-*` header); the [`Outcome`] is the upstream's
-/// answer or why there is none, and how many attempts it took.
+/// A chat completion routed to its provider and planned (retries, hedges, deadline), not yet
+/// sent: what the response cache needs to know (the provider's name, the deadline) before it
+/// decides whether to send at all.
+#[derive(Debug)]
+pub struct Routed<'a> {
+    pub provider: &'a Arc<Provider>,
+    pub plan: Plan,
+    resilience: &'a Resilience,
+}
+
+/// Routes `model` and plans the request from its `headers`. An `Err` is the gateway's own
+/// refusal: an unknown model, a bad `x-gateway-*` header.
+pub fn route<'a>(
+    providers: &'a Providers,
+    resilience: &'a Resilience,
+    model: &str,
+    headers: &HeaderMap,
+) -> Result<Routed<'a>, ApiError> {
+    Ok(Routed {
+        provider: providers.route(model)?,
+        plan: resilience.plan(PATH, headers)?,
+        resilience,
+    })
+}
+
+impl Routed<'_> {
+    /// Sends a validated chat `body` with the client's `headers` (only the ones that may cross,
+    /// see [`forwarded_request_headers`]). The [`Outcome`] is the upstream's answer or why there
+    /// is none, and how many attempts it took.
+    pub async fn send(self, headers: &HeaderMap, body: Bytes) -> Outcome {
+        let request = UpstreamRequest {
+            method: Method::POST,
+            url: self.provider.chat_url.clone(),
+            headers: forwarded_request_headers(headers),
+            body: Some(body),
+        };
+        self.resilience
+            .send(self.provider, request, self.plan)
+            .await
+    }
+}
+
+/// [`route`], then [`Routed::send`]: the whole way, for a caller with nothing to do in between
+/// (a job worker).
 pub async fn send(
     providers: &Providers,
     resilience: &Resilience,
@@ -42,13 +84,7 @@ pub async fn send(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Outcome, ApiError> {
-    let provider = providers.route(model)?;
-    let plan = resilience.plan(PATH, headers)?;
-    let request = UpstreamRequest {
-        method: Method::POST,
-        url: provider.chat_url.clone(),
-        headers: forwarded_request_headers(headers),
-        body: Some(body),
-    };
-    Ok(resilience.send(provider, request, plan).await)
+    Ok(route(providers, resilience, model, headers)?
+        .send(headers, body)
+        .await)
 }

@@ -238,6 +238,9 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
             return refuse(error, &request);
         }
     };
+    // The handlers that key anything by client (the response cache) read it from here.
+    let mut request = request;
+    request.extensions_mut().insert(client);
     let permit = match inbound.places.admit().await {
         Ok(permit) => permit,
         Err(shed) => {

@@ -108,6 +108,13 @@ pub struct Plan {
     deadline: Option<Duration>,
 }
 
+impl Plan {
+    /// The longest the request may wait for a successful attempt, if it has a deadline.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+}
+
 /// The answer to a request, and how many upstream attempts it took.
 #[derive(Debug)]
 pub struct Outcome {

@@ -116,6 +116,70 @@ label_values! {
         /// drain deadline.
         Shutdown => "shutdown",
     }
+
+    /// Where a cache hit came from: `gateway_cache_hits_total{source}`.
+    CacheSource {
+        /// The in-process tier (moka).
+        Memory => "memory",
+        /// The shared tier (Redis), then kept in process too.
+        Redis => "redis",
+        /// An identical request in flight: this one waited for its answer (single-flight).
+        InFlight => "in_flight",
+    }
+
+    /// A tier an answer was written to: `gateway_cache_stores_total{tier}`.
+    CacheTier {
+        Memory => "memory",
+        Redis => "redis",
+    }
+
+    /// Why a request did not use the cache at all: `gateway_cache_bypasses_total{reason}`.
+    CacheBypass {
+        /// `--cache-mode deterministic` and neither `temperature` 0 nor a `seed`.
+        NotDeterministic => "not_deterministic",
+        /// `Cache-Control: no-cache, no-store`: neither read nor write.
+        RequestHeaders => "cache_control",
+        /// No API key and no client address: nobody to keep the answer for.
+        NoCaller => "no_caller",
+    }
+
+    /// Why an answer that went upstream was not stored: `gateway_cache_not_stored_total{reason}`.
+    CacheSkip {
+        /// `Cache-Control: no-store`.
+        NoStore => "no_store",
+        /// The upstream answered with a status other than 200.
+        Status => "status",
+        /// A choice ended other than `stop` or `length` (`tool_calls`, `content_filter`, ...).
+        FinishReason => "finish_reason",
+        /// The answer did not end cleanly: cut, failed, or its client left first.
+        Incomplete => "incomplete",
+        /// Larger than a quarter of `--cache-max-bytes` (8 MiB without an in-process tier).
+        TooLarge => "too_large",
+        /// Not a chat completion the cache can replay (not JSON, no choices, logprobs).
+        Unreadable => "unreadable",
+    }
+
+    /// Why the in-process tier dropped an answer: `gateway_cache_evictions_total{cause}`.
+    CacheEviction {
+        /// To stay within `--cache-max-bytes`.
+        Size => "size",
+        /// Older than `--cache-ttl-secs`.
+        Expired => "expired",
+    }
+
+    /// A Redis call of the cache: `gateway_cache_redis_errors_total{op,kind}`.
+    RedisOp {
+        Get => "get",
+        Set => "set",
+    }
+
+    /// How a Redis call failed (see [`crate::redis::RedisFailure`]).
+    RedisFailureKind {
+        /// No answer within `--redis-timeout-ms`.
+        Timeout => "timeout",
+        /// An error answer, or a refused or broken connection.
+        Error => "error",
+    }
 }
 
 label_values! {
@@ -224,6 +288,37 @@ pub struct ClosedLabels {
     pub reason: ConnectionClose,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheSourceLabels {
+    pub source: CacheSource,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheTierLabels {
+    pub tier: CacheTier,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheBypassLabels {
+    pub reason: CacheBypass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheSkipLabels {
+    pub reason: CacheSkip,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheEvictionLabels {
+    pub cause: CacheEviction,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisErrorLabels {
+    pub op: RedisOp,
+    pub kind: RedisFailureKind,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +361,22 @@ mod tests {
         );
         assert_eq!(JobStatus::parse("in_progress"), Some(JobStatus::InProgress));
         assert_eq!(JobStatus::parse("done"), None);
+        assert_eq!(
+            texts(CacheSource::ALL.iter().map(|r| r.as_str()).collect()),
+            "memory,redis,in_flight"
+        );
+        assert_eq!(
+            texts(CacheBypass::ALL.iter().map(|r| r.as_str()).collect()),
+            "not_deterministic,cache_control,no_caller"
+        );
+        assert_eq!(
+            texts(CacheSkip::ALL.iter().map(|r| r.as_str()).collect()),
+            "no_store,status,finish_reason,incomplete,too_large,unreadable"
+        );
+        assert_eq!(
+            texts(CacheEviction::ALL.iter().map(|r| r.as_str()).collect()),
+            "size,expired"
+        );
         for (index, kind) in AttemptKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, index, "ALL is in declaration order");
         }

@@ -31,6 +31,7 @@
 //! | `gateway_connections_closed_total{reason}` | counter | connections the gateway closed: `header_timeout`, `idle_timeout`, `shutdown` |
 //! | `gateway_accept_errors_total` | counter | `accept` failures other than a client gone (`EMFILE`: out of descriptors) |
 //! | `gateway_jobs{status}`, `gateway_jobs_*` | | the job queue (see [`super::jobs`]) |
+//! | `gateway_cache_*` | | the response cache: hits, misses, bypasses, stores, evictions, bytes, Redis errors ([`super::cache_metrics`]) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -49,6 +50,7 @@ use prometheus_client::registry::Registry;
 
 use super::jobs::JobMetrics;
 
+pub use super::cache_metrics::CacheMetrics;
 pub use super::labels::{
     AttemptKind, AttemptLabels, ClosedLabels, ConnectionClose, ConnectionRefusal, GiveUpLabels,
     GiveUpReason, HedgeSkipLabels, HedgeSkipReason, ProviderLabel, RateLimitLabels, RateLimitScope,
@@ -89,6 +91,8 @@ pub struct Metrics {
     pub accept_errors: Counter,
     /// The job queue's families (`gateway_jobs*`, see [`super::jobs`]).
     pub jobs: JobMetrics,
+    /// The response cache's families (`gateway_cache_*`).
+    pub cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -257,6 +261,7 @@ impl Default for Metrics {
             "accept() failures other than a client that left (EMFILE: out of descriptors)",
         );
         let jobs = JobMetrics::register(&mut registry);
+        let cache = CacheMetrics::register(&mut registry);
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -308,6 +313,7 @@ impl Default for Metrics {
             connections_closed,
             accept_errors,
             jobs,
+            cache,
         }
     }
 }

@@ -4,12 +4,14 @@
 //! - [`log`]: the request log, one line per request however it ends.
 //! - [`labels`]: the label sets of `/metrics`, and their values as enums.
 //! - [`jobs`]: the job queue's series (by status, waits, refusals).
-//! - [`metrics`]: every bound of the gateway and every time one was hit, for `GET /metrics`.
+//! - [`metrics`]: every bound of the gateway and every time one was hit, for `GET /metrics`;
+//!   [`cache_metrics`]: the response cache's families.
 //! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
 //!
 //! The bottom of the stack apart from the settings and the error shape: every other layer
 //! writes here, and nothing here calls back.
 
+pub mod cache_metrics;
 pub mod jobs;
 pub mod labels;
 pub mod log;

@@ -169,6 +169,8 @@ pub enum StreamMethod {
     Blocking,
     /// The blocking client on an async worker ([`inline`]).
     Inline,
+    /// No client: the answer came from the response cache (`crate::cache`).
+    Cache,
 }
 
 impl StreamMethod {
@@ -177,6 +179,7 @@ impl StreamMethod {
             StreamMethod::Async => "async",
             StreamMethod::Blocking => "blocking",
             StreamMethod::Inline => "inline",
+            StreamMethod::Cache => "cache",
         }
     }
 }
