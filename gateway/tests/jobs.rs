@@ -535,3 +535,55 @@ async fn the_drain_hands_a_running_job_back() {
     assert_eq!(job["attempts"], 0, "{job}");
     assert_eq!(job["queue_position"], 1, "{job}");
 }
+
+/// Jobs never pass through the response cache: the same deterministic job twice under
+/// `--cache-mode all` reaches the upstream twice and moves no cache counter, while the same body
+/// on `/v1/chat/completions` twice (the control) is answered once upstream, once from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_never_touch_the_response_cache() {
+    let store = store(Kind::Sqlite, "jobs_no_cache").expect("sqlite");
+    let mock = Mock::fast();
+    let gw = jobs_gateway(&mock, &store, &["--cache-mode", "all"]);
+    let jobs = Jobs::new(&gw.url(), None);
+    let mut body = job_body("cached?");
+    body["temperature"] = json!(0);
+    for _ in 0..2 {
+        let id = jobs.submit(&body, &[]).await;
+        jobs.wait_status(&id, "completed", LIMIT).await;
+    }
+    assert_eq!(
+        mock.stats().await.chat.requests,
+        2,
+        "each job went upstream"
+    );
+    let counters = [
+        "gateway_cache_misses_total",
+        "gateway_cache_hits_total{source=\"memory\"}",
+        "gateway_cache_bypasses_total{reason=\"not_deterministic\"}",
+        "gateway_cache_stores_total{tier=\"memory\"}",
+    ];
+    let text = support::metrics_text(&gw.url()).await;
+    for series in counters {
+        let value = common::prometheus::sample(&text, series)
+            .unwrap_or_else(|| panic!("{series} missing from /metrics"));
+        assert_eq!(value, 0.0, "{series}: a job touched the cache");
+    }
+
+    let client = support::client();
+    for expected in ["miss", "hit"] {
+        let response = client
+            .post(format!("{}/v1/chat/completions", gw.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-gateway-cache"], expected);
+        response.bytes().await.expect("body");
+    }
+    assert_eq!(
+        mock.stats().await.chat.requests,
+        3,
+        "the control's hit stayed home"
+    );
+}
