@@ -95,7 +95,7 @@
 //!   `/v1/chat/completions` and the job workers.
 //! - [`policy::resilience`]: lesson 9, retries before the first byte and hedged requests, each
 //!   bounded by a count, a deadline and a budget so they cannot amplify an outage.
-//! - [`cache`]: the response cache: what may be cached and for whom (the key holds
+//! - [`cache`]: lesson 11, the response cache: what may be cached and for whom (the key holds
 //!   the caller), `Cache-Control` per request, a streamed request replayed as a proper stream,
 //!   single-flight for identical misses, in process (moka, by bytes) and shared through Redis;
 //!   [`redis`]: the shared Redis, a miss rather than an error when it is down or slow.

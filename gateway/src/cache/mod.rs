@@ -1,4 +1,4 @@
-//! The response cache: the same question, answered once, for the same caller.
+//! Lesson 11, the response cache: the same question, answered once, for the same caller.
 //!
 //! The same prompts reach a slow, paid upstream again and again: a system prompt with a fixed
 //! question, a retried request, an evaluation run. With `--cache-mode deterministic` or `all`,
