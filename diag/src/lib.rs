@@ -41,6 +41,9 @@
 //!   - [`llm::sse`]: the wire: the request, the server-sent events, how a stream fails.
 //!   - [`llm::report`]: the result, the sustained rule, the JSON and the human report.
 //!
+//! - [`fleet_plot`]: the picture of `make demo-scale` (a fleet behind HAProxy over time), drawn
+//!   for xtask, which runs that demo and records its timeline.
+//!
 //! What they share:
 //!
 //! - [`cli`]: every flag, its default, its environment override and its validation.
@@ -64,6 +67,7 @@
 pub mod admin;
 pub mod cli;
 pub mod demo;
+pub mod fleet_plot;
 pub mod histogram;
 pub mod live;
 pub mod llm;
