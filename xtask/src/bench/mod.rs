@@ -1,10 +1,11 @@
-//! `cargo xtask bench [ramp|shed|hedge|cpu|conns] [--quick]`: the project's benchmarks, one way to run
+//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: the project's benchmarks, one way to run
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
 //! was: stream capacity per mode, overhead, memory), [`shed`] (load shedding at 5x the cap),
 //! [`hedge`] (hedged requests against a heavy-tailed upstream), [`cpu`] (CPU-bound work per
-//! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds). They were shell scripts; in Rust they get the same exit-status checks, free
+//! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds),
+//! [`fleet`] (1, 2 and 3 gateways behind HAProxy). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -13,7 +14,8 @@
 //! reaches into how a benchmark is run, and the reading of diag's JSON is one file to swap:
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
-//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`]: one
+//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`],
+//!   [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single services): one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
 //!   runner that starts the services (nginx too) on free ports and records every command.
@@ -24,26 +26,31 @@
 
 mod conns;
 mod cpu;
+mod fleet;
 mod hedge;
-mod observe;
+pub(crate) mod observe;
 mod ramp;
 mod ramp_results;
-mod reports;
-mod results;
+pub(crate) mod reports;
+pub(crate) mod results;
 mod session;
 mod shed;
+
+use std::process::ExitCode;
 
 use anyhow::Result;
 
 use crate::cli::{BenchArgs, What};
 
 /// `cargo xtask bench [WHAT]`.
-pub fn run(args: &BenchArgs) -> Result<()> {
-    match args.what {
+pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    let done = match args.what {
         What::Ramp => ramp::run(args),
         What::Shed => shed::run(args),
         What::Hedge => hedge::run(args),
         What::Cpu => cpu::run(args),
         What::Conns => conns::run(args),
-    }
+        What::Fleet => return fleet::run(args),
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

@@ -141,7 +141,7 @@ fn results_name(date: &str, kind: &str, quick: bool) -> String {
 
 /// The Markdown head the shed, hedge and cpu results share: title, then date, machine,
 /// commit, the command that made them and how long it took, then the load.
-fn head(clock: &Clock, title: &str, what: &str, quick: bool, load: &str) -> String {
+pub fn head(clock: &Clock, title: &str, what: &str, quick: bool, load: &str) -> String {
     let elapsed = clock.elapsed();
     let mut md = format!("# {title}\n\n");
     let _ = writeln!(
