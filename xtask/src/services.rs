@@ -558,4 +558,39 @@ mod tests {
         assert!(refuse_if_running(&dir, "sleep", "sleep").is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// What `fleet down` relies on: an adopted service (here `sleep`, as `common::services`
+    /// would hand over Redis) is stopped by its pid file, its directory deleted, and a pid file
+    /// whose process is gone, or is another program now, is only cleared.
+    #[test]
+    fn stop_all_stops_adopted_services_and_deletes_their_directories() {
+        let dir = std::env::temp_dir().join(format!("xtask-adopt-{}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("temp dirs");
+        let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let detached = common::services::Detached {
+            service: common::services::Service::Redis,
+            pid: sleeper.id(),
+            dir: data.clone(),
+        };
+        adopt(&dir, "redis", &detached).expect("adopted");
+        // A stale file naming a pid that runs something else must not be signalled.
+        let stranger = PidFile {
+            pid: std::process::id(),
+            exe: Some(PathBuf::from("/usr/bin/not-this-one")),
+            ..PidFile::default()
+        };
+        std::fs::write(pid_file(&dir, "postgres"), stranger.render()).expect("pid file");
+
+        stop_all(&dir).expect("stopped");
+        let status = sleeper.wait().expect("reaped");
+        assert!(!status.success(), "sleep was signalled: {status}");
+        assert!(!data.exists(), "its directory is deleted");
+        assert!(!pid_file(&dir, "redis").exists());
+        assert!(
+            !pid_file(&dir, "postgres").exists(),
+            "a stale pid file is cleared"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

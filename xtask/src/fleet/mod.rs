@@ -115,21 +115,27 @@ impl Needs {
 /// Prints the one `apt-get install` line for what is missing and returns exit code 2, or
 /// `None` when everything `needs` is installed.
 pub fn refuse_missing(needs: Needs) -> Option<ExitCode> {
+    let message = missing_message(needs, Package::is_installed)?;
+    eprintln!("{message}");
+    Some(ExitCode::from(2))
+}
+
+/// What to tell a person whose machine lacks some of the packages `needs` (by `installed`):
+/// which, and the one line that installs them all.
+fn missing_message(needs: Needs, installed: impl Fn(Package) -> bool) -> Option<String> {
     let missing: Vec<&str> = needs
         .packages()
         .into_iter()
-        .filter(|package| !package.is_installed())
+        .filter(|&package| !installed(package))
         .map(Package::package)
         .collect();
-    if missing.is_empty() {
-        return None;
-    }
-    eprintln!(
-        "xtask: the fleet needs {} (not installed). Install with:\n  sudo apt-get install -y {}",
-        missing.join(", "),
-        missing.join(" ")
-    );
-    Some(ExitCode::from(2))
+    (!missing.is_empty()).then(|| {
+        format!(
+            "xtask: the fleet needs {} (not installed). Install with:\n  sudo apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        )
+    })
 }
 
 /// Where everything listens.
@@ -584,6 +590,23 @@ mod tests {
         assert!(after.redis_url && after.jobs_store && after.instances_hint && after.job_lease);
         // A flag that merely starts the same way is not the flag.
         assert!(!Features::from_help("--redis-url-file <P>").redis_url);
+    }
+
+    #[test]
+    fn missing_packages_make_one_apt_get_line() {
+        let none_missing = missing_message(Needs::ALL, |_| true);
+        assert!(none_missing.is_none());
+        let message = missing_message(Needs::ALL, |p| p == Package::Redis).expect("a message");
+        assert!(
+            message.ends_with("\n  sudo apt-get install -y haproxy postgresql"),
+            "{message}"
+        );
+        // The benchmark needs only HAProxy.
+        let bench = missing_message(Needs::NONE, |p| p != Package::Haproxy).expect("a message");
+        assert!(
+            bench.ends_with("sudo apt-get install -y haproxy"),
+            "{bench}"
+        );
     }
 
     #[test]
