@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -24,6 +24,13 @@ demo-inline:
 ## Broken mode with 0, 50 and 100 % of streams on the async client, 12 s each; three verdicts.
 demo-rollout:
 	$(XTASK) rollout $(ARGS)
+
+## Three gateways behind HAProxy (with Redis and Postgres) under a steady load of streams: spread,
+## starve one, rolling restart, kill one with jobs, one key's rate; a verdict table (about 2 minutes).
+## Ports 8080 (HAProxy), 8081 (its stats page), 8090, 8100-8102, 8200-8202. Needs the Debian
+## packages haproxy, redis-server and postgresql. Results: target/fleet/demo-scale.{json,svg}.
+demo-scale:
+	$(XTASK) fleet demo $(ARGS)
 
 ## Stop whatever a demo or `cargo xtask up` left running (by pid file, nothing else).
 stop:
@@ -81,6 +88,11 @@ bench-jobs:
 ## requests saved at a 50 % repeat rate (about 1.5 minutes). Results: bench/results/<date>-cache.md.
 bench-cache:
 	$(XTASK) bench cache $(ARGS)
+
+## 1, 2 and 3 gateways behind HAProxy: req/s, streams held, HAProxy's CPU per request, and how fast
+## it stops sending to a starved one (about 3 minutes). Results: bench/results/<date>-fleet.{json,md}.
+bench-fleet:
+	$(XTASK) bench fleet $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -11,8 +11,9 @@
 //!   diag, so a field renamed on one side fails to compile on the other.
 //! - [`logging`]: the binaries' log set-up: `RUST_LOG`, and colors only on a terminal (`NO_COLOR`).
 //! - [`prometheus`]: reading a `/metrics` text exposition back (tests, benchmarks).
-//! - `services` (feature `services`): throwaway instances of Redis, Postgres and the other real
-//!   services tests use, and the loud skip when one is not installed.
+//! - `services` (feature `services`): throwaway instances of Redis, Postgres, HAProxy (in front
+//!   of gateways, from `deploy/haproxy.cfg`) and the other real services tests use, the loud skip
+//!   when one is not installed, and `detach` for the fleet `cargo xtask fleet up` leaves running.
 
 pub mod embed;
 pub mod logging;

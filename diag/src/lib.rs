@@ -53,6 +53,9 @@
 //!   - [`llm::report`]: the result, the sustained rule, the JSON and the human report.
 //! - [`jobs`]: `diag jobs`: submit, then poll in order; [`jobs::report`]: its result.
 //!
+//! - [`fleet_plot`]: the picture of `make demo-scale` (a fleet behind HAProxy over time), drawn
+//!   for xtask, which runs that demo and records its timeline.
+//!
 //! What they share:
 //!
 //! - [`cli`]: every flag, its default, its environment override and its validation (and
@@ -78,6 +81,7 @@
 pub mod admin;
 pub mod cli;
 pub mod demo;
+pub mod fleet_plot;
 pub mod histogram;
 pub mod jobs;
 pub mod live;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -38,8 +39,49 @@ pub enum Command {
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
-    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `cache`.
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `conns`, `jobs`, `cache`, `fleet`.
     Bench(BenchArgs),
+    /// Several gateways behind HAProxy, with Redis and Postgres: `up`, `down`, `demo`
+    /// (`make demo-scale`). Ports 8080 (HAProxy), 8081 (its stats), 8090 (mock), 8100+/8200+.
+    Fleet(FleetArgs),
+}
+
+/// `cargo xtask fleet`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub command: FleetCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum FleetCommand {
+    /// Build, start the mock, N gateways, Redis, Postgres and HAProxy in the background, return.
+    Up {
+        /// How many gateways.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50).map(usize::from))]
+        instances: usize,
+        /// Use debug builds instead of release builds.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Stop what `fleet up` started (by the pid files in target/fleet/), and nothing else.
+    Down,
+    /// `make demo-scale`: a fleet of 3 under load, step by step: spread, starve one, rolling
+    /// restart, kill one with jobs, one key's rate across the fleet; a verdict table, JSON, SVG.
+    Demo(ScaleArgs),
+}
+
+/// `cargo xtask fleet demo`.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Streams started per second through HAProxy, open loop (diag llm -q): at about 3.2 s
+    /// each, 8 a second keeps about 26 open, spread in time rather than in waves.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub rate: u32,
+
+    /// Use debug builds instead of release builds.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// The gateway's upstream client.
@@ -196,6 +238,9 @@ pub enum What {
     /// The response cache: a hit's latency and throughput against a miss's, in process and
     /// through Redis, and the upstream requests saved at a 50 % repeat rate: `<date>-cache.{md,json}`.
     Cache,
+    /// Streams held and req/s through HAProxy with 1, 2, 3 gateways; HAProxy's CPU per
+    /// request; how fast it stops sending to a starved one: `<date>-fleet.{json,md}`.
+    Fleet,
 }
 
 #[cfg(test)]

@@ -16,21 +16,28 @@
 //! - [`skipped`]: `skipped` (the first and last steps of `make test`): the tests that skipped for
 //!   a missing service, in one loud box with the `apt-get` line.
 //! - [`compat`]: `compat`: OpenAI's Python client against the gateway (`make test-compat`).
-//! - [`bench`]: `bench [ramp|shed|hedge|cpu] [--quick]`: stream capacity, overhead and memory
-//!   (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged requests
-//!   (`make bench-hedge`) and CPU-bound work per `--cpu-mode` (`make bench-cpu`), written to
+//! - [`fleet`]: `fleet up|down|demo`: several gateways behind HAProxy with Redis and Postgres,
+//!   and `make demo-scale` (a folder of its own: the fleet, its per-second view, the demo's
+//!   steps).
+//! - [`bench`]: `bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: stream capacity, overhead
+//!   and memory (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged
+//!   requests (`make bench-hedge`), CPU-bound work per `--cpu-mode` (`make bench-cpu`), the
+//!   connection bounds (`make bench-conns`) and the fleet (`make bench-fleet`), written to
 //!   `bench/results/`. A folder of its own: one file per benchmark, the shared session, the one
 //!   results writer, and the one reader of diag's JSON reports (its layers in `bench/mod.rs`).
 //!
 //! Layers point one way: `services` needs nothing but the workspace root; `cli` (the flags) uses
-//! it for the default demo directory; `demo`, `compat` and `bench` use both; `e2e` uses `demo`;
-//! this file only dispatches.
+//! it for the default demo directory; `demo`, `compat`, `fleet` and `bench` use both; `fleet`
+//! reads diag's reports through `bench`'s one reader, and `bench fleet` runs a [`fleet::Fleet`]
+//! (file by file, neither imports one that imports it back); `e2e` uses `demo`; this file only
+//! dispatches.
 
 mod bench;
 mod cli;
 mod compat;
 mod demo;
 mod e2e;
+mod fleet;
 mod msrv;
 mod services;
 mod skipped;
@@ -51,7 +58,8 @@ fn main() -> ExitCode {
         cli::Command::Msrv => msrv::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Skipped { reset } => skipped::run(reset),
         cli::Command::Compat => compat::run(),
-        cli::Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Bench(args) => bench::run(&args),
+        cli::Command::Fleet(args) => fleet::run(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("xtask: {e:#}");

@@ -15,7 +15,14 @@
 //!
 //! Every function takes the directory its pid files and logs live in: `target/demo/` for the
 //! demos and `up`/`stop`, `target/e2e/` for `make test`'s check (so a test run never overwrites
-//! a user's demo report or picture), `target/compat/` and a fresh one per benchmark run.
+//! a user's demo report or picture), `target/compat/`, a fresh one per benchmark run, and
+//! `target/fleet/` for `fleet up|down` and `make demo-scale`.
+//!
+//! A pid file is named after the *instance* (`gateway-2.pid`, `redis.pid`), which is the program's
+//! name when there is one of it. Redis, Postgres and HAProxy are started by `common::services`
+//! (the one way each is started, tests included); when the fleet leaves them running, [`adopt`]
+//! gives each a pid file here that also names its executable and its directory, so `fleet down`
+//! stops them the way `stop` stops the rest and then deletes what they left.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -71,35 +78,68 @@ fn pid_file(dir: &Path, program: &str) -> PathBuf {
     dir.join(format!("{program}.pid"))
 }
 
-/// What a pid file says: the service's pid and, while a demo runs it, the demo's xtask pid.
-#[derive(Debug, Clone, Copy)]
+/// What a pid file says: the service's pid and, while a demo runs it, the demo's xtask pid;
+/// for a service started by `common::services`, its executable and its directory too.
+#[derive(Debug, Clone, Default)]
 struct PidFile {
     pid: u32,
     owner: Option<u32>,
+    /// The executable `/proc/PID/exe` showed when it started, when it is not our own binary
+    /// named like the pid file (`redis-server` runs as `redis-check-rdb`).
+    exe: Option<PathBuf>,
+    /// A directory to delete once the process is gone (a Postgres cluster, a Redis dir).
+    dir: Option<PathBuf>,
 }
 
 impl PidFile {
-    /// `PID` on the first line; `owner XTASK_PID` on the second while an xtask owns the service.
-    fn render(self) -> String {
-        match self.owner {
-            Some(owner) => format!("{}\nowner {owner}\n", self.pid),
-            None => format!("{}\n", self.pid),
+    /// `PID` on the first line; `owner XTASK_PID` while an xtask owns the service; `exe PATH`
+    /// and `dir PATH` for an adopted one.
+    fn render(&self) -> String {
+        let mut text = format!("{}\n", self.pid);
+        if let Some(owner) = self.owner {
+            text.push_str(&format!("owner {owner}\n"));
         }
+        if let Some(exe) = &self.exe {
+            text.push_str(&format!("exe {}\n", exe.display()));
+        }
+        if let Some(dir) = &self.dir {
+            text.push_str(&format!("dir {}\n", dir.display()));
+        }
+        text
     }
 
-    fn read(dir: &Path, program: &str) -> Option<Self> {
-        let text = std::fs::read_to_string(pid_file(dir, program)).ok()?;
+    fn read(dir: &Path, name: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(pid_file(dir, name)).ok()?;
         let mut lines = text.lines();
         let pid = lines.next()?.trim().parse().ok()?;
-        let owner = lines
-            .find_map(|line| line.strip_prefix("owner "))
-            .and_then(|owner| owner.trim().parse().ok());
-        Some(Self { pid, owner })
+        let mut file = Self {
+            pid,
+            ..Self::default()
+        };
+        for line in lines {
+            if let Some(owner) = line.strip_prefix("owner ") {
+                file.owner = owner.trim().parse().ok();
+            } else if let Some(exe) = line.strip_prefix("exe ") {
+                file.exe = Some(PathBuf::from(exe));
+            } else if let Some(path) = line.strip_prefix("dir ") {
+                file.dir = Some(PathBuf::from(path));
+            }
+        }
+        Some(file)
+    }
+
+    /// Whether `pid` still runs what this file started: the recorded executable, else a binary
+    /// named `program`.
+    fn is_running(&self, program: &str) -> bool {
+        match &self.exe {
+            Some(exe) => exe_of(self.pid).is_some_and(|now| &now == exe),
+            None => is_our_program(self.pid, program),
+        }
     }
 
     /// The owning xtask, if it is still alive: then a demo is using this service right now.
     /// "Alive" means the pid runs this same program (by file name): pids get reused.
-    fn live_owner(self) -> Option<u32> {
+    fn live_owner(&self) -> Option<u32> {
         let me = std::env::current_exe().ok()?;
         let me = me.file_name()?.to_str()?;
         self.owner.filter(|&owner| is_our_program(owner, me))
@@ -135,7 +175,8 @@ pub fn run(command: &mut Command) -> Result<()> {
 /// cleans up like one that succeeded.
 #[derive(Debug)]
 pub struct Service {
-    pub program: &'static str,
+    /// The instance's name, which names its pid file and log (the program's, unless several run).
+    pub name: String,
     child: Child,
     pid_file: PathBuf,
     /// False once [`Service::detach`] hands the process over to a later `xtask stop`.
@@ -153,9 +194,32 @@ impl Service {
         self.owned = false;
         let unowned = PidFile {
             pid: self.pid(),
-            owner: None,
+            ..PidFile::default()
         };
         let _ = std::fs::write(&self.pid_file, unowned.render());
+    }
+
+    /// Its exit status if it has exited, without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `limit` for it to exit by itself (after `POST /admin/drain`, say).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !INTERRUPTED.load(Ordering::SeqCst) {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.exited()
+    }
+
+    /// `SIGKILL` at once, as a crash would: no drain, nothing handed back.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -194,7 +258,20 @@ pub fn start(
     args: &[String],
     ready_url: &str,
 ) -> Result<Service> {
-    refuse_if_running(dir, program)?;
+    start_named(dir, program, bin_dir, program, listen, args, ready_url)
+}
+
+/// [`start`] for one of several instances of `program`: `name` names its pid file and log.
+pub fn start_named(
+    dir: &Path,
+    name: &str,
+    bin_dir: &Path,
+    program: &'static str,
+    listen: SocketAddr,
+    args: &[String],
+    ready_url: &str,
+) -> Result<Service> {
+    refuse_if_running(dir, name, program)?;
     // Fail with a sentence rather than a bind error buried in a log file.
     if let Err(e) = TcpListener::bind(listen) {
         bail!(
@@ -203,8 +280,8 @@ pub fn start(
         );
     }
     std::fs::create_dir_all(dir)?;
-    let log_path = dir.join(format!("{program}.log"));
-    let pid_path = pid_file(dir, program);
+    let log_path = dir.join(format!("{name}.log"));
+    let pid_path = pid_file(dir, name);
     let log = File::create(&log_path).with_context(|| format!("cannot create {log_path:?}"))?;
     let binary = bin_dir.join(program);
     let child = Command::new(&binary)
@@ -216,7 +293,7 @@ pub fn start(
         .spawn()
         .with_context(|| format!("cannot start {binary:?}"))?;
     let mut service = Service {
-        program,
+        name: name.to_owned(),
         child,
         pid_file: pid_path,
         owned: true,
@@ -224,15 +301,31 @@ pub fn start(
     let owned = PidFile {
         pid: service.pid(),
         owner: Some(std::process::id()),
+        ..PidFile::default()
     };
     std::fs::write(&service.pid_file, owned.render())?;
     wait_ready(&mut service, ready_url, &log_path)?;
     println!(
-        "xtask: {program} is up (pid {}, log {})",
+        "xtask: {name} is up (pid {}, log {})",
         service.pid(),
         log_path.display()
     );
     Ok(service)
+}
+
+/// Gives a service that `common::services` started and then detached a pid file `name` in
+/// `dir`, with its executable (as `/proc` shows it now) and its directory, so [`stop_all`]
+/// stops it like the others and then deletes that directory.
+pub fn adopt(dir: &Path, name: &str, detached: &common::services::Detached) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let file = PidFile {
+        pid: detached.pid,
+        owner: None,
+        exe: exe_of(detached.pid),
+        dir: Some(detached.dir.clone()),
+    };
+    std::fs::write(pid_file(dir, name), file.render())?;
+    Ok(())
 }
 
 fn wait_ready(service: &mut Service, url: &str, log_path: &Path) -> Result<()> {
@@ -245,7 +338,7 @@ fn wait_ready(service: &mut Service, url: &str, log_path: &Path) -> Result<()> {
         if let Some(status) = service.child.try_wait()? {
             bail!(
                 "{} exited during start-up ({status}); end of {}:\n{}",
-                service.program,
+                service.name,
                 log_path.display(),
                 log_tail(log_path)
             );
@@ -259,7 +352,7 @@ fn wait_ready(service: &mut Service, url: &str, log_path: &Path) -> Result<()> {
         if Instant::now() > deadline {
             bail!(
                 "{} did not answer {url} within {READY_TIMEOUT:?}; end of {}:\n{}",
-                service.program,
+                service.name,
                 log_path.display(),
                 log_tail(log_path)
             );
@@ -274,29 +367,46 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// Refuses to start `program` over one that is still up, and says whose it is: a demo running
-/// right now (stopping it would cut that demo short) or a leftover that `make stop` clears.
-fn refuse_if_running(dir: &Path, program: &str) -> Result<()> {
-    let Some(file) = PidFile::read(dir, program) else {
+/// Refuses to start instance `name` over one that is still up, and says whose it is: a demo
+/// running right now (stopping it would cut that demo short) or a leftover that `make stop`
+/// (or `cargo xtask fleet down`, for the fleet's directory) clears.
+fn refuse_if_running(dir: &Path, name: &str, program: &str) -> Result<()> {
+    let Some(file) = PidFile::read(dir, name) else {
         return Ok(());
     };
-    if !is_our_program(file.pid, program) {
+    if !file.is_running(program) {
         return Ok(());
     }
+    let (stop, up) = stop_hint(dir);
     match file.live_owner() {
         Some(owner) => bail!(
-            "{program} (pid {}) belongs to a demo that is running right now (xtask pid {owner}): \
-             wait for it to finish or press Ctrl-C in its terminal; `make stop` would cut it \
+            "{name} (pid {}) belongs to a demo that is running right now (xtask pid {owner}): \
+             wait for it to finish or press Ctrl-C in its terminal; `{stop}` would cut it \
              short. To run a second one beside it, give other ports (--gateway-listen, \
              --mock-listen)",
             file.pid
         ),
         None => bail!(
-            "{program} (pid {}) was left running by `cargo xtask up` or an interrupted run: \
-             `make stop` stops it",
+            "{name} (pid {}) was left running by `{up}` or an interrupted run: `{stop}` stops it",
             file.pid
         ),
     }
+}
+
+/// The command that stops what a directory's pid files name, and the one that leaves them.
+fn stop_hint(dir: &Path) -> (&'static str, &'static str) {
+    if dir.file_name().is_some_and(|name| name == "fleet") {
+        ("cargo xtask fleet down", "cargo xtask fleet up")
+    } else {
+        ("make stop", "cargo xtask up")
+    }
+}
+
+/// What `/proc/PID/exe` points at, without the " (deleted)" of a rebuilt binary.
+fn exe_of(pid: u32) -> Option<PathBuf> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let text = exe.to_string_lossy();
+    Some(PathBuf::from(text.trim_end_matches(" (deleted)")))
 }
 
 /// True when `pid` is alive and runs a binary called `program`. Pids are reused: a stale pid
@@ -325,30 +435,68 @@ fn terminate(pid: u32, mut exited: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask stop`: stops what the pid files in `dir` name, after checking each is still ours,
-/// and says when a stopped service was in use by a running demo (that demo will now fail).
+/// `cargo xtask stop` (and `fleet down`): stops what the pid files in `dir` name, after checking
+/// each is still what was started, and says when a stopped service was in use by a running
+/// demo (that demo will now fail). The order is the reverse of a start: the load balancer, the
+/// gateways, the upstream, then the stores the gateways were using.
 pub fn stop_all(dir: &Path) -> Result<()> {
-    for program in PROGRAMS {
-        let Some(file) = PidFile::read(dir, program) else {
-            continue;
-        };
-        let pid = file.pid;
-        if is_our_program(pid, program) {
-            let owner = file.live_owner();
-            // Not our child (an earlier xtask started it): it is gone when /proc says so.
-            terminate(pid, || !is_our_program(pid, program))?;
-            match owner {
-                Some(owner) => println!(
-                    "xtask: stopped {program} (pid {pid}), which the demo in xtask pid {owner} \
-                     was using: that demo ends with an error"
-                ),
-                None => println!("xtask: stopped {program} (pid {pid})"),
-            }
-        } else {
-            println!("xtask: {program} (pid {pid}) had already exited");
-        }
-        std::fs::remove_file(pid_file(dir, program))?;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.strip_suffix(".pid")?.to_owned();
+            Some(name)
+        })
+        .collect();
+    names.sort_by_key(|name| (stop_rank(name), name.clone()));
+    for name in names {
+        stop_one(dir, &name)?;
     }
+    Ok(())
+}
+
+/// Where `name` comes in [`stop_all`]'s order.
+fn stop_rank(name: &str) -> u8 {
+    match name.split('-').next().unwrap_or(name) {
+        "haproxy" | "nginx" => 0,
+        "gateway" => 1,
+        "mock" => 2,
+        _ => 3,
+    }
+}
+
+/// Stops the instance whose pid file in `dir` is `name.pid`, removes the pid file, and deletes
+/// the directory it names, if any.
+fn stop_one(dir: &Path, name: &str) -> Result<()> {
+    let Some(file) = PidFile::read(dir, name) else {
+        return Ok(());
+    };
+    let pid = file.pid;
+    // The program a pid file without an `exe` line must run: the instance's name without its
+    // number (`gateway-2` runs `gateway`).
+    let program = PROGRAMS
+        .into_iter()
+        .find(|program| name == *program || name.starts_with(&format!("{program}-")))
+        .unwrap_or(name);
+    if file.is_running(program) {
+        let owner = file.live_owner();
+        // Not our child (an earlier xtask started it): it is gone when /proc says so.
+        terminate(pid, || !file.is_running(program))?;
+        match owner {
+            Some(owner) => println!(
+                "xtask: stopped {name} (pid {pid}), which the demo in xtask pid {owner} \
+                 was using: that demo ends with an error"
+            ),
+            None => println!("xtask: stopped {name} (pid {pid})"),
+        }
+    } else {
+        println!("xtask: {name} (pid {pid}) had already exited");
+    }
+    if let Some(data) = &file.dir {
+        let _ = std::fs::remove_dir_all(data);
+    }
+    std::fs::remove_file(pid_file(dir, name))?;
     Ok(())
 }
 
@@ -387,13 +535,17 @@ mod tests {
         let mut service = Command::new("sleep").arg("30").spawn().expect("sleep");
         let pid = service.id();
         let write = |owner| {
-            let file = PidFile { pid, owner };
+            let file = PidFile {
+                pid,
+                owner,
+                ..PidFile::default()
+            };
             std::fs::write(pid_file(&dir, "sleep"), file.render()).expect("pid file")
         };
 
         // Owned by a live xtask (this test process plays it): a demo is running right now.
         write(Some(std::process::id()));
-        let error = refuse_if_running(&dir, "sleep")
+        let error = refuse_if_running(&dir, "sleep", "sleep")
             .expect_err("refused")
             .to_string();
         assert!(error.contains("running right now"), "{error}");
@@ -401,12 +553,12 @@ mod tests {
 
         // No owner (as `up` leaves it), or an owner that is gone: a leftover.
         write(None);
-        let error = refuse_if_running(&dir, "sleep")
+        let error = refuse_if_running(&dir, "sleep", "sleep")
             .expect_err("refused")
             .to_string();
         assert!(error.contains("left running"), "{error}");
         write(Some(u32::MAX - 1));
-        let error = refuse_if_running(&dir, "sleep")
+        let error = refuse_if_running(&dir, "sleep", "sleep")
             .expect_err("refused")
             .to_string();
         assert!(error.contains("left running"), "{error}");
@@ -414,7 +566,42 @@ mod tests {
         // The service is gone: nothing to refuse.
         let _ = service.kill();
         let _ = service.wait();
-        assert!(refuse_if_running(&dir, "sleep").is_ok());
+        assert!(refuse_if_running(&dir, "sleep", "sleep").is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What `fleet down` relies on: an adopted service (here `sleep`, as `common::services`
+    /// would hand over Redis) is stopped by its pid file, its directory deleted, and a pid file
+    /// whose process is gone, or is another program now, is only cleared.
+    #[test]
+    fn stop_all_stops_adopted_services_and_deletes_their_directories() {
+        let dir = std::env::temp_dir().join(format!("xtask-adopt-{}", std::process::id()));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("temp dirs");
+        let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+        let detached = common::services::Detached {
+            service: common::services::Service::Redis,
+            pid: sleeper.id(),
+            dir: data.clone(),
+        };
+        adopt(&dir, "redis", &detached).expect("adopted");
+        // A stale file naming a pid that runs something else must not be signalled.
+        let stranger = PidFile {
+            pid: std::process::id(),
+            exe: Some(PathBuf::from("/usr/bin/not-this-one")),
+            ..PidFile::default()
+        };
+        std::fs::write(pid_file(&dir, "postgres"), stranger.render()).expect("pid file");
+
+        stop_all(&dir).expect("stopped");
+        let status = sleeper.wait().expect("reaped");
+        assert!(!status.success(), "sleep was signalled: {status}");
+        assert!(!data.exists(), "its directory is deleted");
+        assert!(!pid_file(&dir, "redis").exists());
+        assert!(
+            !pid_file(&dir, "postgres").exists(),
+            "a stale pid file is cleared"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

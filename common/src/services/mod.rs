@@ -12,12 +12,17 @@
 //! at the end. Under `REQUIRE_SERVICES=1` (what `.ci/run` sets, after installing the packages) a
 //! missing service fails the test instead.
 //!
+//! `Haproxy` puts the shipped `deploy/haproxy.cfg` in front of gateways ([`haproxy`]). For
+//! `cargo xtask fleet up`, whose services must outlive it, each handle can `detach()`: the
+//! instance keeps running, its watchdog disarmed, and [`Detached`] says how to stop it later.
+//!
 //! ```no_run
 //! use common::services::Redis;
 //! let Some(redis) = Redis::start_for("shared_cache") else { return };
 //! let url = redis.url(); // redis://127.0.0.1:PORT
 //! ```
 
+pub mod haproxy;
 mod postgres;
 mod redis;
 
@@ -30,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use haproxy::Haproxy;
 pub use postgres::Postgres;
 pub use redis::Redis;
 
@@ -194,11 +200,13 @@ fn wait_listening(port: u16, timeout: Duration) -> bool {
 }
 
 /// Starts a detached shell that runs `cleanup` once this process has gone: the last line of
-/// defence against instances outliving a test binary that could not drop their handles.
-fn watchdog(cleanup: &str) {
+/// defence against instances outliving a test binary that could not drop their handles. It
+/// does nothing if the instance in `dir` was detached meanwhile ([`detach_marker`]).
+fn watchdog(dir: &Path, cleanup: &str) {
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}",
-        pid = std::process::id()
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; [ -e '{marker}' ] || {{ {cleanup} ; }}",
+        pid = std::process::id(),
+        marker = dir.join(DETACHED).display()
     );
     let _ = Command::new("sh")
         .args(["-c", &script])
@@ -207,6 +215,26 @@ fn watchdog(cleanup: &str) {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn();
+}
+
+/// The file whose presence in an instance's directory disarms its watchdog.
+const DETACHED: &str = "detached";
+
+/// Marks the instance in `dir` as detached: its watchdog will leave it running.
+fn detach_marker(dir: &Path) {
+    let _ = std::fs::write(dir.join(DETACHED), "left running on purpose (detach)\n");
+}
+
+/// An instance left running on purpose after its handle is gone (`Redis::detach`,
+/// `Postgres::detach`, `Haproxy::detach`): what another process needs to stop it later, as
+/// `cargo xtask fleet down` does. The tests never detach: their instances die with them.
+#[derive(Debug, Clone)]
+pub struct Detached {
+    pub service: Service,
+    /// The server's process (Postgres: the postmaster). Stop it with SIGTERM.
+    pub pid: u32,
+    /// Its directory (data, log, socket): delete it once the process is gone.
+    pub dir: PathBuf,
 }
 
 /// The last lines of a log, for an error message that says why a service did not start.

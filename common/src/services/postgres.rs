@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{Service, instance_dir, log_tail, skip, watchdog};
+use super::{DETACHED, Detached, Service, detach_marker, instance_dir, log_tail, skip, watchdog};
 
 /// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`, or the directory of an
 /// `initdb` on `PATH`.
@@ -79,11 +79,14 @@ impl Postgres {
             "initdb",
             &["-D", &data, "-A", "trust", "-U", "postgres", "-E", "UTF8"],
         )?;
-        watchdog(&format!(
-            "{} ; rm -rf '{}'",
-            postgres.command_line("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]),
-            postgres.dir.display()
-        ));
+        watchdog(
+            &postgres.dir,
+            &format!(
+                "{} ; rm -rf '{}'",
+                postgres.command_line("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]),
+                postgres.dir.display()
+            ),
+        );
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
             postgres.dir.display()
@@ -143,6 +146,23 @@ impl Postgres {
         Ok(self.database_url(&name))
     }
 
+    /// Leaves the cluster running after this handle is gone (its watchdog disarmed): the
+    /// postmaster's pid (SIGTERM stops it, after its clients left) and the directory to delete
+    /// then. Used by `cargo xtask fleet up`.
+    pub fn detach(self) -> Result<Detached, String> {
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse().ok())
+            .ok_or_else(|| format!("no pid in {}", pid_file.display()))?;
+        detach_marker(&self.dir);
+        Ok(Detached {
+            service: Service::Postgres,
+            pid,
+            dir: self.dir.clone(),
+        })
+    }
+
     /// `pg_ctl stop -m immediate`: the server goes away as in a crash.
     pub fn stop(&self) {
         let data = self.data_dir();
@@ -195,6 +215,9 @@ fn run(command: &mut Command) -> Result<(), String> {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if self.dir.join(DETACHED).exists() {
+            return;
+        }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

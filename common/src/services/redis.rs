@@ -4,11 +4,15 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{Service, instance_dir, log_tail, skip, wait_listening, watchdog};
+use super::{
+    DETACHED, Detached, Service, detach_marker, instance_dir, log_tail, skip, wait_listening,
+    watchdog,
+};
 
 /// A running `redis-server`, killed when dropped.
 #[derive(Debug)]
@@ -40,10 +44,13 @@ impl Redis {
             child: None,
         };
         redis.spawn()?;
-        watchdog(&format!(
-            "pkill -KILL -f 'redis-server 127.0.0.1:{port}' ; rm -rf '{}'",
-            redis.dir.display()
-        ));
+        watchdog(
+            &redis.dir,
+            &format!(
+                "pkill -KILL -f 'redis-server 127.0.0.1:{port}' ; rm -rf '{}'",
+                redis.dir.display()
+            ),
+        );
         Ok(redis)
     }
 
@@ -62,6 +69,8 @@ impl Redis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C meant for a demo does not stop it behind its back.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start redis-server: {e}"))?;
         self.child = Some(child);
@@ -106,6 +115,18 @@ impl Redis {
         }
     }
 
+    /// Leaves it running after this handle is gone (its watchdog disarmed): what a later process
+    /// needs to stop it. Used by `cargo xtask fleet up`.
+    pub fn detach(mut self) -> Detached {
+        detach_marker(&self.dir);
+        let pid = self.child.take().map_or(0, |child| child.id());
+        Detached {
+            service: Service::Redis,
+            pid,
+            dir: self.dir.clone(),
+        }
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
@@ -115,6 +136,9 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        if self.child.is_none() && self.dir.join(DETACHED).exists() {
+            return;
+        }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

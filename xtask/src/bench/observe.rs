@@ -52,6 +52,29 @@ pub fn kib_field(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time `pid` has used so far (user + system, `/proc/PID/stat`), or `None` once it is gone.
+/// The lesson of the guide's "measure CPU time, not only wall time": on a shared machine, CPU
+/// per request holds steady where requests per second wander.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// `getconf CLK_TCK`: the unit of `/proc`'s CPU times (100 on Linux almost everywhere).
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
 /// The body of `GET url`; a non-2xx answer is an error.
 pub fn http_get(url: &str) -> Result<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -78,6 +101,13 @@ pub fn metric(samples: &[(String, f64)], name: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let spent = cpu_time(std::process::id()).expect("our own /proc/PID/stat");
+        assert!(spent < Duration::from_secs(3600));
+        assert!(cpu_time(u32::MAX).is_none());
+    }
 
     #[test]
     fn metrics_are_read_by_prefix() {

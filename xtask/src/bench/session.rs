@@ -39,6 +39,16 @@ impl Runner {
         })
     }
 
+    /// Where the release binaries are.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// Records a command that is not run through the runner (a fleet's parts), for the results.
+    pub fn note(&mut self, line: String) {
+        self.commands.push(line);
+    }
+
     /// Runs diag with `args`, recorded; fails if diag does.
     pub fn diag(&mut self, args: &[String]) -> Result<()> {
         let program = self.note_diag(args, "");
