@@ -587,3 +587,51 @@ async fn jobs_never_touch_the_response_cache() {
         "the control's hit stayed home"
     );
 }
+
+/// Two instances on one Postgres queue (issue 16): jobs submitted on A and running there when A
+/// is SIGKILLed come back after their lease and are finished by B, each on its second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_killed_instance_are_finished_by_another() {
+    let test = "jobs_postgres_finished_by_another_instance";
+    let Some(store) = store(Kind::Postgres, test) else {
+        return;
+    };
+    let mock = Mock::fast_with(&["--ttft-ms", "1500"]);
+    let upstream = mock.url();
+    let flags = [
+        "--upstream",
+        &upstream,
+        "--jobs-store",
+        &store,
+        "--job-workers",
+        "2",
+        "--job-lease-secs",
+        "1",
+    ];
+    let mut a = GatewayProcess::start(&flags);
+    let on_a = Jobs::new(&a.url(), None);
+    let ids = [
+        on_a.submit(&job_body("a1"), &[]).await,
+        on_a.submit(&job_body("a2"), &[]).await,
+    ];
+    for id in &ids {
+        on_a.wait_status(id, "in_progress", LIMIT).await;
+    }
+    let b = GatewayProcess::start(&flags);
+    a.sigkill();
+    let on_b = Jobs::new(&b.url(), None);
+    for id in &ids {
+        let job = on_b.wait_status(id, "completed", LIMIT).await;
+        assert_eq!(job["attempts"], 2, "run once on A, then on B: {job}");
+    }
+    assert_eq!(
+        metric(
+            &b.url(),
+            "gateway_jobs_finished_total{status=\"completed\"}"
+        )
+        .await,
+        2.0,
+        "B finished both"
+    );
+    assert!(metric(&b.url(), "gateway_jobs_lease_expired_total").await >= 2.0);
+}
