@@ -260,8 +260,22 @@ async fn a_client_that_stays_is_not_counted_as_cancelled() {
     for mode in support::MODES {
         let gw = gateway(mode, &mock.url(), &[]);
         let response = post_chat(&gw.url(), &chat_body(true), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK, "{mode}");
         let sse = read_sse(response, Duration::from_secs(10)).await;
-        assert!(sse.error.is_none(), "{mode}");
+        assert!(sse.error.is_none(), "{mode}: {:?}", sse.error);
+        // The whole stream: every token of the mock's completion (4 with `Mock::fast`), in
+        // order, then the end marker.
+        assert_eq!(
+            sse.text(),
+            mock_llm::openai::text(4),
+            "{mode}: {:?}",
+            sse.events
+        );
+        assert_eq!(
+            sse.events.last().map(|e| e.data.as_str()),
+            Some("[DONE]"),
+            "{mode}"
+        );
     }
     mock.wait_stats("mock chat.completed >= 2", Duration::from_secs(5), |s| {
         s.chat.completed >= 2
