@@ -288,6 +288,26 @@ pub fn json_path(name: &str) -> PathBuf {
     path
 }
 
+/// A `--json` path that cannot be written, because its directory is a file: `(that file, the
+/// path)`.
+pub fn unwritable_json(name: &str) -> (PathBuf, PathBuf) {
+    let blocker = json_path(name);
+    std::fs::write(&blocker, "not a directory").expect("blocker file");
+    let report = blocker.join("report.json");
+    (blocker, report)
+}
+
+/// `run` exited 1 and its stderr names the directory it could not create.
+pub fn assert_unwritable(run: &Run, blocker: &Path) {
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let named = blocker.to_str().expect("utf-8 path");
+    assert!(
+        run.stderr.contains("cannot create") && run.stderr.contains(named),
+        "{}",
+        run.stderr
+    );
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("the report was written");
     serde_json::from_str(&text).expect("the report is JSON")
