@@ -204,6 +204,10 @@ async fn posts_need_the_token_off_loopback() {
             "0.0.0.0:0",
             "--admin-token",
             "s3cret-admin",
+            // A grace, so that the drain the last POST starts is still `draining` when it
+            // answers: without one (the test default) it could already read `stopped`.
+            "--drain-grace-secs",
+            "2",
         ],
     );
     let admin = format!("http://127.0.0.1:{}", gw.admin_addr().unwrap().port());
