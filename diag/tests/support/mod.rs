@@ -263,7 +263,9 @@ pub fn refuses(cases: &[(&[&str], &str)]) {
 pub fn spare_loopback() -> Option<std::net::IpAddr> {
     use std::sync::atomic::AtomicU8;
     // Distinct addresses for the tests of one process, and likely distinct between processes.
-    static NEXT: AtomicU8 = AtomicU8::new(0);
+    // From 1: the last octet is `n.max(1)`, so a counter from 0 gave its first two callers the
+    // same address, and one test's gateway then answered on the port another test needed empty.
+    static NEXT: AtomicU8 = AtomicU8::new(1);
     let pid = std::process::id();
     (0..32).find_map(|_| {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
