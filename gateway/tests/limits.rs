@@ -61,8 +61,11 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
                 "2",
                 "--max-queued-requests",
                 "1",
+                // Long enough that the queued request is still waiting when the next one comes,
+                // however slowly a busy machine gets there (at 500 ms it once had timed out
+                // already, and the next one was queued, then timed out, instead of shed).
                 "--max-queue-wait-ms",
-                "500",
+                "2000",
             ],
         );
         let base = gw.url();
@@ -101,8 +104,8 @@ async fn the_inbound_cap_holds_for_the_whole_stream_then_queues_then_sheds() {
 
         let (timed_out, waited) = queued.await.unwrap();
         assert!(
-            waited >= Duration::from_millis(450),
-            "{mode}: shed after {waited:?}, before the 500 ms wait"
+            waited >= Duration::from_millis(1900),
+            "{mode}: shed after {waited:?}, before the 2000 ms wait"
         );
         let shed_headers = timed_out.headers().clone();
         let (status, body) = json_of(timed_out).await;
