@@ -11,7 +11,7 @@ mod support;
 use serde_json::Value;
 use support::{
     Mock, dead_port_url, demo_at, diag, diag_guessing_admin, gateway_with, read_json,
-    spare_loopback,
+    spare_loopback, wait_ready,
 };
 
 /// A gateway in `mode` with its admin plane on a free port (unless `extra` says where), plus
@@ -54,6 +54,7 @@ fn demo_with_admin(mode: &str, expect: &str) -> (String, Value, String) {
     let mock = Mock::start();
     let gateway = gateway(mode, &mock, &[]);
     let admin = gateway.admin_url();
+    wait_ready(&admin);
     let name = format!("readiness-{mode}");
     let (run, json) = demo_at(
         &gateway.url(),
@@ -154,6 +155,7 @@ fn watch_prints_the_readiness_cell_last() {
     let mock = Mock::start();
     let gateway = gateway("fixed", &mock, &[]);
     let admin = gateway.admin_url();
+    wait_ready(&admin);
     let url = gateway.url();
     let args = [
         "watch",
@@ -225,6 +227,7 @@ fn without_admin_diag_finds_the_admin_plane_on_port_8002_of_the_gateways_host() 
         &mock,
         &["--listen", &listen, "--admin-listen", &admin],
     );
+    wait_ready(&format!("http://{admin}"));
     let url = gateway.url();
     let run = diag_guessing_admin(&["watch", "--gateway", &url, "--count", "1"]);
     assert_eq!(run.code, Some(0), "{run:#?}");

@@ -60,6 +60,25 @@ pub fn gateway_with(mode: &str, mock: &Mock, extra: &[&str]) -> gateway::embed::
     gateway::embed::start(config).expect("gateway starts")
 }
 
+/// Waits (up to 10 s) until the admin plane at `admin` answers `/readyz` with `ready`: a
+/// gateway just started says `starting` until its first probes come back, and on a busy machine
+/// that can outlast the start of a short diag run.
+pub fn wait_ready(admin: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to poll /readyz");
+    let (client, url) = (reqwest::Client::new(), format!("{admin}/readyz"));
+    runtime.block_on(mock_llm::testing::wait_for(
+        "the admin plane's /readyz to say ready",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = mock_llm::testing::get_json(&client, &url).await;
+            (body["status"] == "ready").then_some(())
+        },
+    ));
+}
+
 /// A bare HTTP/1.1 server that answers every request with a `404` and keeps its head (request
 /// line and headers), so a test can check what diag sent: every path, every header. A `404`
 /// because it is the one answer every diag request understands (something listens; no such
