@@ -232,7 +232,9 @@ async fn a_stream_cut_after_its_first_byte_is_never_retried() {
 }
 
 /// `--fault slow --fault-first 1`: the first attempt's first token comes 10 x 100 ms later;
-/// the hedge, sent after 150 ms, answers in 100 ms and wins.
+/// the hedge, sent after 150 ms, answers in 100 ms and wins. Tokens 300 ms apart: in broken
+/// mode the loser's pool thread learns it lost at the slow first token, and must find the
+/// upstream still generating then (5 ms apart, a starved thread once found it done).
 #[tokio::test]
 async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
     for mode in MODES {
@@ -240,7 +242,7 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
             "--ttft-ms",
             "100",
             "--itl-ms",
-            "5",
+            "300",
             "--tokens",
             "4",
             "--fault",
