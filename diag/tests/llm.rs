@@ -201,6 +201,24 @@ fn a_dead_base_url_is_unreachable_with_exit_code_3() {
     assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
 }
 
+/// Exit 1 when the report cannot be written (here its directory is a file): stderr names it.
+#[test]
+fn an_unwritable_json_path_exits_1_and_names_it() {
+    let mock = Mock::with_flags(&PACED);
+    let (blocker, report) = support::unwritable_json("llm-blocker");
+    let base = mock.url();
+    let run = diag(&[
+        "llm",
+        "--base-url",
+        &base,
+        "-n",
+        "2",
+        "--json",
+        report.to_str().expect("utf-8"),
+    ]);
+    support::assert_unwritable(&run, &blocker);
+}
+
 #[test]
 fn bad_flags_exit_2_with_a_message() {
     let base = "http://127.0.0.1:9";

@@ -168,7 +168,9 @@ fn a_dead_port_is_unreachable_with_exit_code_3() {
 #[test]
 fn a_server_that_dies_mid_run_gives_connect_errors_and_the_run_completes() {
     let mock = Mock::start();
-    let url = format!("{}/health", mock.url());
+    // A one-chunk stream, so the mock counts each request the run makes (`/health` is not
+    // counted): the server dies once it has served some, not after a guessed sleep.
+    let url = format!("{}/slow_stream?chunks=1&interval_ms=0", mock.url());
     let runner = std::thread::spawn(move || {
         load(
             "load-dies",
@@ -176,7 +178,15 @@ fn a_server_that_dies_mid_run_gives_connect_errors_and_the_run_completes() {
             &url,
         )
     });
-    std::thread::sleep(Duration::from_millis(700));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to poll the mock");
+    runtime.block_on(
+        mock.wait_stats("the run to get 5 answers", Duration::from_secs(10), |s| {
+            s.completed >= 5
+        }),
+    );
     drop(mock);
     let (run, report) = runner
         .join()
@@ -202,6 +212,24 @@ fn a_server_that_dies_mid_run_gives_connect_errors_and_the_run_completes() {
             .map(|kinds| kinds.values().filter_map(|e| e["count"].as_u64()).sum()),
     );
     assert!(run.stdout.contains("Error distribution:"), "{}", run.stdout);
+}
+
+/// Exit 1 when the report cannot be written (here its directory is a file), after the run:
+/// stderr names the path.
+#[test]
+fn an_unwritable_json_path_exits_1_and_names_it() {
+    let mock = Mock::start();
+    let (blocker, report) = support::unwritable_json("load-blocker");
+    let url = format!("{}/health", mock.url());
+    let run = diag(&[
+        "load",
+        "-n",
+        "5",
+        &url,
+        "--json",
+        report.to_str().expect("utf-8"),
+    ]);
+    support::assert_unwritable(&run, &blocker);
 }
 
 #[test]

@@ -69,7 +69,7 @@ async fn inline_mode_with_every_worker_blocked_reads_degraded_on_the_admin_plane
 
     let client = client();
     let url = format!("{}/chat/stream?chunks=10&interval_ms=500", gw.url());
-    let streams = Streams::block_every_worker(&client, &url, &mock).await;
+    let streams = Streams::block_every_worker(&client, &url, &mock, &admin).await;
 
     // The main runtime's own probe: no answer, as in tests/inline.rs.
     let health = format!("{}/debug/health-async", gw.url());
@@ -204,6 +204,10 @@ async fn posts_need_the_token_off_loopback() {
             "0.0.0.0:0",
             "--admin-token",
             "s3cret-admin",
+            // A grace, so that the drain the last POST starts is still `draining` when it
+            // answers: without one (the test default) it could already read `stopped`.
+            "--drain-grace-secs",
+            "2",
         ],
     );
     let admin = format!("http://127.0.0.1:{}", gw.admin_addr().unwrap().port());

@@ -9,15 +9,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use axum::Json;
 use axum::http::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{MODES, Mock, chat_body, client, gateway, json_of, openai_error, post_chat};
+use support::{
+    GatewayProcess, MODES, Mock, chat_body, client, gateway, json_of, openai_error, post_chat,
+};
 
 const KEY: &str = "sk-gw-test-0123456789";
 
@@ -273,71 +274,36 @@ async fn the_upstream_gets_the_gateways_key_never_the_clients() {
 }
 
 /// The real binary, keys from `GATEWAY_API_KEYS`: they work, and no log line contains them.
-#[test]
-fn keys_from_the_environment_work_and_never_reach_the_log() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "off",
-            "--upstream",
-            &support::dead_upstream(),
-        ])
-        .env("GATEWAY_API_KEYS", "env-key-alpha,env-key-beta")
-        .env("GATEWAY_UPSTREAM_API_KEY", "env-upstream-secret")
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the gateway logs its address");
-        let found = line.find("listening on ").map(|at| {
-            line[at + "listening on ".len()..]
-                .split(|c: char| c.is_whitespace() || c == '\u{1b}')
-                .next()
-                .unwrap()
-                .to_owned()
-        });
-        log.push(line);
-        if let Some(addr) = found {
-            break addr;
-        }
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let models = format!("http://{addr}/v1/models");
-        // A good key passes the check (and meets the dead upstream: 502).
-        let response = get(&models, &[("authorization", "Bearer env-key-beta")]).await;
-        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-        let response = get(&models, &[("x-api-key", "env-key-alpha")]).await;
-        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-        let response = get(&models, &[("x-api-key", "env-key-gamma")]).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    });
-    // Let the request log lines out, then stop the process and read the rest.
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    log.extend(lines_rx.try_iter());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let log = format!("{}\n{stderr}", log.join("\n"));
+///
+/// The log is read whole: the gateway is stopped (SIGTERM, a clean exit that writes its last
+/// words) and both its stdout and stderr are read to EOF before anything is checked, so the
+/// check cannot pass on a log cut short by a kill or a reader that had not caught up.
+#[tokio::test]
+async fn keys_from_the_environment_work_and_never_reach_the_log() {
+    let upstream = support::dead_upstream();
+    let mut gw = GatewayProcess::start_with_env(
+        &["--upstream", &upstream, "--drain-secs", "5"],
+        &[
+            ("GATEWAY_API_KEYS", "env-key-alpha,env-key-beta"),
+            ("GATEWAY_UPSTREAM_API_KEY", "env-upstream-secret"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let models = format!("{}/v1/models", gw.url());
+    // A good key passes the check (and meets the dead upstream: 502).
+    let response = get(&models, &[("authorization", "Bearer env-key-beta")]).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let response = get(&models, &[("x-api-key", "env-key-alpha")]).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let response = get(&models, &[("x-api-key", "env-key-gamma")]).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    gw.sigterm();
+    let status = gw.exit_within(Duration::from_secs(15)).await;
+    let log = gw.log();
+    assert!(status.success(), "{status}; log:\n{log}");
+    // The last line the gateway writes is in: the log was read to its end.
+    assert!(log.contains("drained; exiting"), "{log}");
     assert!(log.contains("2 API keys configured"), "{log}");
     assert!(
         log.contains("invalid_api_key"),

@@ -373,3 +373,63 @@ fn the_cache_settings_are_in_the_limits_block() {
     let line = limits_line(&["--config", &file], &[], "response cache");
     assert!(line.contains("up to 1024 bytes"), "{line}");
 }
+
+/// `--retry-backoff-max-ms` below `--retry-backoff-ms` would make the cap smaller than the
+/// first wait: refused, exit 2, naming both.
+#[test]
+fn a_backoff_cap_below_the_backoff_is_a_usage_error() {
+    assert_usage_error(
+        &["--retry-backoff-ms", "500", "--retry-backoff-max-ms", "100"],
+        &["--retry-backoff-max-ms 100 is below --retry-backoff-ms 500"],
+    );
+}
+
+/// `--check-config` exits 2 on bad settings, wherever they come from, and never says they are
+/// valid.
+#[test]
+fn check_config_exits_2_on_bad_settings() {
+    let bad_file = config_file("check-bad", "max-queue-wait-ms = -1\n");
+    // (flags, environment, what stderr must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 3] = [
+        (&["--blocking-threads", "0"], &[], "--blocking-threads"),
+        (&["--config", &bad_file], &[], "max-queue-wait-ms"),
+        (&[], &[("GATEWAY_MAX_BODY_BYTES", "lots")], "lots"),
+    ];
+    for (args, env, named) in cases {
+        let mut args = args.to_vec();
+        args.push("--check-config");
+        let output = run_gateway_with(&args, env);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?} {env:?}: {stderr}");
+        assert!(!stdout.contains("settings are valid"), "{stdout}");
+    }
+}
+
+/// Next to `[[providers]]`, `--upstream` and `--upstream-api-key` as flags have no effect and
+/// stop the gateway with exit 2; so does a provider whose `api-key-env` is not set. (The
+/// messages are unit-tested in `config::file`; here: the exit status of the real binary.)
+#[test]
+fn provider_mistakes_exit_2() {
+    let providers =
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"m\"]\n";
+    let file = config_file("beside-flags", providers);
+    assert_usage_error(
+        &["--config", &file, "--upstream", "http://127.0.0.1:2"],
+        &["the flag --upstream has no effect"],
+    );
+    assert_usage_error(
+        &["--config", &file, "--upstream-api-key", "k"],
+        &["--upstream-api-key", "api-key-env"],
+    );
+    let unset = config_file(
+        "key-env-unset",
+        &format!("{providers}api-key-env = \"GATEWAY_TEST_KEY_NOT_SET\"\n"),
+    );
+    assert_usage_error(
+        &["--config", &unset],
+        &["provider p", "GATEWAY_TEST_KEY_NOT_SET", "not set"],
+    );
+}

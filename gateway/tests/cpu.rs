@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Mock, client, get_json, num, pool_gateway};
+use support::{Mock, client, get_json, metric, num, pool_gateway, wait_for};
 
 async fn solve(client: &reqwest::Client, gateway: &str, work: &Value) -> reqwest::Response {
     tokio::time::timeout(
@@ -52,12 +52,20 @@ async fn burst(gateway: &str, work: u64) -> Vec<(StatusCode, Option<String>, Val
     results
 }
 
-/// A `work` that takes roughly `target` to compute on this machine, in this build.
+/// A `work` that takes at least about `target` to compute on this machine, in this build.
+///
+/// From the fastest of three samples: a machine busy with other work only ever makes a sample
+/// slower, and a slow sample would under-size the work (a "2 s" computation done in 300 ms
+/// would let the test's probe through). Over-sizing only makes the test a little longer.
 async fn calibrated(gateway: &str, target: Duration) -> u64 {
-    let response = solve(&client(), gateway, &json!(2000)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
-    let per_unit_ms = num(&body, "/compute_ms").max(0.01) / 2000.0;
+    let mut fastest = f64::INFINITY;
+    for _ in 0..3 {
+        let response = solve(&client(), gateway, &json!(2000)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        fastest = fastest.min(num(&body, "/compute_ms"));
+    }
+    let per_unit_ms = fastest.max(0.01) / 2000.0;
     let work = (target.as_secs_f64() * 1e3 / per_unit_ms) as u64;
     work.clamp(1, gateway::lessons::solve::MAX_WORK)
 }
@@ -99,6 +107,11 @@ async fn bounded_mode_turns_excess_load_into_503_with_retry_after() {
         assert_eq!(body["error"]["code"], "cpu_queue_full", "{body}");
         assert_eq!(body["error"]["type"], "server_error", "{body}");
     }
+    // Each one counted where a dashboard looks for it.
+    assert_eq!(
+        metric(&gw.url(), "gateway_shed_total{reason=\"cpu_queue_full\"}").await,
+        busy.len() as f64
+    );
     for (_, _, body) in &ok {
         assert_eq!(body["cpu_mode"], "bounded", "{body}");
         assert_eq!(body["digest"].as_str().unwrap().len(), 64, "{body}");
@@ -137,16 +150,37 @@ async fn blocking_mode_runs_every_job_on_the_counted_pool() {
 #[tokio::test]
 async fn inline_mode_on_one_worker_delays_even_the_async_probe() {
     let mock = Mock::start();
+    // The admin plane, on its own thread, sees when the one worker is taken (its runtime probe
+    // stays pending): the condition to wait for before the probe, instead of a guessed sleep.
     let gw = pool_gateway(
         "fixed",
         4,
         &mock.url(),
-        &["--cpu-mode", "inline", "--worker-threads", "1"],
+        &[
+            "--cpu-mode",
+            "inline",
+            "--worker-threads",
+            "1",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--readiness-interval-ms",
+            "20",
+        ],
     );
     let work = calibrated(&gw.url(), Duration::from_secs(2)).await;
     let url = gw.url();
     let long = tokio::spawn(async move { solve(&client(), &url, &json!(work)).await.status() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readyz = format!("{}/readyz", gw.admin_url());
+    wait_for(
+        "the admin plane to see the only worker busy",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = get_json(&client(), &readyz).await;
+            let runtime = &body["checks"]["runtime"];
+            (runtime["pending"] == true && num(runtime, "/delay_ms") >= 100.0).then_some(())
+        },
+    )
+    .await;
     let started = Instant::now();
     let (status, _) = get_json(&client(), &format!("{}/debug/health-async", gw.url())).await;
     let waited = started.elapsed();
@@ -173,6 +207,12 @@ async fn bad_work_is_a_400_naming_the_field() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{work}");
         let body: Value = response.json().await.unwrap();
         assert!(body["error"]["message"].is_string(), "{body}");
+        assert_eq!(body["error"]["param"], "work", "{body}");
+    }
+    // Out of range is the documented `invalid_value` (a body of the wrong shape has no code).
+    for work in [json!(0), json!(gateway::lessons::solve::MAX_WORK + 1)] {
+        let body: Value = solve(&client, &gw.url(), &work).await.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_value", "{body}");
     }
     let response = solve(&client, &gw.url(), &json!(0)).await;
     let body: Value = response.json().await.unwrap();
@@ -184,4 +224,6 @@ async fn bad_work_is_a_400_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type", "{body}");
 }

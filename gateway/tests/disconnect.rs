@@ -10,13 +10,15 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use support::{Mock, client, get_json, pool_gateway, wait_for};
 
-/// Opens a long stream through the gateway, reads its first chunk, then hangs up.
-async fn read_one_chunk_and_hang_up(client: &reqwest::Client, url: &str) {
+/// Opens a long stream through the gateway, reads its first chunk, then hangs up; returns when
+/// the first chunk arrived (the mock's next chunk is due one interval after it, or a little
+/// less: the first one took a moment to come through).
+async fn read_one_chunk_and_hang_up(client: &reqwest::Client, url: &str) -> Instant {
     let mut response = client.get(url).send().await.expect("stream opens");
     assert_eq!(response.status(), StatusCode::OK);
     let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
@@ -24,8 +26,10 @@ async fn read_one_chunk_and_hang_up(client: &reqwest::Client, url: &str) {
         .expect("first chunk in time")
         .expect("body readable")
         .expect("a first chunk");
+    let arrived = Instant::now();
     assert!(first.starts_with(b"chunk 1/"), "{first:?}");
     drop(response); // Closes the client connection mid-stream.
+    arrived
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,9 +73,15 @@ async fn broken_mode_holds_the_thread_until_the_next_chunk_then_cancels() {
     let mock = Mock::start();
     let gw = pool_gateway("broken", 2, &mock.url(), &[]);
     let client = client();
-    // 1.5 s between chunks: long enough to look at the gateway between hang-up and next chunk.
-    let url = format!("{}/chat/stream?chunks=100&interval_ms=1500", gw.url());
-    read_one_chunk_and_hang_up(&client, &url).await;
+    // 2 s between chunks: long enough to look at the gateway between hang-up and next chunk,
+    // and to tell "at the next chunk" (2 s) from "at once" (0 s) and "a chunk later" (4 s).
+    let interval = Duration::from_secs(2);
+    let url = format!(
+        "{}/chat/stream?chunks=100&interval_ms={}",
+        gw.url(),
+        interval.as_millis()
+    );
+    let first = read_one_chunk_and_hang_up(&client, &url).await;
 
     // Right after the hang-up the thread is still inside `read()`: nothing has noticed yet.
     let (_, pool) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
@@ -84,19 +94,28 @@ async fn broken_mode_holds_the_thread_until_the_next_chunk_then_cancels() {
     );
 
     // At the next chunk `blocking_send` fails, the job returns and drops the upstream response.
-    let (mock_ref, client_ref) = (&mock, &client);
-    let stats = wait_for(
+    let mock_ref = &mock;
+    let (stats, seen) = wait_for(
         "the mock to see the stream cancelled after the next chunk",
         Duration::from_secs(6),
         move || async move {
             let stats = mock_ref.stats().await;
-            (stats.cancelled == 1).then_some(stats)
+            (stats.cancelled == 1).then(|| (stats, Instant::now()))
         },
     )
     .await;
+    // Tied to the next chunk, with wide margins: not before half an interval (a cancel at the
+    // hang-up would be ~0), and before the chunk after it (a gateway that needed a second
+    // failed send would be at ~2 intervals).
+    let after = seen - first;
+    assert!(
+        after >= interval / 2 && after < interval * 7 / 4,
+        "the cancel came {after:?} after the first chunk; the next was due at {interval:?}"
+    );
     assert_eq!(stats.active_streams, 0, "{stats:?}");
     assert_eq!(stats.completed, 0, "{stats:?}");
 
+    let client_ref = &client;
     let pool_url = format!("{}/debug/pool", gw.url());
     let pool_url = pool_url.as_str();
     let pool = wait_for(

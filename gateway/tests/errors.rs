@@ -45,6 +45,8 @@ async fn gateway_rejects_malformed_params_itself_naming_them() {
         let (status, body) = get_json(&client, &format!("{}/chat/stream?{query}", gw.url())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
         let message = error_message(&body, "invalid_request_error");
+        // The documented code of a query error: none (null), not a missing field.
+        assert_eq!(body["error"]["code"], Value::Null, "{query}: {body}");
         for word in words {
             assert!(
                 message.contains(word),
@@ -53,7 +55,11 @@ async fn gateway_rejects_malformed_params_itself_naming_them() {
         }
     }
     let stats = mock.stats().await;
-    assert_eq!(stats.started, 0, "no bad request reached the upstream");
+    assert_eq!(
+        (stats.bad_requests, stats.started),
+        (0, 0),
+        "no bad request reached the upstream: {stats:?}"
+    );
     let (_, pool) = get_json(&client, &format!("{}/debug/pool", gw.url())).await;
     assert_eq!(
         pool["completed"], 0,
@@ -64,6 +70,7 @@ async fn gateway_rejects_malformed_params_itself_naming_them() {
 #[tokio::test]
 async fn gateway_relays_the_upstreams_range_errors_in_both_modes() {
     let mock = Mock::start();
+    let mut relayed = 0;
     for mode in ["broken", "fixed"] {
         let gw = pool_gateway(mode, 2, &mock.url(), &[]);
         let client = client();
@@ -78,13 +85,23 @@ async fn gateway_relays_the_upstreams_range_errors_in_both_modes() {
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{mode} {query}");
             let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
             assert_eq!(content_type, "application/json", "{mode} {query}");
+            // The gateway's own refusals come before any attempt; this one went upstream once.
+            assert_eq!(
+                response.headers()["x-gateway-attempts"],
+                "1",
+                "{mode} {query}"
+            );
             let body: Value = response.json().await.expect("JSON body");
             assert_eq!(body["error"]["param"], param, "{mode} {query}: {body}");
             let message = error_message(&body, "invalid_request_error");
             assert!(message.contains("must be between"), "{mode}: {message}");
+            relayed += 1;
+            // Seen from the far side: the mock received each one and refused it itself.
+            let stats = mock.stats().await;
+            assert_eq!(stats.bad_requests, relayed, "{mode} {query}: {stats:?}");
         }
     }
-    // The range errors came from the upstream, which opened no stream for them.
+    // ... and opened no stream for any of them.
     let stats = mock.stats().await;
     assert_eq!(stats.started, 0, "{stats:?}");
 }
@@ -96,6 +113,7 @@ async fn gateway_answers_unknown_paths_with_a_json_404_listing_the_routes() {
     let (status, body) = get_json(&client(), &format!("{}/v1/nope", gw.url())).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let message = error_message(&body, "invalid_request_error");
+    assert_eq!(body["error"]["code"], Value::Null, "{body}");
     assert!(message.contains("/v1/nope"), "{message}");
     assert!(message.contains("/chat/stream"), "{message}");
     assert!(message.contains("/health"), "{message}");
@@ -142,5 +160,70 @@ async fn dead_upstream_gives_a_prompt_502_and_the_gateway_stays_healthy() {
             },
         )
         .await;
+    }
+}
+
+/// gateway/README.md's "Which test proves each error" stays true: every test it names exists,
+/// and every `code` the Errors and Limits tables document has a row. A new code without a
+/// test, or a renamed test, fails here.
+#[test]
+fn every_documented_error_names_a_test_that_exists() {
+    let readme = include_str!("../README.md");
+    let section = |heading: &str| {
+        readme
+            .split(heading)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {heading:?} in gateway/README.md"))
+    };
+    // The first table after `heading`, as rows of cells (the header and rule skipped).
+    let table = |heading: &str| -> Vec<Vec<String>> {
+        section(heading)
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .skip(2)
+            .map(|row| row.split('|').map(|c| c.trim().to_owned()).collect())
+            .collect()
+    };
+    // The backticked words of a cell, before any parenthesis (`model_not_found` (`param`: ...)).
+    let ticked = |cell: &str| -> Vec<String> {
+        let cell = cell.split('(').next().unwrap_or_default();
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let proofs = table("\n### Which test proves each error\n");
+    assert!(proofs.len() >= 40, "{proofs:?}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for row in &proofs {
+        let tests = ticked(&row[3]);
+        assert!(!tests.is_empty(), "a row without a test: {row:?}");
+        for test in tests {
+            let (file, name) = test.split_once("::").expect("file::name");
+            let path = if file.starts_with("src/") {
+                root.join(file)
+            } else {
+                root.join("tests").join(file)
+            };
+            let source = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{test}: cannot read {}: {e}", path.display()));
+            assert!(source.contains(&format!("fn {name}(")), "no test {test}");
+        }
+    }
+    let proved: Vec<String> = proofs.iter().flat_map(|row| ticked(&row[1])).collect();
+    let errors = table("\n## Errors\n");
+    let limits = table("\n## Limits and what a client gets past each\n");
+    let documented = errors
+        .iter()
+        .flat_map(|row| ticked(&row[3]))
+        .chain(limits.iter().flat_map(|row| ticked(&row[4])));
+    for code in documented {
+        assert!(
+            proved.contains(&code),
+            "`{code}` is documented but has no row in \"Which test proves each error\""
+        );
     }
 }

@@ -27,13 +27,19 @@ const INTERVAL_MS: u64 = 400;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_inline_streams_on_two_workers_stall_even_the_async_probe() {
     let mock = Mock::start();
-    let gw = pool_gateway("inline", 4, &mock.url(), &["--worker-threads", "2"]);
+    // The admin plane, on its own thread, says when every worker is blocked.
+    let gw = pool_gateway(
+        "inline",
+        4,
+        &mock.url(),
+        &["--worker-threads", "2", "--admin-listen", "127.0.0.1:0"],
+    );
     let client = client();
     let url = format!(
         "{}/chat/stream?chunks={CHUNKS}&interval_ms={INTERVAL_MS}",
         gw.url()
     );
-    let streams = Streams::block_every_worker(&client, &url, &mock).await;
+    let streams = Streams::block_every_worker(&client, &url, &mock, &gw.admin_url()).await;
 
     // Both workers are inside `read()` on an upstream socket: nothing else on the runtime runs.
     let probe = reqwest::Client::new();

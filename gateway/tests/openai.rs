@@ -223,6 +223,7 @@ async fn silent_upstream_is_a_504_or_a_cut_stream() {
                 .await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{mode}: {body}");
         assert_eq!(openai_error(&body)["type"], "upstream_error", "{mode}");
+        assert_eq!(openai_error(&body)["code"], Value::Null, "{mode}: {body}");
 
         // Streaming: 3 tokens, then silence; after 1 s the gateway gives up and cuts the body.
         let response = post_chat(
@@ -260,20 +261,58 @@ async fn bad_requests_are_refused_before_the_upstream_sees_them() {
 
         let (status, body) = send(br#"{"model":"m","messages":[}"#.to_vec(), json).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{mode}: {body}");
-        let message = openai_error(&body)["message"].as_str().unwrap();
+        let error = openai_error(&body);
+        assert_eq!(error["code"], "invalid_json", "{mode}: {body}");
+        let message = error["message"].as_str().unwrap();
         assert!(message.contains("not valid JSON"), "{mode}: {message}");
         assert!(message.contains("line 1 column"), "{mode}: {message}");
 
-        let (status, body) = send(br#"{"model":"m"}"#.to_vec(), json).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{mode}: {body}");
-        assert_eq!(openai_error(&body)["param"], "messages", "{mode}");
-
-        let (status, body) = send(br#"{"messages":[]}"#.to_vec(), json).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{mode}: {body}");
-        assert_eq!(openai_error(&body)["param"], "model", "{mode}");
-
-        let (status, body) = send(b"[]".to_vec(), json).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{mode}: {body}");
+        // (body, code, param): each documented 400 by its code, over HTTP.
+        let cases: [(&[u8], &str, Value); 7] = [
+            (
+                br#"{"model":"m"}"#,
+                "missing_required_parameter",
+                json!("messages"),
+            ),
+            (
+                br#"{"messages":[]}"#,
+                "missing_required_parameter",
+                json!("model"),
+            ),
+            (b"[]", "invalid_type", Value::Null),
+            (
+                br#"{"model":5,"messages":[]}"#,
+                "invalid_type",
+                json!("model"),
+            ),
+            (
+                br#"{"model":"m","messages":"hi"}"#,
+                "invalid_type",
+                json!("messages"),
+            ),
+            (
+                br#"{"model":"","messages":[]}"#,
+                "invalid_value",
+                json!("model"),
+            ),
+            (
+                br#"{"model":"m","messages":null}"#,
+                "missing_required_parameter",
+                json!("messages"),
+            ),
+        ];
+        for (sent, code, param) in cases {
+            let (status, body) = send(sent.to_vec(), json).await;
+            let sent = String::from_utf8_lossy(sent);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{mode} {sent}: {body}");
+            let error = openai_error(&body);
+            assert_eq!(
+                error["type"], "invalid_request_error",
+                "{mode} {sent}: {body}"
+            );
+            assert_eq!(error["code"], code, "{mode} {sent}: {body}");
+            assert_eq!(error["param"], param, "{mode} {sent}: {body}");
+        }
 
         let big = format!(
             r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
@@ -291,6 +330,11 @@ async fn bad_requests_are_refused_before_the_upstream_sees_them() {
         let valid = serde_json::to_vec(&chat_body(false)).unwrap();
         let (status, body) = send(valid.clone(), Some("application/x-www-form-urlencoded")).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{mode}: {body}");
+        assert_eq!(
+            openai_error(&body)["code"],
+            "unsupported_media_type",
+            "{mode}: {body}"
+        );
         assert!(
             openai_error(&body)["message"]
                 .as_str()
@@ -298,11 +342,13 @@ async fn bad_requests_are_refused_before_the_upstream_sees_them() {
                 .contains("application/json"),
             "{mode}: {body}"
         );
-        let (status, _) = send(valid, None).await;
+        let (status, body) = send(valid, None).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{mode}");
+        assert_eq!(openai_error(&body)["code"], "unsupported_media_type");
 
         let (status, body) = json_of(client().get(&url).send().await.unwrap()).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{mode}: {body}");
+        assert_eq!(openai_error(&body)["code"], Value::Null, "{mode}: {body}");
     }
     let chat = mock.stats().await.chat;
     assert_eq!(chat.requests, 0, "nothing reached the upstream: {chat:?}");

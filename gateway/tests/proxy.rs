@@ -89,3 +89,33 @@ async fn no_proxy_is_honoured_and_credentials_are_never_logged() {
     let log = gw.log_once_it_has(said);
     assert!(log.contains(said), "{log}");
 }
+
+/// A proxy neither client can use (SOCKS) is a start-up error, exit 1, naming the proxy and
+/// its variable, in every mode: not requests that fail one by one later.
+#[test]
+fn a_socks_proxy_stops_the_gateway_with_exit_1() {
+    for mode in ALL_MODES {
+        let output = support::process::command(&[("ALL_PROXY", "socks5://127.0.0.1:1080")])
+            .args([
+                "--mode",
+                mode,
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "off",
+            ])
+            .args(["--upstream", "http://10.0.0.1:9"])
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(1), "{mode}: {log}");
+        assert!(
+            log.contains("socks5://127.0.0.1:1080 (ALL_PROXY)") && log.contains("no SOCKS"),
+            "{mode}: {log}"
+        );
+    }
+}

@@ -6,6 +6,12 @@
 //! relayed as is; a dead upstream retried, then 502; never a retry after the first byte.
 //! Hedges: a hedge wins and the loser is cancelled; the deadline answers 504; the budget stops
 //! hedging; invalid per-request values are a 400 naming the range.
+//!
+//! Each failure by its documented answer: an upstream 502 and 504 retried; a connection broken
+//! after the request was sent a 502 with a null code, not retried; a body broken off before its
+//! first byte retried, then 502 `upstream_broke_off`; a connect timeout a 504
+//! `upstream_unreachable`, retried; `x-gateway-deadline-ms` on an unhedged request a 504
+//! `deadline_exceeded`; `x-gateway-hedge-delay-ms: 0` no hedge on a hedged route.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -13,6 +19,7 @@ mod support;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use support::scripted::{Reply, Scripted, Unanswering};
 use support::{
     MODES, Mock, chat_body, dead_upstream, gateway, json_of, metric, metrics_text, openai_error,
     post_chat, read_sse,
@@ -26,6 +33,18 @@ fn with(extra: &[&'static str]) -> Vec<&'static str> {
     let mut flags = FAST_BACKOFF.to_vec();
     flags.extend_from_slice(extra);
     flags
+}
+
+/// `/v1/chat/completions` hedged after `delay_ms`, with a hedge budget of `budget` %.
+fn hedged(delay_ms: &'static str, budget: &'static str) -> [&'static str; 6] {
+    [
+        "--hedge-routes",
+        "/v1/chat/completions",
+        "--hedge-delay-ms",
+        delay_ms,
+        "--hedge-budget-percent",
+        budget,
+    ]
 }
 
 fn attempts(response: &reqwest::Response) -> u32 {
@@ -213,7 +232,9 @@ async fn a_stream_cut_after_its_first_byte_is_never_retried() {
 }
 
 /// `--fault slow --fault-first 1`: the first attempt's first token comes 10 x 100 ms later;
-/// the hedge, sent after 150 ms, answers in 100 ms and wins.
+/// the hedge, sent after 150 ms, answers in 100 ms and wins. Tokens 300 ms apart: in broken
+/// mode the loser's pool thread learns it lost at the slow first token, and must find the
+/// upstream still generating then (5 ms apart, a starved thread once found it done).
 #[tokio::test]
 async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
     for mode in MODES {
@@ -221,7 +242,7 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
             "--ttft-ms",
             "100",
             "--itl-ms",
-            "5",
+            "300",
             "--tokens",
             "4",
             "--fault",
@@ -277,19 +298,8 @@ async fn a_hedge_wins_and_the_slow_attempt_is_cancelled() {
 #[tokio::test]
 async fn a_hedged_request_past_its_deadline_is_a_504() {
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
-        &[
-            "--hedge-routes",
-            "/v1/chat/completions",
-            "--hedge-delay-ms",
-            "100",
-            // Enough budget for both hedges; the budget has its own test.
-            "--hedge-budget-percent",
-            "100",
-        ],
-    );
+    // Enough budget for both hedges; the budget has its own test.
+    let gw = gateway("fixed", &mock.url(), &hedged("100", "100"));
     let slow = [("x-mock-ttft-ms", "5000"), ("x-gateway-deadline-ms", "400")];
     let response = post_chat(&gw.url(), &chat_body(true), &slow).await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
@@ -314,18 +324,7 @@ async fn a_hedged_request_past_its_deadline_is_a_504() {
 #[tokio::test]
 async fn the_hedge_budget_stops_hedging_when_every_request_is_slow() {
     let mock = Mock::fast();
-    let gw = gateway(
-        "fixed",
-        &mock.url(),
-        &[
-            "--hedge-routes",
-            "/v1/chat/completions",
-            "--hedge-delay-ms",
-            "20",
-            "--hedge-budget-percent",
-            "10",
-        ],
-    );
+    let gw = gateway("fixed", &mock.url(), &hedged("20", "10"));
     // Every request is slower than the hedge delay: an overloaded upstream.
     let slow = [("x-mock-ttft-ms", "120")];
     for _ in 0..10 {
@@ -333,7 +332,7 @@ async fn the_hedge_budget_stops_hedging_when_every_request_is_slow() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let text = metrics_text(&gw.url()).await;
-    let sample = |s: &str| common::prometheus::sample(&text, s).unwrap_or(0.0);
+    let sample = |s: &str| support::series(&text, s);
     let fired = sample("gateway_hedges_fired_total");
     // One token to start with, a tenth of one per request: at most 2 hedges in 10 requests,
     // where unbounded hedging would have sent 20.
@@ -380,4 +379,152 @@ async fn invalid_hedge_and_deadline_values_are_a_400_naming_the_range() {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(attempts(&response) >= 2, "hedged on request");
+}
+
+/// "The upstream answered 429, 500, 502, 503 or 504": a 502 and a 504 of the upstream's own
+/// (the mock has no such fault: a scripted upstream answers them) are retried, and the client
+/// sees only the success that followed.
+#[tokio::test]
+async fn an_upstream_502_and_504_are_retried() {
+    for mode in MODES {
+        let upstream =
+            Scripted::start(&[Reply::Status(502), Reply::Status(504), Reply::Completion]);
+        let gw = gateway(
+            mode,
+            &upstream.url(),
+            &with(&["--retries", "2", "--retry-budget-percent", "100"]),
+        );
+        let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK, "{mode}");
+        assert_eq!(attempts(&response), 3, "{mode}");
+        let (_, body) = json_of(response).await;
+        assert_eq!(body["object"], "chat.completion", "{mode}: {body}");
+        assert_eq!(upstream.requests(), 3, "{mode}: three attempts reached it");
+        let retries = "gateway_upstream_attempts_total{provider=\"default\",kind=\"retry\"}";
+        assert_eq!(metric(&gw.url(), retries).await, 2.0, "{mode}");
+    }
+}
+
+/// A connection that breaks after the request was sent (the mock's `reset`: closed before any
+/// answer) is a 502 with a null `code`, and is not retried: the upstream may have acted on it.
+#[tokio::test]
+async fn a_502_with_a_null_code_is_not_retried() {
+    for mode in MODES {
+        let mock = mock_with("reset", "1000");
+        let gw = gateway(mode, &mock.url(), &with(&["--retry-budget-percent", "100"]));
+        let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{mode}");
+        assert_eq!(attempts(&response), 1, "{mode}");
+        let (_, body) = json_of(response).await;
+        let error = openai_error(&body);
+        assert_eq!(error["type"], "upstream_error", "{mode}: {body}");
+        assert_eq!(error["code"], serde_json::Value::Null, "{mode}: {body}");
+        let chat = mock.stats().await.chat;
+        assert_eq!(chat.requests, 1, "{mode}: sent once: {chat:?}");
+    }
+}
+
+/// A hedged request whose every attempt gets a 200 head and then a body that breaks off before
+/// its first byte: each break-off is retried (nothing reached the client), and when they run
+/// out the answer is 502 `upstream_broke_off`.
+#[tokio::test]
+async fn a_body_broken_off_before_its_first_byte_is_retried_then_502_upstream_broke_off() {
+    for mode in MODES {
+        let upstream = Scripted::start(&[Reply::HeadThenClose]);
+        let gw = gateway(
+            mode,
+            &upstream.url(),
+            &with(&["--retries", "2", "--retry-budget-percent", "100"]),
+        );
+        // Hedged (success is the first byte), with a delay no attempt reaches: retries only.
+        let hedged = [("x-gateway-hedge-delay-ms", "60000")];
+        let response = post_chat(&gw.url(), &chat_body(true), &hedged).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{mode}");
+        assert_eq!(attempts(&response), 3, "{mode}");
+        let (_, body) = json_of(response).await;
+        let error = openai_error(&body);
+        assert_eq!(error["code"], "upstream_broke_off", "{mode}: {body}");
+        assert_eq!(error["type"], "upstream_error", "{mode}: {body}");
+        assert_eq!(upstream.requests(), 3, "{mode}");
+    }
+}
+
+/// An upstream that never completes a connection: after `--upstream-connect-timeout-secs`, a
+/// 504 `upstream_unreachable`, retried like a 502 (the request never left).
+#[tokio::test]
+async fn a_connect_timeout_is_a_504_upstream_unreachable_and_retried() {
+    let upstream = Unanswering::start();
+    for mode in MODES {
+        let gw = gateway(
+            mode,
+            &upstream.url(),
+            &with(&[
+                "--upstream-connect-timeout-secs",
+                "1",
+                "--retries",
+                "1",
+                "--retry-budget-percent",
+                "100",
+            ]),
+        );
+        let started = std::time::Instant::now();
+        let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
+        let waited = started.elapsed();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{mode}");
+        assert_eq!(attempts(&response), 2, "{mode}");
+        let (_, body) = json_of(response).await;
+        let error = openai_error(&body);
+        assert_eq!(error["code"], "upstream_unreachable", "{mode}: {body}");
+        assert_eq!(error["type"], "upstream_error", "{mode}: {body}");
+        // Two connect timeouts of 1 s each: timers never fire early.
+        assert!(waited >= Duration::from_millis(1900), "{mode}: {waited:?}");
+    }
+}
+
+/// `x-gateway-deadline-ms` bounds an unhedged request too: no hedge, one attempt, 504
+/// `deadline_exceeded` when its head has not come by then.
+#[tokio::test]
+async fn an_unhedged_request_past_its_deadline_header_is_a_504() {
+    let mock = Mock::fast();
+    for mode in MODES {
+        let gw = gateway(mode, &mock.url(), &[]);
+        let headers = [("x-mock-ttft-ms", "5000"), ("x-gateway-deadline-ms", "300")];
+        let response = post_chat(&gw.url(), &chat_body(false), &headers).await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{mode}");
+        assert_eq!(attempts(&response), 1, "{mode}");
+        let (_, body) = json_of(response).await;
+        let error = openai_error(&body);
+        assert_eq!(error["code"], "deadline_exceeded", "{mode}: {body}");
+        assert!(
+            error["message"].as_str().unwrap().contains("300 ms"),
+            "{body}"
+        );
+        let text = metrics_text(&gw.url()).await;
+        assert_eq!(
+            support::series(&text, "gateway_deadline_exceeded_total"),
+            1.0
+        );
+        assert_eq!(support::series(&text, "gateway_hedges_fired_total"), 0.0);
+    }
+}
+
+/// `x-gateway-hedge-delay-ms: 0` turns hedging off for one request on a hedged route: the same
+/// slow request is hedged without it and sent once with it.
+#[tokio::test]
+async fn hedge_delay_zero_turns_hedging_off_on_a_hedged_route() {
+    let mock = Mock::fast();
+    let gw = gateway("fixed", &mock.url(), &hedged("20", "100"));
+    let slow = ("x-mock-ttft-ms", "300");
+    let response = post_chat(&gw.url(), &chat_body(false), &[slow]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(attempts(&response) >= 2, "the route is hedged");
+    let fired = metric(&gw.url(), "gateway_hedges_fired_total").await;
+    let sent = mock.stats().await.chat.requests;
+
+    let off = [slow, ("x-gateway-hedge-delay-ms", "0")];
+    let response = post_chat(&gw.url(), &chat_body(false), &off).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(attempts(&response), 1, "not hedged");
+    assert_eq!(metric(&gw.url(), "gateway_hedges_fired_total").await, fired);
+    assert_eq!(mock.stats().await.chat.requests, sent + 1);
 }

@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use support::{GatewayProcess, Mock, client, expected_body, wait_for};
 
@@ -180,8 +181,8 @@ async fn drain_deadline_exits_even_with_a_pool_thread_stuck_in_a_blocking_read()
     assert_eq!(read_until_cut(response, Duration::from_secs(5)).await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_signal_exits_at_once() {
+/// A second signal exits at once, with 128 + its number, whichever the first one was.
+async fn second_signal_exits_at_once(signal: Signal, code: i32) {
     let mock = Mock::start();
     let mut gw = GatewayProcess::start(&[
         "--mode",
@@ -197,24 +198,34 @@ async fn a_second_signal_exits_at_once() {
     let url = format!("{}/chat/stream?chunks=100&interval_ms=100", gw.url());
     let _response = open_long_stream(&client, &url).await;
 
-    gw.sigterm();
+    gw.signal(signal);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gw.log().contains("draining:") {
         assert!(Instant::now() < deadline, "no drain; log:\n{}", gw.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A minute of grace and drain ahead; whoever signals again does not want to wait for it.
-    gw.sigterm();
+    gw.signal(signal);
     let status = gw.exit_within(Duration::from_secs(5)).await;
     assert_eq!(
         status.code(),
-        Some(143),
-        "128 + SIGTERM; log:\n{}",
+        Some(code),
+        "128 + {signal}; log:\n{}",
         gw.log()
     );
     assert!(
-        gw.log().contains("SIGTERM again: exiting now"),
+        gw.log().contains(&format!("{signal} again: exiting now")),
         "{}",
         gw.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    second_signal_exits_at_once(Signal::SIGTERM, 143).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_exits_at_once_with_130() {
+    second_signal_exits_at_once(Signal::SIGINT, 130).await;
 }

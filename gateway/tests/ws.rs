@@ -9,8 +9,9 @@
 //! - a client that leaves mid-stream (TCP dropped, or a Close frame) cancels the upstream (the
 //!   mock's `chat.cancelled`) and frees its slot at once: the next socket is accepted;
 //! - an idle socket is pinged every `--sse-keepalive-secs`;
-//! - a drain closes an idle socket with 1001 once its grace is over, and a chat still streaming
-//!   at the drain deadline with 1001 too.
+//! - a frame over `--max-body-bytes` ends the connection;
+//! - a drain closes an idle socket with 1001 once its grace is over, a busy one after its chat,
+//!   and a chat still streaming at the drain deadline with 1001 too.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -68,6 +69,25 @@ async fn next_frame(ws: &mut Ws) -> Value {
     }
 }
 
+/// `message` is Close 1001 (Going Away) with a reason containing `reason`.
+fn assert_going_away(message: Message, reason: &str) {
+    match message {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away);
+            assert!(frame.reason.contains(reason), "{}", frame.reason);
+        }
+        other => panic!("expected Close 1001, got {other:?}"),
+    }
+}
+
+/// Drops an embedded gateway off the test's runtime (the drop waits for its drain), bounded.
+async fn stopped_within(gw: gateway::embed::Running, limit: Duration) {
+    tokio::time::timeout(limit, tokio::task::spawn_blocking(move || drop(gw)))
+        .await
+        .expect("the drain ends once the socket is closed")
+        .unwrap();
+}
+
 async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
 }
@@ -76,13 +96,29 @@ async fn send(ws: &mut Ws, text: &str) {
 async fn chat(ws: &mut Ws, body: &Value) -> (String, Value) {
     send(ws, &body.to_string()).await;
     let mut text = String::new();
+    let last = read_chat(ws, &mut text).await;
+    (text, last)
+}
+
+/// Reads a chat's frames to its end: its tokens appended to `text`, and the last frame.
+async fn read_chat(ws: &mut Ws, text: &mut String) -> Value {
     loop {
         let frame = next_frame(ws).await;
         match frame["type"].as_str() {
             Some("token") => text.push_str(frame["content"].as_str().unwrap()),
-            _ => return (text, frame),
+            _ => return frame,
         }
     }
+}
+
+/// `POST /admin/drain` on `gw`'s admin plane (open on loopback): 202.
+async fn start_drain(gw: &gateway::embed::Running) {
+    let response = client()
+        .post(format!("{}/admin/drain", gw.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
 }
 
 /// The completion the mock gives `body` when asked directly, without the gateway.
@@ -302,19 +338,10 @@ async fn shutdown_closes_an_idle_socket_with_1001() {
     let (text, _) = chat(&mut ws, &chat_body(true)).await;
     assert!(!text.is_empty(), "the socket works before the shutdown");
     // Dropping the embedded gateway starts its drain and waits for it: off the test's runtime.
-    let stopping = tokio::task::spawn_blocking(move || drop(gw));
-    match next_message(&mut ws).await {
-        Message::Close(Some(frame)) => {
-            assert_eq!(frame.code, CloseCode::Away);
-            assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
-        }
-        other => panic!("expected Close 1001, got {other:?}"),
-    }
+    let stopping = tokio::spawn(stopped_within(gw, Duration::from_secs(10)));
+    assert_going_away(next_message(&mut ws).await, "shutting down");
     drop(ws);
-    tokio::time::timeout(Duration::from_secs(10), stopping)
-        .await
-        .expect("the drain ends once the socket is closed")
-        .unwrap();
+    stopping.await.unwrap();
 }
 
 /// A chat still streaming at the drain deadline is cut, and its socket told to go elsewhere
@@ -333,28 +360,102 @@ async fn the_drain_deadline_closes_a_busy_socket_with_1001() {
     send(&mut ws, &chat_body(true).to_string()).await;
     assert_eq!(next_frame(&mut ws).await["type"], "token");
     let drained = Instant::now();
-    let response = client()
-        .post(format!("{}/admin/drain", gw.admin_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    start_drain(&gw).await;
     let close = loop {
         match next_message(&mut ws).await {
             Message::Text(_) => {}
             other => break other,
         }
     };
-    match close {
-        Message::Close(Some(frame)) => {
-            assert_eq!(frame.code, CloseCode::Away);
-            assert!(frame.reason.contains("drain deadline"), "{}", frame.reason);
-        }
-        other => panic!("expected Close 1001, got {other:?}"),
-    }
+    assert_going_away(close, "drain deadline");
     let waited = drained.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "closed at the 1 s deadline: {waited:?}"
     );
+}
+
+/// A frame larger than `--max-body-bytes` ends the connection (it is not an error frame on a
+/// socket that stays open): the client's next read finds the socket closed, the slot is free
+/// and nothing went upstream.
+#[tokio::test]
+async fn a_frame_over_the_size_limit_ends_the_connection() {
+    let mock = Mock::fast();
+    let gw = gateway("fixed", &mock.url(), &["--max-body-bytes", "1024"]);
+    let base = gw.url();
+    let mut ws = connect(&base, &[]).await;
+    let mut body = chat_body(true);
+    body["messages"][0]["content"] = json!("x".repeat(4096));
+    // The send itself may already fail if the gateway closed first.
+    let _ = ws.send(Message::text(body.to_string())).await;
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the socket ends within 5 s");
+    match next {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
+        Some(Ok(other)) => panic!("the connection should have ended, got {other:?}"),
+    }
+    support::wait_for("the slot is free", Duration::from_secs(5), || async {
+        (metric(&base, "gateway_ws_connections").await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(mock.stats().await.chat.requests, 0, "nothing went upstream");
+}
+
+/// In a drain, a socket busy with a chat when the grace ends finishes that chat, then gets
+/// Close 1001 with the reason to reconnect (an idle one gets it at once: above).
+#[tokio::test]
+async fn a_busy_socket_gets_1001_after_its_chat_in_a_drain() {
+    let mock = Mock::fast();
+    let gw = gateway(
+        "fixed",
+        &mock.url(),
+        &[
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--drain-grace-secs",
+            "0",
+            "--drain-secs",
+            "10",
+        ],
+    );
+    // 10 tokens 150 ms apart: the chat is still streaming well after the drain begins.
+    let paced = [("x-mock-itl-ms", "150"), ("x-mock-tokens", "10")];
+    let mut ws = connect(&gw.url(), &paced).await;
+    send(&mut ws, &chat_body(true).to_string()).await;
+    let mut text = String::new();
+    let first = next_frame(&mut ws).await;
+    assert_eq!(first["type"], "token", "{first}");
+    text.push_str(first["content"].as_str().unwrap());
+    start_drain(&gw).await;
+    // The chat goes on to its end ...
+    let done = read_chat(&mut ws, &mut text).await;
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(text, mock_llm::openai::text(10), "the whole chat");
+    // ... and only then the socket is closed, with 1001 and the reason to reconnect.
+    assert_going_away(next_message(&mut ws).await, "shutting down");
+    drop(ws);
+    stopped_within(gw, Duration::from_secs(15)).await;
+}
+
+/// An upstream stream that breaks off mid-chat is one error frame, status 502, after the
+/// tokens that made it through: the client knows the chat is incomplete.
+#[tokio::test]
+async fn a_stream_the_upstream_breaks_off_is_a_502_error_frame() {
+    let mock = Mock::fast();
+    let gw = gateway("fixed", &mock.url(), &[]);
+    let cut = [("x-mock-fault", "reset"), ("x-mock-tokens", "10")];
+    let mut ws = connect(&gw.url(), &cut).await;
+    let (text, frame) = chat(&mut ws, &chat_body(false)).await;
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["status"], 502, "{frame}");
+    assert_eq!(frame["error"]["type"], "upstream_error", "{frame}");
+    assert_eq!(text, mock_llm::openai::text(3), "the tokens before the cut");
 }

@@ -35,22 +35,8 @@ pub async fn handler(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
-    let chunks = params.chunks.unwrap_or(state.config.chunks);
-    let interval_ms = params.interval_ms.unwrap_or(state.config.interval_ms);
-    if !(1..=MAX_CHUNKS).contains(&chunks) {
-        return Err(ApiError::bad_request(
-            Some("chunks"),
-            format!("chunks must be between 1 and {MAX_CHUNKS}, got {chunks}"),
-        ));
-    }
-    if interval_ms > MAX_INTERVAL_MS {
-        return Err(ApiError::bad_request(
-            Some("interval_ms"),
-            format!("interval_ms must be between 0 and {MAX_INTERVAL_MS}, got {interval_ms}"),
-        ));
-    }
-
+    let (chunks, interval_ms) =
+        checked(&state, params).inspect_err(|_| state.stats.bad_request())?;
     let interval = Duration::from_millis(interval_ms);
     let start = Instant::now();
     let guard = state.stats.stream_started();
@@ -68,4 +54,27 @@ pub async fn handler(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// The stream's chunks and interval, or the 400 naming the parameter at fault.
+fn checked(
+    state: &AppState,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Result<(u32, u64), ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(None, e.body_text()))?;
+    let chunks = params.chunks.unwrap_or(state.config.chunks);
+    let interval_ms = params.interval_ms.unwrap_or(state.config.interval_ms);
+    if !(1..=MAX_CHUNKS).contains(&chunks) {
+        return Err(ApiError::bad_request(
+            Some("chunks"),
+            format!("chunks must be between 1 and {MAX_CHUNKS}, got {chunks}"),
+        ));
+    }
+    if interval_ms > MAX_INTERVAL_MS {
+        return Err(ApiError::bad_request(
+            Some("interval_ms"),
+            format!("interval_ms must be between 0 and {MAX_INTERVAL_MS}, got {interval_ms}"),
+        ));
+    }
+    Ok((chunks, interval_ms))
 }

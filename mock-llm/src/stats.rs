@@ -6,7 +6,8 @@
 //! the peer's socket closes) it counts as `cancelled`. Drop runs on every path, so the counts add
 //! up: `started == active_streams + completed + cancelled`.
 //!
-//! The four top-level counters are `/slow_stream`'s only. Chat completions are counted apart,
+//! The five top-level counters are `/slow_stream`'s only (`bad_requests`: refused with a 400,
+//! so a test can tell "the upstream refused it" from "it never reached the upstream"). Chat completions are counted apart,
 //! under `chat` ([`ChatStats`], guarded by [`ChatGuard`]), so tests of either endpoint read their
 //! own numbers.
 //!
@@ -46,6 +47,9 @@ use crate::faults::Fault;
 /// Stream counters since start-up. Relaxed atomics: each is an independent tally, read for display.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// `/slow_stream` requests refused with a 400 (bad query, value out of range): they reached
+    /// the mock, which answered them, and started no stream.
+    bad_requests: AtomicU64,
     started: AtomicU64,
     completed: AtomicU64,
     cancelled: AtomicU64,
@@ -57,6 +61,7 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub active_streams: u64,
+    pub bad_requests: u64,
     pub started: u64,
     pub completed: u64,
     pub cancelled: u64,
@@ -73,6 +78,11 @@ impl Stats {
         }
     }
 
+    /// Counts a `/slow_stream` request refused before any stream began.
+    pub fn bad_request(&self) {
+        self.bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         // Read the ends before the starts so `active_streams` never underflows.
         let completed = self.completed.load(Ordering::Relaxed);
@@ -80,6 +90,7 @@ impl Stats {
         let started = self.started.load(Ordering::Relaxed);
         Snapshot {
             active_streams: started.saturating_sub(completed + cancelled),
+            bad_requests: self.bad_requests.load(Ordering::Relaxed),
             started,
             completed,
             cancelled,

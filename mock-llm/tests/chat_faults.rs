@@ -137,12 +137,14 @@ async fn fault_503_is_overloaded() {
 }
 
 /// `--fault slow --fault-first 1`: the first request's first token comes 10 times later, the
-/// next ones on time: the one slow replica a hedged request is for.
+/// next ones on time: the one slow replica a hedged request is for. The delay itself is timed
+/// (the header only says what the mock meant to do): at least 1 s for the slow one (timers
+/// never fire early), and well under it for the next (100 ms asked, 800 ms allowed).
 #[tokio::test]
 async fn fault_slow_first_delays_only_the_first_request() {
     let mock = Chat::start(&[
         "--ttft-ms",
-        "20",
+        "100",
         "--itl-ms",
         "1",
         "--tokens",
@@ -152,14 +154,36 @@ async fn fault_slow_first_delays_only_the_first_request() {
         "--fault-first",
         "1",
     ]);
+    let first_token = |events: &[support::Event]| {
+        events
+            .iter()
+            .find(|e| !contents(std::slice::from_ref(e)).is_empty())
+            .map(|e| e.at)
+            .expect("a token")
+    };
+    let sent = Instant::now();
     let first = mock.chat(&request(true), &[]).await;
     assert_eq!(first.headers()["x-mock-fault"], "slow");
-    assert_eq!(first.headers()["x-mock-ttft-ms"], "200");
-    drop(first.text().await);
+    assert_eq!(first.headers()["x-mock-ttft-ms"], "1000");
+    let (events, error) = with_timeout("the slow stream", read_events(first, sent, 100)).await;
+    assert!(error.is_none(), "{error:?}");
+    let slow = first_token(&events);
+    assert!(
+        slow >= Duration::from_millis(1000),
+        "slow first token at {slow:?}"
+    );
+
+    let sent = Instant::now();
     let second = mock.chat(&request(true), &[]).await;
     assert!(second.headers().get("x-mock-fault").is_none());
-    assert_eq!(second.headers()["x-mock-ttft-ms"], "20");
-    drop(second.text().await);
+    assert_eq!(second.headers()["x-mock-ttft-ms"], "100");
+    let (events, error) = with_timeout("the next stream", read_events(second, sent, 100)).await;
+    assert!(error.is_none(), "{error:?}");
+    let on_time = first_token(&events);
+    assert!(
+        on_time >= Duration::from_millis(100) && on_time < Duration::from_millis(800),
+        "the next request's first token at {on_time:?}"
+    );
     assert_eq!(mock.stats().await.chat.faults.slow, 1);
 }
 

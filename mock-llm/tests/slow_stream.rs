@@ -141,10 +141,14 @@ async fn bad_parameters_get_a_400_naming_the_parameter() {
             );
         }
     }
+    let stats = mock.stats().await;
     assert_eq!(
-        mock.stats().await.started,
-        0,
-        "no bad request started a stream"
+        stats.started, 0,
+        "no bad request started a stream: {stats:?}"
+    );
+    assert_eq!(
+        stats.bad_requests, 6,
+        "each one counted as refused: {stats:?}"
     );
 }
 

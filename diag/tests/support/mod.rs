@@ -85,6 +85,25 @@ pub fn healthz_server() -> common::embed::Running {
     .expect("the healthz server starts")
 }
 
+/// Waits (up to 10 s) until the admin plane at `admin` answers `/readyz` with `ready`: a
+/// gateway just started says `starting` until its first probes come back, and on a busy machine
+/// that can outlast the start of a short diag run.
+pub fn wait_ready(admin: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to poll /readyz");
+    let (client, url) = (reqwest::Client::new(), format!("{admin}/readyz"));
+    runtime.block_on(mock_llm::testing::wait_for(
+        "the admin plane's /readyz to say ready",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = mock_llm::testing::get_json(&client, &url).await;
+            (body["status"] == "ready").then_some(())
+        },
+    ));
+}
+
 /// A bare HTTP/1.1 server that answers every request with a `404` and keeps its head (request
 /// line and headers), so a test can check what diag sent: every path, every header. A `404`
 /// because it is the one answer every diag request understands (something listens; no such
@@ -383,7 +402,9 @@ pub fn refuses(cases: &[(&[&str], &str)]) {
 pub fn spare_loopback() -> Option<std::net::IpAddr> {
     use std::sync::atomic::AtomicU8;
     // Distinct addresses for the tests of one process, and likely distinct between processes.
-    static NEXT: AtomicU8 = AtomicU8::new(0);
+    // From 1: the last octet is `n.max(1)`, so a counter from 0 gave its first two callers the
+    // same address, and one test's gateway then answered on the port another test needed empty.
+    static NEXT: AtomicU8 = AtomicU8::new(1);
     let pid = std::process::id();
     (0..32).find_map(|_| {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -406,6 +427,26 @@ pub fn json_path(name: &str) -> PathBuf {
         .join(format!("diag-{name}-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&path);
     path
+}
+
+/// A `--json` path that cannot be written, because its directory is a file: `(that file, the
+/// path)`.
+pub fn unwritable_json(name: &str) -> (PathBuf, PathBuf) {
+    let blocker = json_path(name);
+    std::fs::write(&blocker, "not a directory").expect("blocker file");
+    let report = blocker.join("report.json");
+    (blocker, report)
+}
+
+/// `run` exited 1 and its stderr names the directory it could not create.
+pub fn assert_unwritable(run: &Run, blocker: &Path) {
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let named = blocker.to_str().expect("utf-8 path");
+    assert!(
+        run.stderr.contains("cannot create") && run.stderr.contains(named),
+        "{}",
+        run.stderr
+    );
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {

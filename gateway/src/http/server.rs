@@ -21,7 +21,9 @@
 //!   during the drain gets an HTTP answer on a connection closed after it, where a closed
 //!   listener would give it "connection refused", which a load balancer reads as a dead host
 //!   rather than a draining one. At [`Phase::Stopped`] (the drain deadline) the loop stops
-//!   accepting and every connection still open is cut.
+//!   accepting and every connection still open is cut, after a moment for its last words (an
+//!   SSE stream's `shutting_down` event, see `crate::upstream::cutoff`); the loop returns only
+//!   once they are gone, so that the runtime is not dropped under a last event being written.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Refusals and accept errors come in thousands under attack: log them at most this often,
 /// with a count.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// At the drain deadline, how long a connection gets to write what its body says last (every
+/// relayed body ends itself then) before it is cut. Under the drain's own one second of last
+/// words (`super::shutdown`), which bounds the whole thing.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 /// The main listener's connections: their cap, their timeouts, and how many are open.
 #[derive(Debug)]
@@ -145,6 +152,12 @@ impl Connections {
                 }
             }
         }
+        // The connections' tasks are writing their last words: returning now would let the
+        // runtime be dropped under them (an SSE stream then lost its `shutting_down` event and
+        // its end, on a busy machine). The caller bounds this wait.
+        while self.serving() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tracing::debug!("main listener closed");
     }
 
@@ -195,6 +208,10 @@ impl Connections {
         let closed = loop {
             let now = *phase.borrow_and_update();
             if now >= Phase::Stopped {
+                // Every relayed body ends itself at this phase: let the response be written to
+                // its end (keep-alive off), then cut whatever is still open.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(LAST_WORDS, conn.as_mut()).await;
                 break Some(ConnectionClose::Shutdown);
             }
             if now >= Phase::ShuttingDown && !shutting_down && (!late || activity.requests() > 0) {

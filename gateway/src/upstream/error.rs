@@ -216,4 +216,20 @@ mod tests {
         assert_eq!(api.headers["retry-after"], "1");
         assert!(api.message.contains("within 1000 ms"), "{}", api.message);
     }
+
+    /// The gateway's own bug (a pool thread that ended without answering) cannot be provoked
+    /// from outside without one; its documented answer is checked here: 500, `server_error`,
+    /// no code, and a message rather than an empty body.
+    #[test]
+    fn a_bug_in_the_gateway_is_a_500_server_error_with_no_code() {
+        let api = ApiError::from(UpstreamError::Internal("a worker ended without answering"));
+        assert_eq!(
+            (api.status, api.kind, api.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
+        );
+        assert_eq!(
+            api.body()["error"]["message"],
+            "a worker ended without answering"
+        );
+    }
 }

@@ -10,9 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
 
 use super::UpstreamResponse;
 use super::cutoff::Cutoff;
@@ -60,12 +62,8 @@ impl Relay {
     /// take this same path, so they reach the client exactly as the upstream sent them.
     pub fn forward(&self, upstream: UpstreamResponse, route: Route, received: Instant) -> Response {
         let status = upstream.status;
-        let body = super::keepalive::apply(
-            upstream.body,
-            &upstream.headers,
-            self.keepalive,
-            &self.metrics,
-        );
+        let body = flush_before_error(upstream.body);
+        let body = super::keepalive::apply(body, &upstream.headers, self.keepalive, &self.metrics);
         let body = LoggedStream::new(body, &self.live, route, status, received);
         let body = Cutoff::new(body, &upstream.headers, &self.lifecycle);
         let mut response = Response::new(Body::from_stream(body));
@@ -77,4 +75,21 @@ impl Relay {
         );
         response
     }
+}
+
+/// An upstream that breaks off makes the body yield an error, and hyper then aborts the client's
+/// connection, discarding what it had buffered but not yet written. When the last chunks and the
+/// error are ready in the same poll (the blocking client hands them over back to back; a busy
+/// runtime polls late), those chunks were lost: the client saw 2 of the 3 tokens the upstream
+/// sent before its cut (`tests/openai.rs`, about 1 run in 8 on a loaded machine). Holding the
+/// error back for one poll lets hyper flush them first; the client's body still ends in an error.
+fn flush_before_error(
+    body: BoxStream<'static, std::io::Result<Bytes>>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    Box::pin(body.then(|item| async move {
+        if item.is_err() {
+            tokio::task::yield_now().await;
+        }
+        item
+    }))
 }

@@ -14,7 +14,11 @@
 //!   shape.
 //! - [`jobs`]: a fresh job store of each kind (SQLite, Postgres) and a `/v1/jobs` client.
 //! - [`process`]: the `gateway` binary as a child ([`process::GatewayProcess`]), for exit
-//!   statuses, signals, its environment and its start-up log.
+//!   statuses, signals, its environment and its log (read to EOF once it exited).
+//! - [`scripted`]: upstreams that fail in ways the mock cannot (a 502 or 504 of their own, a
+//!   body that breaks off before its first byte, a connect that never completes).
+//! - [`metric`] and [`series`]: one `/metrics` series, or a loud failure when it or `/metrics`
+//!   is missing (never a default of 0).
 //!
 //! Every test binary includes this module and uses only part of it. (It is called `support`, not
 //! `common`, so that `common::prometheus` is the workspace's `common` crate.)
@@ -23,6 +27,7 @@
 pub mod chat;
 pub mod jobs;
 pub mod process;
+pub mod scripted;
 pub mod streams;
 
 use std::time::Duration;
@@ -168,21 +173,33 @@ pub fn num(body: &Value, pointer: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number at {pointer} in {body}"))
 }
 
-/// `GET {base}/metrics` as text.
+/// `GET {base}/metrics` as text; panics unless it answers 200 within 20 s. A failed scrape must
+/// fail the test, not read as an empty text in which every series is "absent".
 pub async fn metrics_text(base: &str) -> String {
-    client()
-        .get(format!("{base}/metrics"))
-        .send()
+    let url = format!("{base}/metrics");
+    let response = tokio::time::timeout(Duration::from_secs(20), client().get(&url).send())
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
+        .unwrap_or_else(|_| panic!("GET {url}: no answer in 20 s"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.expect("metrics text");
+    assert_eq!(status, reqwest::StatusCode::OK, "GET {url}: {text}");
+    text
 }
 
-/// One series of `/metrics` (`name{labels}`), 0 when it does not exist yet.
-pub async fn metric(base: &str, series: &str) -> f64 {
-    common::prometheus::sample(&metrics_text(base).await, series).unwrap_or(0.0)
+/// The value of `series` (`name{labels}`, written as `/metrics` writes it) in `text`, or a
+/// panic naming it and showing the whole text. Never a default: a renamed series or label
+/// must fail the test, not read as 0.
+pub fn series(text: &str, series: &str) -> f64 {
+    common::prometheus::sample(text, series)
+        .unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+}
+
+/// One series of `{base}/metrics` (see [`series`]): panics when `/metrics` fails or the series
+/// is not there. Every series a test reads exists from the start (every known label value is
+/// created at 0, see `gateway::telemetry::metrics`), so "absent" is always a bug.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    series(&metrics_text(base).await, name)
 }
 
 /// A port that was free a moment ago and that nobody listens on now.

@@ -34,6 +34,11 @@ pub struct GatewayProcess {
     /// The admin plane's address, when the test asked for one.
     pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// One message per output pipe when its reader saw EOF: after the process exited, the log
+    /// is whole only once both came (a read right after `wait` can miss the last lines).
+    eof: std::sync::mpsc::Receiver<()>,
+    /// How many of the two pipes reached EOF so far.
+    pipes_at_eof: usize,
 }
 
 impl GatewayProcess {
@@ -72,8 +77,9 @@ impl GatewayProcess {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        collect_lines(stdout, Arc::clone(&log), Some(addr_tx));
-        collect_lines(stderr, Arc::clone(&log), None);
+        let (eof_tx, eof) = std::sync::mpsc::channel();
+        collect_lines(stdout, Arc::clone(&log), Some(addr_tx), eof_tx.clone());
+        collect_lines(stderr, Arc::clone(&log), None, eof_tx);
         let mut addr = None;
         let mut admin = None;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -97,6 +103,8 @@ impl GatewayProcess {
             addr: addr.expect("main address"),
             admin,
             log,
+            eof,
+            pipes_at_eof: 0,
         }
     }
 
@@ -111,8 +119,13 @@ impl GatewayProcess {
     }
 
     pub fn sigterm(&self) {
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// Sends `signal` to our own child, by its pid.
+    pub fn signal(&self, signal: Signal) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits i32"));
-        kill(pid, Signal::SIGTERM).expect("SIGTERM sent");
+        kill(pid, signal).unwrap_or_else(|e| panic!("{signal} not sent: {e}"));
     }
 
     /// SIGKILL: the process dies at once, mid-write if it was writing, with no drain.
@@ -125,12 +138,13 @@ impl GatewayProcess {
         self.child.try_wait().expect("child status").is_none()
     }
 
-    /// Waits for the process to exit; panics (showing the log) after `limit`.
+    /// Waits for the process to exit, then for its stdout and stderr to reach EOF, so that
+    /// [`Self::log`] is whole from here on; panics (showing the log) after `limit`.
     pub async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("child status") {
-                return status;
+                break status;
             }
             assert!(
                 Instant::now() < deadline,
@@ -138,6 +152,19 @@ impl GatewayProcess {
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.read_to_eof();
+        status
+    }
+
+    /// Waits (up to 5 s) until both output pipes reached EOF, i.e. every line the process
+    /// wrote is in the log. Only meaningful once the process has exited.
+    fn read_to_eof(&mut self) {
+        while self.pipes_at_eof < 2 {
+            self.eof
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("the log did not reach EOF; so far:\n{}", self.log()));
+            self.pipes_at_eof += 1;
         }
     }
 
@@ -193,11 +220,13 @@ enum Listening {
 }
 
 /// Appends every line of `output` to `log` on a thread of its own, until the process exits, so
-/// a full pipe can never block the gateway's logging. Sends the listening addresses when seen.
+/// a full pipe can never block the gateway's logging. Sends the listening addresses when seen,
+/// and `eof` once the pipe is read to its end.
 fn collect_lines(
     output: impl std::io::Read + Send + 'static,
     log: Arc<Mutex<String>>,
     addr_tx: Option<std::sync::mpsc::Sender<Listening>>,
+    eof: std::sync::mpsc::Sender<()>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines() {
@@ -214,6 +243,7 @@ fn collect_lines(
             log.push_str(&line);
             log.push('\n');
         }
+        let _ = eof.send(());
     });
 }
 

@@ -56,14 +56,17 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Two streams of `url` on an `inline` gateway with two workers, returned once the first
-    /// reached `mock`, plus 300 ms for the second to arrive (it may never get a worker of its
-    /// own: see tests/inline.rs). From then on the workers sit inside a blocking `read()` and
-    /// nothing else on that runtime runs.
+    /// Two streams of `url` on an `inline` gateway with two workers, returned once nothing else
+    /// on that runtime runs: the gateway's admin plane (`admin`, its URL), which lives on its
+    /// own thread, has had a probe task waiting on the main runtime for 300 ms without a worker
+    /// polling it. (The second stream may never get a worker of its own: see tests/inline.rs.
+    /// A fixed sleep here once stood for "long enough for both to block".) From then on the
+    /// workers sit inside a blocking `read()`.
     pub async fn block_every_worker(
         client: &reqwest::Client,
         url: &str,
         mock: &mock_llm::testing::Mock,
+        admin: &str,
     ) -> Self {
         let streams = Self::open(client, url, 2);
         mock.wait_stats(
@@ -72,7 +75,19 @@ impl Streams {
             |s| s.active_streams >= 1,
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let readyz = format!("{admin}/readyz");
+        super::wait_for(
+            "every worker blocked: the admin plane's runtime probe pending for 300 ms",
+            Duration::from_secs(10),
+            || async {
+                let (_, body) = super::get_json(client, &readyz).await;
+                let runtime = &body["checks"]["runtime"];
+                let blocked = runtime["pending"] == true
+                    && runtime["delay_ms"].as_f64().is_some_and(|ms| ms >= 300.0);
+                blocked.then_some(())
+            },
+        )
+        .await;
         streams
     }
 
