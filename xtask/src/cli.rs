@@ -196,6 +196,9 @@ pub enum What {
     /// The response cache: a hit's latency and throughput against a miss's, in process and
     /// through Redis, and the upstream requests saved at a 50 % repeat rate: `<date>-cache.{md,json}`.
     Cache,
+    /// Shared rate limits: the Redis check's latency (the GCRA script alone, and what a request
+    /// pays through the gateway against the in-process limit): `<date>-ratelimit.{md,json}`.
+    Ratelimit,
 }
 
 #[cfg(test)]
