@@ -26,7 +26,8 @@
 //!   every admitted response so a client can slow down before it is refused. The gateway's
 //!   headers replace the provider's: the client's limit is the gateway's.
 //!
-//! The rate check runs first (it costs nothing), then the concurrency wait. The per-provider
+//! The rate check runs first (it costs nothing in process, one bounded round trip with Redis, and
+//! it takes no place), then the concurrency wait. The per-provider
 //! bounds (concurrent upstream requests, requests per minute) are in [`crate::upstream::providers`].
 
 use std::borrow::Cow;
