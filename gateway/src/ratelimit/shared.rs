@@ -145,6 +145,40 @@ mod tests {
         Store::new(redis, NonZeroU32::MIN, Arc::new(Metrics::default()))
     }
 
+    /// A Redis that accepts connections and never answers (a hung server, a black hole): the
+    /// first check gives up after the timeout, and the next ones do not ask for a while, so an
+    /// outage costs one timeout per [`RETRY_SHARED_AFTER`], not one per request.
+    #[tokio::test]
+    async fn a_silent_redis_costs_one_timeout_then_is_left_alone() {
+        // The kernel completes the handshake from the backlog; nobody ever reads or writes.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url: RedisUrl = format!("redis://{}", silent.local_addr().expect("addr"))
+            .parse()
+            .expect("a redis URL");
+        let metrics = Arc::new(Metrics::default());
+        let redis = SharedRedis::connect(&url, Duration::from_millis(500)).expect("connect");
+        let store = Store::new(redis, NonZeroU32::MIN, Arc::clone(&metrics));
+        metrics.rate_limits.shared.set(1);
+        let q = quota(60, 2);
+        let started = Instant::now();
+        assert_eq!(store.check(q, "k", RateLimitScope::Key).await, None);
+        let first = started.elapsed();
+        assert!(
+            first >= Duration::from_millis(450),
+            "waited its timeout: {first:?}"
+        );
+        assert_eq!(metrics.rate_limits.shared.get(), 0, "the outage is shown");
+        let started = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(store.check(q, "k", RateLimitScope::Key).await, None);
+        }
+        let next = started.elapsed();
+        assert!(
+            next < Duration::from_millis(250),
+            "not asked again at once: {next:?}"
+        );
+    }
+
     fn quota(rpm: u32, burst: u32) -> Quota {
         Quota::per_minute(rpm, Some(burst)).expect("a limit")
     }
