@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet bench-ratelimit fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -93,6 +93,12 @@ bench-cache:
 ## it stops sending to a starved one (about 3 minutes). Results: bench/results/<date>-fleet.{json,md}.
 bench-fleet:
 	$(XTASK) bench fleet $(ARGS)
+
+## Shared rate limits: the GCRA script's latency in a throwaway Redis (redis-benchmark), and what a
+## request pays for a check in Redis against one in process (about 1.5 minutes).
+## Results: bench/results/<date>-ratelimit.md.
+bench-ratelimit:
+	$(XTASK) bench ratelimit $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

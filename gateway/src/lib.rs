@@ -44,13 +44,16 @@
 //! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
 //!   │         · relay
 //!   ▼
+//! ratelimit/  GCRA buckets per key or provider: in process (governor), or across instances in
+//!   │         the shared Redis (one Lua script a check), local at rate / --instances-hint while
+//!   ▼         Redis does not answer
 //! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
 //!   ▼
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
 //!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
 //!   ·  redis (the one shared Redis connection, every call bounded; the cache's second tier,
-//!      and the shared rate limits' store)
+//!      and ratelimit's store)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -83,6 +86,10 @@
 //!   upstream response forwarded chunk by chunk, with [`upstream::keepalive`] comments on idle
 //!   SSE streams; [`upstream::proxy`]: direct or through the environment's proxy, decided once
 //!   per provider for both clients, and never a proxy for a loopback upstream.
+//! - [`ratelimit`]: the per-key and per-provider rpm limits counted across every instance with
+//!   `--redis-url` (GCRA in one Lua script, one round trip a check), or in process; during a
+//!   Redis outage each instance counts its share (`--instances-hint`), logged once, counted in
+//!   `/metrics`, never an error.
 //! - [`policy::auth`]: API keys for `/v1/*` and `/chat/stream`, compared in constant time,
 //!   never logged; why `/health` and `/debug/*` stay open.
 //! - [`policy::limits`]: lesson 8, bound everything: a concurrency cap held for a stream's whole
@@ -154,6 +161,7 @@ pub mod jobs;
 pub mod lessons;
 pub mod lifecycle;
 pub mod policy;
+pub mod ratelimit;
 pub mod redis;
 pub mod telemetry;
 pub mod upstream;

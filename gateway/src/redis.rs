@@ -1,7 +1,7 @@
 //! The shared Redis (`--redis-url`): one connection every instance-spanning feature goes through.
 //!
-//! The response cache keeps its second tier here ([`crate::cache`]); shared rate limits will
-//! count here too. Whatever uses it, the rule is the same, and it lives in this one place: Redis
+//! The response cache keeps its second tier here ([`crate::cache`]); the shared rate limits count
+//! here too ([`crate::ratelimit`]), through the same connection. Whatever uses it, the rule is the same, and it lives in this one place: Redis
 //! is an *optimisation*, never a dependency of a request. A Redis that is down, restarting, or
 //! slow must cost a request a few milliseconds at most, and then the request goes on without it.
 //!
@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands as _, Client, FromRedisValue};
+use ::redis::{AsyncCommands as _, Client, FromRedisValue, ScriptInvocation};
 
 use crate::config::RedisUrl;
 use crate::error::StartError;
@@ -110,6 +110,18 @@ impl SharedRedis {
     ) -> Result<T, RedisFailure> {
         let mut connection = self.manager.clone();
         self.bounded(async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// A Lua script, bounded the same way: `EVALSHA`, one round trip; a Redis that restarted
+    /// has forgotten the script and answers `NOSCRIPT`, and then [`::redis::Script`] loads it
+    /// and asks again (within the same bound).
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisFailure> {
+        let mut connection = self.manager.clone();
+        self.bounded(async move { invocation.invoke_async(&mut connection).await })
             .await
     }
 

@@ -433,3 +433,53 @@ fn provider_mistakes_exit_2() {
         &["provider p", "GATEWAY_TEST_KEY_NOT_SET", "not set"],
     );
 }
+
+/// `--check-config` says whether the rate limits hold across instances, and what each instance
+/// counts while Redis does not answer; `--instances-hint` without a Redis is refused (it would
+/// divide nothing), from a flag, the environment or the file alike.
+#[test]
+fn the_limits_block_says_whether_rate_limits_are_shared() {
+    let local = limits_line(&["--rate-limit-rpm", "30"], &[], "shared rate limits");
+    assert_eq!(
+        local,
+        "shared rate limits     no: each instance counts its own (no --redis-url)"
+    );
+    let redis = [
+        "--rate-limit-rpm",
+        "30",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+    ];
+    let shared = limits_line(
+        &redis,
+        &[("GATEWAY_INSTANCES_HINT", "3")],
+        "shared rate limits",
+    );
+    assert_eq!(
+        shared,
+        "shared rate limits     yes, in redis (one script call a check); if it does not answer \
+         within 100 ms, each instance counts locally at 1/3 of each rate and burst \
+         (--instances-hint 3)"
+    );
+    let file = config_file(
+        "providers-shared",
+        "[[providers]]\nname = \"p\"\nbase-url = \"http://127.0.0.1:1\"\nmodels = [\"*\"]\n\
+         requests-per-minute = 60\n",
+    );
+    let provider = limits_line(
+        &["--config", &file, "--redis-url", "redis://127.0.0.1:6379"],
+        &[],
+        "provider p",
+    );
+    assert!(
+        provider.contains("60/min burst 60, shared in redis;"),
+        "{provider}"
+    );
+    assert_usage_error(
+        &["--instances-hint", "2"],
+        &["--instances-hint 2 needs --redis-url"],
+    );
+    assert_usage_error(&["--instances-hint", "0"], &["--instances-hint"]);
+    let hint = config_file("hint", "instances-hint = 2\n");
+    assert_usage_error(&["--config", &hint], &["needs --redis-url"]);
+}

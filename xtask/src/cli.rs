@@ -241,6 +241,9 @@ pub enum What {
     /// Streams held and req/s through HAProxy with 1, 2, 3 gateways; HAProxy's CPU per
     /// request; how fast it stops sending to a starved one: `<date>-fleet.{json,md}`.
     Fleet,
+    /// Shared rate limits: the Redis check's latency (the GCRA script alone, and what a request
+    /// pays through the gateway against the in-process limit): `<date>-ratelimit.{md,json}`.
+    Ratelimit,
 }
 
 #[cfg(test)]

@@ -98,20 +98,7 @@ impl Facts {
 pub fn caller(client: Option<&ClientId>) -> Option<String> {
     // A digest of a digest, under the cache's own label: the key names a caller without being
     // the value the rate limiter or anything else uses for it.
-    let mut hasher = Sha256::new();
-    hasher.update(b"gateway-cache-caller\0");
-    match client? {
-        ClientId::Key(digest) => {
-            hasher.update(b"key\0");
-            hasher.update(digest);
-        }
-        ClientId::Ip(ip) => {
-            hasher.update(b"ip\0");
-            hasher.update(ip.to_string().as_bytes());
-        }
-        ClientId::Unknown => return None,
-    }
-    Some(hex(&hasher.finalize()[..16]))
+    client?.labelled_digest(b"gateway-cache-caller\0")
 }
 
 /// The key of one answer.

@@ -246,9 +246,13 @@ pub struct CacheRequest<'a> {
 }
 
 impl ResponseCache {
-    /// The cache `config` asks for (nothing with `--cache-mode off`). Inside a runtime: the
-    /// Redis connection is made there, lazily.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, StartError> {
+    /// The cache `config` asks for (nothing with `--cache-mode off`), its second tier in `redis`
+    /// (the gateway's one connection, shared with the rate limits) when there is one.
+    pub fn new(
+        config: &Config,
+        redis: Option<SharedRedis>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartError> {
         if config.cache_mode == CacheMode::Off {
             return Ok(Self { inner: None });
         }
@@ -259,11 +263,6 @@ impl ResponseCache {
             .cache
             .max_bytes
             .set(i64::try_from(config.cache_max_bytes).unwrap_or(i64::MAX));
-        let redis = config
-            .redis_url
-            .as_ref()
-            .map(|url| SharedRedis::connect(url, Duration::from_millis(config.redis_timeout_ms)))
-            .transpose()?;
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 mode: config.cache_mode,

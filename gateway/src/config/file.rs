@@ -146,7 +146,14 @@ impl ProviderConfig {
     pub fn describe(&self, config: &Config) -> String {
         let rate = self.requests_per_minute.map_or_else(
             || "no rpm limit".to_owned(),
-            |rpm| format!("{rpm}/min burst {}", self.burst.unwrap_or(rpm)),
+            |rpm| {
+                let shared = if config.redis_url.is_some() {
+                    ", shared in redis"
+                } else {
+                    ""
+                };
+                format!("{rpm}/min burst {}{shared}", self.burst.unwrap_or(rpm))
+            },
         );
         let key = match (&self.api_key_env, &config.upstream_api_key) {
             (Some(var), _) => format!("key from ${var}"),

@@ -12,6 +12,7 @@ mod suggest;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -337,8 +338,10 @@ pub struct Config {
     pub cache_ttl_secs: u64,
 
     /// A Redis shared by every instance (`redis://host:port[/db]`): the response cache's second
-    /// tier. A Redis that is down or slow is a cache miss, never an error (counted in
-    /// `gateway_cache_redis_errors_total`).
+    /// tier, and where `--rate-limit-rpm` and the providers' `requests-per-minute` are counted,
+    /// so they hold across every instance. A Redis that is down or slow is a cache miss and a
+    /// local rate limit (see `--instances-hint`), never an error (counted in
+    /// `gateway_cache_redis_errors_total`, `gateway_rate_limit_fallback_total`).
     #[arg(
         long,
         env = "GATEWAY_REDIS_URL",
@@ -352,6 +355,15 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_REDIS_TIMEOUT_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub redis_timeout_ms: u64,
+
+    /// How many instances share the rate limits through `--redis-url`. While Redis does not
+    /// answer, each instance counts the limits locally at every rate and burst divided by this
+    /// (at least 1), so the fleet stays near the limit rather than at N times it. Needs
+    /// `--redis-url`.
+    #[arg(long, env = "GATEWAY_INSTANCES_HINT", default_value_t = NonZeroU32::MIN,
+          value_parser = clap::value_parser!(u32).range(1..=10_000)
+              .map(|n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)))]
+    pub instances_hint: NonZeroU32,
 
     /// The `[[providers]]` of the `--config` file; empty means one provider from `--upstream`
     /// (see [`Config::providers`]).
@@ -413,6 +425,13 @@ impl Config {
             return Err(format!(
                 "--retry-backoff-max-ms {} is below --retry-backoff-ms {}",
                 self.retry_backoff_max_ms, self.retry_backoff_ms
+            ));
+        }
+        if self.instances_hint.get() > 1 && self.redis_url.is_none() {
+            return Err(format!(
+                "--instances-hint {} needs --redis-url: it divides the rate limits only while \
+                 the shared Redis does not answer; without one each instance counts its own",
+                self.instances_hint
             ));
         }
         if self.rate_limit_burst.is_some() && self.rate_limit_rpm == 0 {
@@ -529,6 +548,7 @@ impl Config {
                 self.idle_timeout_secs
             ),
             format!("rate limit             {rate_limit}"),
+            format!("shared rate limits     {}", self.shared_limits()),
             format!("request body           up to {} bytes", self.max_body_bytes),
             format!(
                 "retries                {} before the first byte, backoff {}..{} ms with jitter, \
@@ -621,6 +641,24 @@ impl Config {
             lines.push(format!("provider {}", provider.describe(self)));
         }
         lines.iter().map(|line| format!("  {line}\n")).collect()
+    }
+
+    /// Whether the rate limits hold across instances, for the limits block.
+    fn shared_limits(&self) -> String {
+        if self.redis_url.is_none() {
+            return "no: each instance counts its own (no --redis-url)".to_owned();
+        }
+        let hint = self.instances_hint.get();
+        format!(
+            "yes, in redis (one script call a check); if it does not answer within {} ms, each \
+             instance counts locally at {}",
+            self.redis_timeout_ms,
+            if hint == 1 {
+                "the full rate (--instances-hint 1)".to_owned()
+            } else {
+                format!("1/{hint} of each rate and burst (--instances-hint {hint})")
+            }
+        )
     }
 
     /// The start-up log: the address (first, on its own line, for scripts that wait for it),

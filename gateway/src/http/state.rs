@@ -31,6 +31,8 @@ use crate::lifecycle::Lifecycle;
 use crate::policy::auth::ApiKeys;
 use crate::policy::limits::Inbound;
 use crate::policy::resilience::Resilience;
+use crate::ratelimit::LimitStore;
+use crate::redis::SharedRedis;
 use crate::telemetry::log::{LiveStreams, root_span};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::pool::BlockingPool;
@@ -85,7 +87,15 @@ impl AppState {
         config.check().map_err(StartError::Config)?;
         let pool = Arc::new(BlockingPool::new(config.blocking_threads));
         let metrics = Arc::new(Metrics::default());
-        let providers = Arc::new(Providers::new(config, &pool, &metrics)?);
+        // The one connection to the shared Redis (lazy: made at the first call), for the cache's
+        // second tier and the shared rate limits alike.
+        let redis = config
+            .redis_url
+            .as_ref()
+            .map(|url| SharedRedis::connect(url, Duration::from_millis(config.redis_timeout_ms)))
+            .transpose()?;
+        let limits = LimitStore::new(redis.clone(), config.instances_hint, &metrics);
+        let providers = Arc::new(Providers::new(config, &pool, &metrics, &limits)?);
         let live_streams = LiveStreams::default();
         let lifecycle = Lifecycle::default();
         let keepalive =
@@ -97,7 +107,7 @@ impl AppState {
             lifecycle.clone(),
         ));
         let resilience = Arc::new(Resilience::new(config, Arc::clone(&metrics)));
-        let cache = Arc::new(ResponseCache::new(config, Arc::clone(&metrics))?);
+        let cache = Arc::new(ResponseCache::new(config, redis, Arc::clone(&metrics))?);
         let shared = Shared {
             mode: config.mode,
             span: root_span(config.mode),
@@ -106,7 +116,7 @@ impl AppState {
             max_body_bytes: config.max_body_bytes,
             connections: Arc::new(Connections::new(config, Arc::clone(&metrics))),
             api_keys: ApiKeys::from_config(config)?,
-            inbound: Arc::new(Inbound::new(config, Arc::clone(&metrics))),
+            inbound: Arc::new(Inbound::new(config, &limits, Arc::clone(&metrics))),
             openai: Arc::new(OpenAi::new(
                 Arc::clone(&providers),
                 Arc::clone(&resilience),

@@ -127,7 +127,8 @@ mod tests {
                 .expect("flags");
         let metrics = Arc::new(Metrics::default());
         let pool = Arc::new(BlockingPool::new(1));
-        let providers = Providers::new(&config, &pool, &metrics).expect("providers");
+        let limits = crate::ratelimit::LimitStore::local();
+        let providers = Providers::new(&config, &pool, &metrics, &limits).expect("providers");
         let resilience = Arc::new(Resilience::new(&config, Arc::clone(&metrics)));
         let relay = Arc::new(Relay::new(
             None,

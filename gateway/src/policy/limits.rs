@@ -18,17 +18,20 @@
 //!   fast "no" lets the client retry elsewhere while the instance keeps serving what it took;
 //!   memory stays bounded by the cap, and `/health`, outside these limits, keeps answering.
 //! - **Rate per API key** ([`KeyLimits`]): `--rate-limit-rpm` with `--rate-limit-burst`, one
-//!   GCRA bucket per key (per client IP when authentication is off), via `governor`. Over it:
+//!   GCRA bucket per key (per client IP when authentication is off), in process via `governor`,
+//!   or with `--redis-url` in the shared Redis, so a fleet admits a key's limit once and not
+//!   once per instance ([`crate::ratelimit`]). Over it:
 //!   **429** with `Retry-After` and OpenAI's `x-ratelimit-limit-requests`,
 //!   `x-ratelimit-remaining-requests` and `x-ratelimit-reset-requests`, which also come with
 //!   every admitted response so a client can slow down before it is refused. The gateway's
 //!   headers replace the provider's: the client's limit is the gateway's.
 //!
-//! The rate check runs first (it costs nothing), then the concurrency wait. The per-provider
+//! The rate check runs first (it costs nothing in process, one bounded round trip with Redis, and
+//! it takes no place), then the concurrency wait. The per-provider
 //! bounds (concurrent upstream requests, requests per minute) are in [`crate::upstream::providers`].
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,14 +39,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use sha2::{Digest as _, Sha256};
 
 use crate::admission::{Admission, Shed, hold};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ratelimit::{Bucket, LimitStore, Quota, RpmLimit, Verdict};
 use crate::telemetry::log::refuse;
 use crate::telemetry::metrics::{Metrics, RateLimitScope, ShedReason};
 
@@ -80,89 +81,103 @@ pub enum ClientId {
     Unknown,
 }
 
-type KeyedLimiter = RateLimiter<
-    ClientId,
-    DefaultKeyedStateStore<ClientId>,
-    DefaultClock,
-    StateInformationMiddleware,
->;
+impl ClientId {
+    /// The client as a name a shared store may keep (the cache's keys, the rate limits' Redis
+    /// keys): SHA-256 under `label` of the key's digest or of the address, 16 bytes in hex;
+    /// `None` for [`ClientId::Unknown`]. Each user has its own label, so no two stores name a
+    /// caller alike, and none holds a value that stands for the API key elsewhere.
+    pub fn labelled_digest(&self, label: &[u8]) -> Option<String> {
+        let mut hasher = Sha256::new();
+        hasher.update(label);
+        match self {
+            ClientId::Key(digest) => {
+                hasher.update(b"key\0");
+                hasher.update(digest);
+            }
+            ClientId::Ip(ip) => {
+                hasher.update(b"ip\0");
+                hasher.update(ip.to_string().as_bytes());
+            }
+            ClientId::Unknown => return None,
+        }
+        let digest = hasher.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&digest[..16]);
+        Some(format!("{:032x}", u128::from_be_bytes(first)))
+    }
+}
 
-/// `--rate-limit-rpm` per client, or nothing when it is 0.
+impl Bucket for ClientId {
+    fn shared_name(&self) -> Cow<'static, str> {
+        Cow::Owned(
+            self.labelled_digest(b"gateway-ratelimit-caller\0")
+                .unwrap_or_else(|| "unknown".to_owned()),
+        )
+    }
+}
+
+/// `--rate-limit-rpm` per client, or nothing when it is 0; counted across instances with
+/// `--redis-url` (see [`crate::ratelimit`]).
 #[derive(Debug)]
 pub struct KeyLimits {
-    limiter: Option<KeyedLimiter>,
-    rpm: u32,
-    burst: u32,
+    limit: Option<RpmLimit<ClientId>>,
 }
 
 impl KeyLimits {
-    pub fn new(rpm: u32, burst: Option<u32>) -> Self {
-        let burst = burst.unwrap_or(rpm);
-        let limiter = NonZeroU32::new(rpm).map(|rate| {
-            let burst = NonZeroU32::new(burst).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
-                .with_middleware::<StateInformationMiddleware>()
-        });
+    pub fn new(rpm: u32, burst: Option<u32>, store: &LimitStore) -> Self {
         Self {
-            limiter,
-            rpm,
-            burst,
+            limit: Quota::per_minute(rpm, burst)
+                .map(|quota| RpmLimit::new(quota, RateLimitScope::Key, "key", store)),
         }
     }
 
     /// The `x-ratelimit-*` headers for an admitted request, or the 429 for a refused one.
-    fn check(&self, client: &ClientId) -> Result<HeaderMap, ApiError> {
-        let Some(limiter) = &self.limiter else {
+    async fn check(&self, client: &ClientId) -> Result<HeaderMap, ApiError> {
+        let Some(limit) = &self.limit else {
             return Ok(HeaderMap::new());
         };
-        let per_request = Duration::from_secs(60) / self.rpm.max(1);
-        match limiter.check_key(client) {
-            Ok(state) => {
-                let remaining = state.remaining_burst_capacity();
-                Ok(self.headers(remaining, per_request * (self.burst - remaining)))
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let full = wait + per_request * self.burst.saturating_sub(1);
+        let Quota { rpm, burst } = limit.quota();
+        match limit.check(client).await {
+            Verdict::Admit { remaining, reset } => Ok(headers(rpm.get(), remaining, reset)),
+            Verdict::Refuse { wait, reset } => {
                 let mut error = ApiError::rate_limited(
                     "rate_limit_exceeded",
                     format!(
-                        "rate limit reached for this API key: {} requests per minute, burst {} \
-                         (--rate-limit-rpm, --rate-limit-burst); retry in {}",
-                        self.rpm,
-                        self.burst,
+                        "rate limit reached for this API key: {rpm} requests per minute, burst \
+                         {burst} (--rate-limit-rpm, --rate-limit-burst); retry in {}",
                         duration_text(wait)
                     ),
                 )
                 .retry_after(wait);
-                error.headers.extend(self.headers(0, full));
+                error.headers.extend(headers(rpm.get(), 0, reset));
                 Err(error)
             }
         }
     }
 
-    fn headers(&self, remaining: u32, reset: Duration) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        for (name, value) in [
-            ("x-ratelimit-limit-requests", self.rpm.to_string()),
-            ("x-ratelimit-remaining-requests", remaining.to_string()),
-            ("x-ratelimit-reset-requests", duration_text(reset)),
-        ] {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-        headers
-    }
-
-    /// Forgets clients whose buckets are full again, so one bucket per IP ever seen cannot grow
-    /// without bound. [`crate::serve`] calls it once a minute (through [`Inbound::forget_idle`]).
+    /// Forgets clients whose local buckets are full again, so one bucket per IP ever seen cannot
+    /// grow without bound. [`crate::serve`] calls it once a minute (through
+    /// [`Inbound::forget_idle`]).
     pub fn forget_idle(&self) {
-        if let Some(limiter) = &self.limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        if let Some(limit) = &self.limit {
+            limit.forget_idle();
         }
     }
+}
+
+/// OpenAI's `x-ratelimit-*-requests` headers.
+fn headers(rpm: u32, remaining: u32, reset: Duration) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", rpm.to_string()),
+        ("x-ratelimit-remaining-requests", remaining.to_string()),
+        ("x-ratelimit-reset-requests", duration_text(reset)),
+    ] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
 }
 
 /// OpenAI's duration format in `x-ratelimit-reset-*`: `120ms`, `1.5s`, `6m0s`.
@@ -193,9 +208,9 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, limits: &LimitStore, metrics: Arc<Metrics>) -> Self {
         Self {
-            keys: KeyLimits::new(config.rate_limit_rpm, config.rate_limit_burst),
+            keys: KeyLimits::new(config.rate_limit_rpm, config.rate_limit_burst, limits),
             places: Admission::new(
                 config.max_concurrent_requests,
                 config.max_queued_requests,
@@ -231,7 +246,7 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
                 .map_or(ClientId::Unknown, |info| ClientId::Ip(info.0.ip()))
         });
     let refuse = |error: ApiError, request: &Request| refuse(request, error, received);
-    let rate_headers = match inbound.keys.check(&client) {
+    let rate_headers = match inbound.keys.check(&client).await {
         Ok(headers) => headers,
         Err(error) => {
             inbound.metrics.rate_limited(RateLimitScope::Key);
@@ -257,25 +272,26 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
 mod tests {
     use super::*;
 
-    #[test]
-    fn key_limit_counts_down_then_refuses() {
-        let limits = KeyLimits::new(60, Some(2));
+    #[tokio::test]
+    async fn key_limit_counts_down_then_refuses() {
+        let limits = KeyLimits::new(60, Some(2), &LimitStore::local());
         let client = ClientId::Ip(IpAddr::from([127, 0, 0, 1]));
         let remaining = |h: &HeaderMap| h["x-ratelimit-remaining-requests"].clone();
-        assert_eq!(remaining(&limits.check(&client).expect("1st")), "1");
-        assert_eq!(remaining(&limits.check(&client).expect("2nd")), "0");
-        let refused = limits.check(&client).expect_err("3rd");
+        assert_eq!(remaining(&limits.check(&client).await.expect("1st")), "1");
+        assert_eq!(remaining(&limits.check(&client).await.expect("2nd")), "0");
+        let refused = limits.check(&client).await.expect_err("3rd");
         assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.headers["retry-after"], "1");
         assert_eq!(refused.headers["x-ratelimit-limit-requests"], "60");
         let other = ClientId::Ip(IpAddr::from([127, 0, 0, 2]));
         assert!(
-            limits.check(&other).is_ok(),
+            limits.check(&other).await.is_ok(),
             "each client has its own bucket"
         );
         assert!(
-            KeyLimits::new(0, None)
+            KeyLimits::new(0, None, &LimitStore::local())
                 .check(&client)
+                .await
                 .expect("off")
                 .is_empty()
         );

@@ -32,6 +32,7 @@
 //! | `gateway_accept_errors_total` | counter | `accept` failures other than a client gone (`EMFILE`: out of descriptors) |
 //! | `gateway_jobs{status}`, `gateway_jobs_*` | | the job queue (see [`super::jobs`]) |
 //! | `gateway_cache_*` | | the response cache: hits, misses, bypasses, stores, evictions, bytes, Redis errors ([`super::cache_metrics`]) |
+//! | `gateway_rate_limit_shared`, `gateway_rate_limit_fallback_total{scope}` | gauge, counter | whether rate limits are counted across instances now; checks decided locally during a Redis outage ([`super::ratelimit_metrics`]) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -56,6 +57,7 @@ pub use super::labels::{
     GiveUpReason, HedgeSkipLabels, HedgeSkipReason, ProviderLabel, RateLimitLabels, RateLimitScope,
     RefusedLabels, RouteStatus, ShedLabels, ShedReason,
 };
+pub use super::ratelimit_metrics::RateLimitMetrics;
 
 /// The registry and every family in it. Later features register their families here too.
 #[derive(Debug)]
@@ -93,6 +95,8 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     /// The response cache's families (`gateway_cache_*`).
     pub cache: CacheMetrics,
+    /// The shared rate limits' families (`gateway_rate_limit_*`).
+    pub rate_limits: RateLimitMetrics,
 }
 
 impl Default for Metrics {
@@ -262,6 +266,7 @@ impl Default for Metrics {
         );
         let jobs = JobMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
+        let rate_limits = RateLimitMetrics::register(&mut registry);
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -314,6 +319,7 @@ impl Default for Metrics {
             accept_errors,
             jobs,
             cache,
+            rate_limits,
         }
     }
 }

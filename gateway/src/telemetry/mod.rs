@@ -5,7 +5,8 @@
 //! - [`labels`]: the label sets of `/metrics`, and their values as enums.
 //! - [`jobs`]: the job queue's series (by status, waits, refusals).
 //! - [`metrics`]: every bound of the gateway and every time one was hit, for `GET /metrics`;
-//!   [`cache_metrics`]: the response cache's families.
+//!   [`cache_metrics`]: the response cache's families; [`ratelimit_metrics`]: whether the rate
+//!   limits are shared right now.
 //! - [`pool`]: lesson 1, *seeing* the blocking pool: a counting wrapper around `spawn_blocking`.
 //!
 //! The bottom of the stack apart from the settings and the error shape: every other layer
@@ -17,3 +18,4 @@ pub mod labels;
 pub mod log;
 pub mod metrics;
 pub mod pool;
+pub mod ratelimit_metrics;

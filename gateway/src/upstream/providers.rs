@@ -11,7 +11,8 @@
 //! - **requests per minute** (`requests-per-minute`, `burst`): over it, **429**
 //!   `provider_rate_limited` with `Retry-After`, without calling the provider. A provider's quota
 //!   is shared by every client of the gateway; spending it on requests the provider would refuse
-//!   anyway only earns a ban.
+//!   anyway only earns a ban. With `--redis-url` it is counted across every instance, since the
+//!   provider's quota is the fleet's, not one instance's ([`crate::ratelimit`]).
 //! - **concurrent upstream requests** (`max-concurrent`): a request waits up to
 //!   `pool-timeout-ms` for a slot, then gets **503** `provider_busy`. The slot is held by the
 //!   response body until the stream ends (see [`crate::admission::hold`]), so this is also the cap
@@ -27,20 +28,18 @@
 //! here knows the mock's own paths: a gateway configured with real providers has none.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use futures_util::StreamExt as _;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus_client::metrics::counter::Counter;
 use reqwest::Url;
 
 use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
+use crate::ratelimit::{LimitStore, Quota, RpmLimit, Verdict};
 use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
@@ -66,7 +65,8 @@ pub struct Provider {
     /// queue has no count of its own: the inbound cap already bounds who can be waiting.
     slots: Admission,
     pool_timeout: Duration,
-    rate: Option<(DefaultDirectRateLimiter, u32)>,
+    /// `requests-per-minute`: one bucket (`()`), in Redis under `provider:<name>` when shared.
+    rate: Option<RpmLimit<()>>,
     /// This provider's retry and hedge budgets: its outage must not spend the others'.
     budgets: Budgets,
     /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
@@ -81,6 +81,7 @@ impl Provider {
         config: &Config,
         pool: &Arc<BlockingPool>,
         metrics: &Arc<Metrics>,
+        limits: &LimitStore,
     ) -> Result<Self, StartError> {
         let settings = ClientSettings::new(provider, config)?;
         // `https://host/llm` must keep its `/llm`: `Url::join` replaces a last segment that
@@ -96,15 +97,10 @@ impl Provider {
         };
         let limit = provider.max_concurrent_or_default(config);
         let pool_timeout = Duration::from_millis(provider.pool_timeout_ms);
-        let rate = provider
-            .requests_per_minute
-            .and_then(NonZeroU32::new)
-            .map(|rpm| {
-                let burst = provider.burst.and_then(NonZeroU32::new).unwrap_or(rpm);
-                (
-                    RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
-                    rpm.get(),
-                )
+        let rate = Quota::per_minute(provider.requests_per_minute.unwrap_or(0), provider.burst)
+            .map(|quota| {
+                let namespace = format!("provider:{}", provider.name);
+                RpmLimit::new(quota, RateLimitScope::Provider, &namespace, limits)
             });
         Ok(Self {
             name: provider.name.clone(),
@@ -148,14 +144,14 @@ impl Provider {
                 waited: self.pool_timeout,
             });
         };
-        if let Some((limiter, rpm)) = &self.rate
-            && let Err(not_until) = limiter.check()
+        if let Some(rate) = &self.rate
+            && let Verdict::Refuse { wait, .. } = rate.check(&()).await
         {
             self.metrics.rate_limited(RateLimitScope::Provider);
             return Err(UpstreamError::ProviderRateLimited {
                 provider: self.name.clone(),
-                rpm: *rpm,
-                wait: not_until.wait_time_from(DefaultClock::default().now()),
+                rpm: rate.quota().rpm.get(),
+                wait,
             });
         }
         let mut response = self.upstream.send(request).await?;
@@ -205,13 +201,16 @@ impl Providers {
         config: &Config,
         pool: &Arc<BlockingPool>,
         metrics: &Arc<Metrics>,
+        limits: &LimitStore,
     ) -> Result<Self, StartError> {
         let configs = config.providers();
         let mut list = Vec::with_capacity(configs.len());
         let mut by_model = HashMap::new();
         let mut catch_all = None;
         for (index, provider) in configs.iter().enumerate() {
-            list.push(Arc::new(Provider::new(provider, config, pool, metrics)?));
+            list.push(Arc::new(Provider::new(
+                provider, config, pool, metrics, limits,
+            )?));
             for model in &provider.models {
                 if model == "*" {
                     catch_all = Some(index);
@@ -289,7 +288,8 @@ mod tests {
     fn providers(url: &str) -> Providers {
         let config = Config::try_parse_from(["gateway", "--upstream", url]).expect("flags");
         let pool = Arc::new(BlockingPool::new(1));
-        Providers::new(&config, &pool, &Arc::new(Metrics::default())).expect("providers")
+        let metrics = Arc::new(Metrics::default());
+        Providers::new(&config, &pool, &metrics, &LimitStore::local()).expect("providers")
     }
 
     #[test]

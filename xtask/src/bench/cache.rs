@@ -30,10 +30,10 @@ use anyhow::{Context, Result};
 use common::services::Redis;
 use serde_json::{Value, json};
 
-use crate::bench::observe::{http_get, metric, metric_samples};
+use crate::bench::observe::{http_get, metric, samples_at};
 use crate::bench::reports::{self, LoadReport, mock_chat_requests, non_200, p50_p99_ms};
 use crate::bench::results::{Results, commands_section, head};
-use crate::bench::session::{Gateway, Runner, Session, strings};
+use crate::bench::session::{Gateway, Runner, Session, post_load_args, strings};
 use crate::cli::BenchArgs;
 
 const MOCK_ARGS: [&str; 8] = [
@@ -205,23 +205,7 @@ fn load_run(
     }
     let before = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)?;
     let report_path = runner.work_dir.join(format!("cache-{}.json", run.name));
-    let mut diag_args = strings(&[
-        "load",
-        &url,
-        "-m",
-        "POST",
-        "-T",
-        "application/json",
-        "-d",
-        BODY,
-        "-c",
-        CONCURRENCY,
-        "-z",
-        duration,
-        "--no-progress",
-        "--json",
-        &report_path.to_string_lossy(),
-    ]);
+    let mut diag_args = post_load_args(&url, BODY, CONCURRENCY, duration, &report_path);
     if run.no_cache {
         diag_args.extend(strings(&["-H", "Cache-Control: no-cache"]));
     }
@@ -252,10 +236,7 @@ fn load_run(
 
 /// The gateway's `gateway_cache_*` samples, read before it stops.
 fn cache_metrics(listen: SocketAddr) -> Result<Vec<(String, f64)>> {
-    Ok(metric_samples(
-        &http_get(&format!("http://{listen}/metrics"))?,
-        "gateway_cache_",
-    ))
+    samples_at(listen, "gateway_cache_")
 }
 
 /// Hits from every source.

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use crate::bench::observe::{http_get, metric, metric_samples};
+use crate::bench::observe::{http_get, metric, samples_at};
 use crate::bench::reports::{self, LlmReport, mock_chat_requests};
 use crate::bench::results::{Results, secs_or_ms};
 use crate::bench::session::{Gateway, Session, strings};
@@ -82,10 +82,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ]))?;
         // Both counts are read before the services stop: they live in the processes.
         let upstream = mock_chat_requests(&http_get(&format!("http://{mock_listen}/stats"))?)?;
-        let metrics = metric_samples(
-            &http_get(&format!("http://{listen}/metrics"))?,
-            "gateway_hedges_",
-        );
+        let metrics = samples_at(listen, "gateway_hedges_")?;
         drop(gateway);
         drop(mock);
 

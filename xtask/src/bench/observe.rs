@@ -8,6 +8,7 @@
 //! Each reader answers `None` (or 0 for a counter) rather than failing, because a process that
 //! just exited or a counter not yet exposed is a blank in the table, not a failed benchmark.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,6 +89,15 @@ pub fn http_get(url: &str) -> Result<String> {
         .body_mut()
         .read_to_string()
         .with_context(|| format!("GET {url}: cannot read the body"))
+}
+
+/// The samples of the `/metrics` served at `listen` whose names start with `prefix`: read before
+/// the process stops, since the counts live in it.
+pub fn samples_at(listen: SocketAddr, prefix: &str) -> Result<Vec<(String, f64)>> {
+    Ok(metric_samples(
+        &http_get(&format!("http://{listen}/metrics"))?,
+        prefix,
+    ))
 }
 
 /// The value of the sample named exactly `name`, 0 when the gateway has not exposed it yet.

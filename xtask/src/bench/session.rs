@@ -211,6 +211,34 @@ impl Session {
     }
 }
 
+/// `diag load` of a timed run: `body` POSTed as JSON to `url`, `concurrency` at a time for
+/// `duration`, diag's report written to `report`.
+pub fn post_load_args(
+    url: &str,
+    body: &str,
+    concurrency: &str,
+    duration: &str,
+    report: &Path,
+) -> Vec<String> {
+    strings(&[
+        "load",
+        url,
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-d",
+        body,
+        "-c",
+        concurrency,
+        "-z",
+        duration,
+        "--no-progress",
+        "--json",
+        &report.to_string_lossy(),
+    ])
+}
+
 /// Owned arguments from string slices, for the command lines built here.
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_string()).collect()
