@@ -635,3 +635,25 @@ async fn jobs_of_a_killed_instance_are_finished_by_another() {
     );
     assert!(metric(&b.url(), "gateway_jobs_lease_expired_total").await >= 2.0);
 }
+
+/// A store that stops answering refuses the submit with 503 `job_store_unavailable` and
+/// `Retry-After`: the job was not accepted, and the client is told to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_down_is_a_503_job_store_unavailable() {
+    // A cluster of its own: stopping the binary's shared one would break the other tests.
+    let Some(postgres) =
+        common::services::Postgres::start_for("jobs_postgres_store_that_is_down_is_a_503")
+    else {
+        return;
+    };
+    let store = postgres.create_database("down").expect("createdb");
+    let mock = Mock::fast();
+    let gw = jobs_gateway(&mock, &store, &[]);
+    let jobs = Jobs::new(&gw.url(), None);
+    jobs.submit(&job_body("before"), &[]).await;
+    postgres.stop();
+    let (status, headers, error) = jobs.submit_with(&job_body("after"), &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert_eq!(error["error"]["code"], "job_store_unavailable", "{error}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+}
