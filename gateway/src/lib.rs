@@ -155,6 +155,7 @@ pub mod lessons;
 pub mod lifecycle;
 pub mod policy;
 pub mod redis;
+pub mod request_id;
 pub mod telemetry;
 pub mod upstream;
 

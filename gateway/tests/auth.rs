@@ -38,6 +38,11 @@ async fn a_missing_or_wrong_key_is_a_401_in_openai_shape() {
         let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{mode}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer", "{mode}");
+        // The gateway's own errors name the request, as its `x-request-id` header does.
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let (_, body) = json_of(response).await;
         assert_eq!(
             body,
@@ -46,6 +51,7 @@ async fn a_missing_or_wrong_key_is_a_401_in_openai_shape() {
                 "type": "invalid_request_error",
                 "param": null,
                 "code": "missing_api_key",
+                "request_id": request_id,
             }}),
             "{mode}"
         );

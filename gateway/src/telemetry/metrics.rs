@@ -32,6 +32,7 @@
 //! | `gateway_accept_errors_total` | counter | `accept` failures other than a client gone (`EMFILE`: out of descriptors) |
 //! | `gateway_jobs{status}`, `gateway_jobs_*` | | the job queue (see [`super::jobs`]) |
 //! | `gateway_cache_*` | | the response cache: hits, misses, bypasses, stores, evictions, bytes, Redis errors ([`super::cache_metrics`]) |
+//! | `gateway_request_duration_seconds`, `gateway_upstream_ttft_seconds`, ... | | request latency, time to first token, tokens, upstream errors by provider and model, readiness ([`super::llm`]) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -49,6 +50,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::jobs::JobMetrics;
+pub use super::llm::LlmMetrics;
 
 pub use super::cache_metrics::CacheMetrics;
 pub use super::labels::{
@@ -93,6 +95,8 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     /// The response cache's families (`gateway_cache_*`).
     pub cache: CacheMetrics,
+    /// Latency, first token, tokens, upstream errors, readiness ([`super::llm`]).
+    pub llm: LlmMetrics,
 }
 
 impl Default for Metrics {
@@ -262,6 +266,7 @@ impl Default for Metrics {
         );
         let jobs = JobMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
+        let llm = LlmMetrics::register(&mut registry);
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -314,6 +319,7 @@ impl Default for Metrics {
             accept_errors,
             jobs,
             cache,
+            llm,
         }
     }
 }
