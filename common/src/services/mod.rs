@@ -17,8 +17,12 @@
 //! let Some(redis) = Redis::start_for("shared_cache") else { return };
 //! let url = redis.url(); // redis://127.0.0.1:PORT
 //! ```
+//!
+//! [`Prometheus`] scrapes the targets a test names and evaluates its rules;
+//! [`prometheus::check_rules`] runs `promtool check rules` (same package).
 
 mod postgres;
+pub mod prometheus;
 mod redis;
 
 use std::fs::OpenOptions;
@@ -31,6 +35,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use postgres::Postgres;
+pub use prometheus::Prometheus;
 pub use redis::Redis;
 
 /// The environment variable under which a missing service fails the run instead of skipping.
