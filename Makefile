@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-observe fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -81,6 +81,12 @@ bench-jobs:
 ## requests saved at a 50 % repeat rate (about 1.5 minutes). Results: bench/results/<date>-cache.md.
 bench-cache:
 	$(XTASK) bench cache $(ARGS)
+
+## What observability costs: the gateway's CPU per non-streamed request with logs off, text and
+## JSON, and OTLP traces off and on, side by side (about 2 minutes). Results:
+## bench/results/<date>-observe.{md,json}.
+bench-observe:
+	$(XTASK) bench observe $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

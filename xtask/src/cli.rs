@@ -38,7 +38,7 @@ pub enum Command {
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
-    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `cache`.
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `cache`, `observe`.
     Bench(BenchArgs),
 }
 
@@ -196,6 +196,9 @@ pub enum What {
     /// The response cache: a hit's latency and throughput against a miss's, in process and
     /// through Redis, and the upstream requests saved at a 50 % repeat rate: `<date>-cache.{md,json}`.
     Cache,
+    /// What observability costs: the gateway's CPU per non-streamed request with logs off, text
+    /// and JSON, and traces off and on, side by side: `<date>-observe.{md,json}`.
+    Observe,
 }
 
 #[cfg(test)]

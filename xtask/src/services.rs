@@ -194,6 +194,19 @@ pub fn start(
     args: &[String],
     ready_url: &str,
 ) -> Result<Service> {
+    start_with_env(dir, bin_dir, program, listen, args, ready_url, &[])
+}
+
+/// [`start`], with `env` set on the child (e.g. `RUST_LOG=off` for `bench observe`).
+pub fn start_with_env(
+    dir: &Path,
+    bin_dir: &Path,
+    program: &'static str,
+    listen: SocketAddr,
+    args: &[String],
+    ready_url: &str,
+    env: &[(&str, &str)],
+) -> Result<Service> {
     refuse_if_running(dir, program)?;
     // Fail with a sentence rather than a bind error buried in a log file.
     if let Err(e) = TcpListener::bind(listen) {
@@ -209,6 +222,7 @@ pub fn start(
     let binary = bin_dir.join(program);
     let child = Command::new(&binary)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

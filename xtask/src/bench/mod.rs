@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache] [--quick]`: the project's benchmarks, one way to run
+//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache|observe] [--quick]`: the project's benchmarks, one way to run
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
@@ -7,7 +7,8 @@
 //! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds),
 //! [`jobs`] (the durable job queue on SQLite and Postgres: accepted/s, end to end at 1,000
 //! queued, a dead worker's jobs taken back), [`cache`] (the response cache: a hit against a miss, in
-//! process and through Redis, and the upstream requests saved at a 50 % repeat rate). They were shell scripts; in Rust they get the same exit-status checks, free
+//! process and through Redis, and the upstream requests saved at a 50 % repeat rate), [`telemetry`]
+//! (`bench observe`: CPU per request with logs off, text, JSON, and traces on or off). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -16,7 +17,7 @@
 //! reaches into how a benchmark is run, and the reading of diag's JSON is one file to swap:
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
-//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`], [`jobs`], [`cache`]: one
+//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`], [`jobs`], [`cache`], [`telemetry`]: one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
 //!   runner that starts the services (nginx too) on free ports and records every command.
@@ -37,6 +38,7 @@ mod reports;
 mod results;
 mod session;
 mod shed;
+mod telemetry;
 
 use anyhow::Result;
 
@@ -52,5 +54,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         What::Conns => conns::run(args),
         What::Jobs => jobs::run(args),
         What::Cache => cache::run(args),
+        What::Observe => telemetry::run(args),
     }
 }
