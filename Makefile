@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet bench-ratelimit fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet bench-ratelimit bench-observe fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -99,6 +99,12 @@ bench-fleet:
 ## Results: bench/results/<date>-ratelimit.md.
 bench-ratelimit:
 	$(XTASK) bench ratelimit $(ARGS)
+
+## What observability costs: the gateway's CPU per non-streamed request with logs off, text and
+## JSON, and OTLP traces off and on, side by side (about 2 minutes). Results:
+## bench/results/<date>-observe.{md,json}.
+bench-observe:
+	$(XTASK) bench observe $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

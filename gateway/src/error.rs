@@ -11,7 +11,12 @@
 //! an answer at all is first a `crate::upstream::UpstreamError`, which the retries match on, and
 //! becomes an `ApiError` only where a handler answers.
 //!
-//! A leaf: it imports nothing of the crate, so every layer can fail in this shape.
+//! The gateway's own errors also carry the request's id, `error.request_id` (see
+//! [`crate::request_id`]), so a client that logs the body has the name to quote; OpenAI's SDKs
+//! ignore a field they do not know.
+//!
+//! Nearly a leaf: it imports only `request_id`, another leaf, so every layer can fail in this
+//! shape.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -166,12 +171,17 @@ impl ApiError {
     /// `{"error": {message, type, param, code}}`: the body of the response, and the payload of
     /// an SSE error event when the failure comes after a stream began.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
+        let mut body = json!({"error": {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
             "code": self.code,
-        }})
+        }});
+        // Only inside a request: a job's stored error, written by a worker, has no request.
+        if let Some(id) = crate::request_id::current() {
+            body["error"]["request_id"] = serde_json::Value::from(id.as_str());
+        }
+        body
     }
 }
 

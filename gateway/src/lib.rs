@@ -31,7 +31,8 @@
 //!   ▼
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
 //!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
-//!   │   │     · server, connection (the accept loop and its bounds)
+//!   │   │     · server, connection (the accept loop and its bounds) · observe (each request's
+//!   │   │     id, span, access record and duration)
 //!   │   ├──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   │   └──▶ jobs/      the durable queue of /v1/jobs: store (one trait; sqlite | postgres)
 //!   │          │        · worker (lease, heartbeat) · housekeeping · view; runs each job
@@ -47,13 +48,15 @@
 //! ratelimit/  GCRA buckets per key or provider: in process (governor), or across instances in
 //!   │         the shared Redis (one Lua script a check), local at rate / --instances-hint while
 //!   ▼         Redis does not answer
-//! telemetry/  the request log and root span · metrics and labels · the counted blocking pool
+//! telemetry/  the request log and root span · access (the line's record) · meter (first
+//!   │         content, token gaps, tokens) · metrics, llm and labels · otel and subscriber
+//!   │         (text or JSON lines, OTLP traces) · the counted blocking pool
 //!   ▼
 //! config/ (settings types)  ·  error (OpenAI's error shape)  ·  admission (bounds, permits)
 //!   ·  lifecycle (starting → serving → draining → shutting down → stopped)
 //!   ·  descriptors (the open-file limit, raised; the connection cap derived from it)
 //!   ·  redis (the one shared Redis connection, every call bounded; the cache's second tier,
-//!      and ratelimit's store)
+//!      and ratelimit's store)  ·  request_id (the id of the request being served)
 //! ```
 //!
 //! The lessons sit beside the gateway: the route table names them, nothing below knows them, and
@@ -76,6 +79,12 @@
 //! - [`telemetry::log`], [`telemetry::metrics`], [`telemetry::labels`]: one log line per relayed
 //!   or refused request (not the probes), in the gateway's root span (which carries the mode);
 //!   every bound and every time one was hit, with label values as enums.
+//! - [`request_id`], [`http::observe`], [`telemetry::access`], [`telemetry::llm`],
+//!   [`telemetry::otel`]: observing it as an operator would: an id on every request (kept from
+//!   the client when it is a good one), one access line with model, provider, attempts, first
+//!   byte and tokens (`--log-format text|json`), latency, time-to-first-token and token
+//!   histograms by provider and model with bounded labels, and OTLP traces
+//!   (`--otlp-endpoint`) whose `traceparent` goes upstream with each attempt.
 //! - [`upstream::broken`]: lesson 2, how a blocking client pins pool threads.
 //! - [`upstream::fixed`]: lesson 3, the async fix, and how a client disconnect reaches upstream.
 //! - [`upstream::inline`]: lesson 6, the blocking client on an async worker: the whole runtime
@@ -163,6 +172,7 @@ pub mod lifecycle;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis;
+pub mod request_id;
 pub mod telemetry;
 pub mod upstream;
 

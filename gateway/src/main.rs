@@ -4,10 +4,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    common::logging::init();
     // Flags, environment and the --config file; a mistake in any of them is a usage error,
     // printed by clap with exit status 2.
     let config = gateway::Config::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // The log's shape and the traces are settings too, so the subscriber comes second. Held to
+    // the end: dropping it flushes the last spans.
+    let _telemetry = match gateway::telemetry::subscriber::init(&config.observe) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if config.check_config {
         // As `serve` does first, so the limits printed are the ones it would run with (the
         // default --max-connections is derived from the open-file limit).

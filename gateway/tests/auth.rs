@@ -39,6 +39,11 @@ async fn a_missing_or_wrong_key_is_a_401_in_openai_shape() {
         let response = post_chat(&gw.url(), &chat_body(false), &[]).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{mode}");
         assert_eq!(response.headers()["www-authenticate"], "Bearer", "{mode}");
+        // The gateway's own errors name the request, as its `x-request-id` header does.
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let (_, body) = json_of(response).await;
         assert_eq!(
             body,
@@ -47,6 +52,7 @@ async fn a_missing_or_wrong_key_is_a_401_in_openai_shape() {
                 "type": "invalid_request_error",
                 "param": null,
                 "code": "missing_api_key",
+                "request_id": request_id,
             }}),
             "{mode}"
         );
@@ -310,6 +316,73 @@ async fn keys_from_the_environment_work_and_never_reach_the_log() {
         "the rejection is logged: {log}"
     );
     for secret in ["env-key", "env-upstream-secret"] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
+
+/// The real binary writing JSON lines at `RUST_LOG=debug`, with keys and a live upstream: the
+/// access lines are there (so the check is not vacuous), and no key, upstream key or prompt.
+#[tokio::test]
+async fn prompts_and_keys_never_reach_the_json_log() {
+    const PROMPT: &str = "my-secret-prompt-text-93c1";
+    let mock = Mock::fast();
+    let mut gw = support::GatewayProcess::start_with_env(
+        &[
+            "--upstream",
+            &mock.url(),
+            "--log-format",
+            "json",
+            "--cache-mode",
+            "all",
+        ],
+        &[
+            ("GATEWAY_API_KEYS", "env-key-json-1"),
+            ("GATEWAY_UPSTREAM_API_KEY", "env-upstream-json-secret"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    for stream in [false, true] {
+        let mut body = chat_body(stream);
+        body["messages"][0]["content"] = Value::from(PROMPT);
+        let id = format!("leak-check-{stream}");
+        let response = post_chat(
+            &gw.url(),
+            &body,
+            &[
+                ("authorization", "Bearer env-key-json-1"),
+                ("x-request-id", &id),
+            ],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let _ = response.bytes().await.unwrap();
+    }
+    let refused = post_chat(
+        &gw.url(),
+        &chat_body(false),
+        &[("authorization", "Bearer env-key-json-wrong")],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    gw.sigterm();
+    assert!(gw.exit_within(Duration::from_secs(20)).await.success());
+    let log = gw.log_once_it_has("drained");
+    for id in ["leak-check-false", "leak-check-true"] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains(id) && line.contains("\"outcome\"")),
+            "no access line for {id}:\n{log}"
+        );
+    }
+    for secret in [
+        "env-key-json",
+        "env-upstream-json-secret",
+        PROMPT,
+        "my-secret-prompt",
+    ] {
         assert!(
             !log.contains(secret),
             "{secret} leaked into the log:\n{log}"

@@ -82,6 +82,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// tail, so a client can compare what it measured with what the mock intended.
 pub const TTFT_RESPONSE_HEADER: HeaderName = HeaderName::from_static("x-mock-ttft-ms");
 
+/// The request headers a tracing client cares about, echoed back as `x-mock-saw-<name>`, so a
+/// test of a gateway can see what reached the upstream (the gateway relays `x-mock-*`).
+const ECHOED: [&str; 2] = ["x-request-id", "traceparent"];
+
 pub async fn completions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -141,6 +145,8 @@ struct Plan {
     finish: FinishReason,
     ttft: Duration,
     schedule: Schedule,
+    /// The [`ECHOED`] request headers that came, as response headers.
+    echoed: HeaderMap,
 }
 
 impl Plan {
@@ -153,6 +159,15 @@ impl Plan {
     ) -> Result<Self, ApiError> {
         let config = &state.config;
         let knobs = Knobs::from_headers(config, headers)?;
+        let mut echoed = HeaderMap::new();
+        for name in ECHOED {
+            if let (Some(value), Ok(saw)) = (
+                headers.get(name),
+                HeaderName::try_from(format!("x-mock-saw-{name}")),
+            ) {
+                echoed.insert(saw, value.clone());
+            }
+        }
         let request = ChatRequest::parse(&body.map_err(body_error)?)?;
         // The draw order is part of the reproducibility contract (see `faults`).
         let mut rng = faults::request_rng(state.seed, ordinal);
@@ -191,6 +206,7 @@ impl Plan {
                 spread,
                 rng,
             },
+            echoed,
         })
     }
 
@@ -210,7 +226,7 @@ impl Plan {
 
     /// Headers of a response that goes ahead: its actual TTFT and its fault, if any.
     fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+        let mut headers = self.echoed.clone();
         let ttft_ms = u64::try_from(self.ttft.as_millis()).unwrap_or(u64::MAX);
         headers.insert(TTFT_RESPONSE_HEADER, HeaderValue::from(ttft_ms));
         if let Some(fault) = self.fault {

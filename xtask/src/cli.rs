@@ -39,7 +39,7 @@ pub enum Command {
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
-    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `conns`, `jobs`, `cache`, `fleet`.
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `conns`, `jobs`, `cache`, `fleet`, `ratelimit`, `observe`.
     Bench(BenchArgs),
     /// Several gateways behind HAProxy, with Redis and Postgres: `up`, `down`, `demo`
     /// (`make demo-scale`). Ports 8080 (HAProxy), 8081 (its stats), 8090 (mock), 8100+/8200+.
@@ -244,6 +244,9 @@ pub enum What {
     /// Shared rate limits: the Redis check's latency (the GCRA script alone, and what a request
     /// pays through the gateway against the in-process limit): `<date>-ratelimit.{md,json}`.
     Ratelimit,
+    /// What observability costs: the gateway's CPU per non-streamed request with logs off, text
+    /// and JSON, and traces off and on, side by side: `<date>-observe.{md,json}`.
+    Observe,
 }
 
 #[cfg(test)]

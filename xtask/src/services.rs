@@ -258,7 +258,7 @@ pub fn start(
     args: &[String],
     ready_url: &str,
 ) -> Result<Service> {
-    start_named(dir, program, bin_dir, program, listen, args, ready_url)
+    spawn(dir, program, bin_dir, program, listen, args, ready_url, &[])
 }
 
 /// [`start`] for one of several instances of `program`: `name` names its pid file and log.
@@ -270,6 +270,34 @@ pub fn start_named(
     listen: SocketAddr,
     args: &[String],
     ready_url: &str,
+) -> Result<Service> {
+    spawn(dir, name, bin_dir, program, listen, args, ready_url, &[])
+}
+
+/// [`start`], with `env` set on the child (e.g. `RUST_LOG=off` for `bench observe`).
+pub fn start_with_env(
+    dir: &Path,
+    bin_dir: &Path,
+    program: &'static str,
+    listen: SocketAddr,
+    args: &[String],
+    ready_url: &str,
+    env: &[(&str, &str)],
+) -> Result<Service> {
+    spawn(dir, program, bin_dir, program, listen, args, ready_url, env)
+}
+
+/// The one way a service is started: pid file `name` in `dir`, log beside it, `env` on the child.
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    dir: &Path,
+    name: &str,
+    bin_dir: &Path,
+    program: &'static str,
+    listen: SocketAddr,
+    args: &[String],
+    ready_url: &str,
+    env: &[(&str, &str)],
 ) -> Result<Service> {
     refuse_if_running(dir, name, program)?;
     // Fail with a sentence rather than a bind error buried in a log file.
@@ -286,6 +314,7 @@ pub fn start_named(
     let binary = bin_dir.join(program);
     let child = Command::new(&binary)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -21,9 +21,13 @@
 //! let Some(redis) = Redis::start_for("shared_cache") else { return };
 //! let url = redis.url(); // redis://127.0.0.1:PORT
 //! ```
+//!
+//! [`Prometheus`] scrapes the targets a test names and evaluates its rules;
+//! [`prometheus::check_rules`] runs `promtool check rules` (same package).
 
 pub mod haproxy;
 mod postgres;
+pub mod prometheus;
 mod redis;
 
 use std::fs::OpenOptions;
@@ -37,6 +41,7 @@ use std::time::{Duration, Instant};
 
 pub use haproxy::Haproxy;
 pub use postgres::Postgres;
+pub use prometheus::Prometheus;
 pub use redis::Redis;
 
 /// The environment variable under which a missing service fails the run instead of skipping.

@@ -105,6 +105,8 @@ impl AdminPlane {
                         "admin plane listening on {addr}: GET /livez /readyz /health /metrics \
                          /debug/pool; POST /admin/drain {token}"
                     );
+                    let publisher =
+                        tokio::spawn(Arc::clone(&readiness).publish_every(state.clone()));
                     let prober = tokio::spawn(readiness.probe(main, state).instrument(prober_span));
                     let app =
                         routes::router(admin).into_make_service_with_connect_info::<SocketAddr>();
@@ -117,6 +119,7 @@ impl AdminPlane {
                         _ = stopped => {}
                     }
                     prober.abort();
+                    publisher.abort();
                 };
                 runtime.block_on(serve.instrument(span));
                 runtime.shutdown_timeout(Duration::from_millis(100));

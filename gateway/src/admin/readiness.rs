@@ -25,6 +25,12 @@
 //! The verdict, in order: `draining` once a drain began; `degraded` when a check is past its
 //! threshold; `starting` until the first probes came back; else `ready`. The first probes coming
 //! back is also what moves the lifecycle from `Starting` to `Serving`.
+//!
+//! The same readings go to `/metrics` ([`Readiness::publish`]): `gateway_readiness_ready` and
+//! each check's `gateway_readiness_delay_seconds{check}` beside its threshold, written every
+//! interval by a task of the admin runtime (not by the probe loop, which waits for a stuck
+//! probe) and again at each scrape of the admin plane's `/metrics`, so an alert rule sees what
+//! a load balancer sees.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -39,6 +45,7 @@ use tokio::task::{JoinError, JoinHandle};
 use crate::config::ReadinessSettings;
 use crate::http::state::AppState;
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::telemetry::labels::ReadinessCheck;
 
 /// The two checks and their latest results. Shared by the prober and the handlers.
 #[derive(Debug)]
@@ -232,6 +239,27 @@ impl Readiness {
             if state.lifecycle().advance(Phase::Serving) {
                 tracing::info!("readiness: the first probes came back; serving");
             }
+        }
+    }
+
+    /// Writes the verdict and the readings into the readiness series of `/metrics`.
+    pub fn publish(&self, state: &AppState) {
+        let readings = self.readings();
+        let ready = Self::status(state.lifecycle().phase(), &readings) == Status::Ready;
+        let checks = [ReadinessCheck::Runtime, ReadinessCheck::BlockingPool]
+            .into_iter()
+            .zip(&readings)
+            .map(|(check, r)| (check, r.delay.as_secs_f64(), r.threshold.as_secs_f64()));
+        let checks: Vec<_> = checks.collect();
+        state.metrics().llm.set_readiness(ready, &checks);
+    }
+
+    /// [`Readiness::publish`] every probe interval, on the admin runtime, until aborted.
+    pub async fn publish_every(self: Arc<Self>, state: AppState) {
+        let mut every = tokio::time::interval(self.interval);
+        loop {
+            every.tick().await;
+            self.publish(&state);
         }
     }
 

@@ -79,6 +79,8 @@ async fn readyz(State(admin): State<Admin>) -> (StatusCode, Json<Value>) {
 }
 
 async fn metrics(State(admin): State<Admin>) -> Response {
+    // The readiness series as of this instant, not as of the prober's last tick.
+    admin.readiness.publish(&admin.state);
     render_metrics(&admin.state)
 }
 

@@ -134,6 +134,17 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// `hit`, `miss` or `bypass`, as `x-gateway-cache` and the access line say it; `None` when
+    /// the cache is off.
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            CacheStatus::Off => None,
+            CacheStatus::Bypass => Some("bypass"),
+            CacheStatus::Miss => Some("miss"),
+            CacheStatus::Hit { .. } => Some("hit"),
+        }
+    }
+
     /// Adds `x-gateway-cache` (and `Age` on a hit) to `response`.
     pub fn mark(self, mut response: Response) -> Response {
         let value = match self {

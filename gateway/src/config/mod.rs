@@ -8,6 +8,7 @@ mod cache;
 pub mod file;
 mod jobs;
 mod modes;
+mod observe;
 mod suggest;
 
 use std::fmt;
@@ -28,6 +29,7 @@ pub use cache::{CacheMode, RedisUrl};
 pub use file::ProviderConfig;
 pub use jobs::{JobsConfig, JobsStore};
 pub use modes::{CpuMode, Mode};
+pub use observe::{LogFormat, ObserveConfig};
 
 /// An LLM gateway that relays slow upstream streams, in a broken or a fixed way.
 #[derive(Debug, Clone, Parser)]
@@ -319,6 +321,9 @@ pub struct Config {
     /// The job queue: `--jobs-store`, `--job-workers`, `--max-queued-jobs`, leases, retention.
     #[command(flatten)]
     pub jobs: JobsConfig,
+    /// The log lines' shape and the trace export: `--log-format`, `--otlp-endpoint`.
+    #[command(flatten)]
+    pub observe: ObserveConfig,
     /// Which chat completions may be answered from the response cache: `off`, `deterministic`
     /// (`temperature` 0 or a `seed`), or `all`. Per request, `Cache-Control: no-cache` skips the
     /// read, `no-store` the write, `max-age=N` the older answers; responses say
@@ -633,6 +638,10 @@ impl Config {
             ),
         ];
         lines.push(format!("jobs                   {}", self.jobs.describe()));
+        lines.push(format!(
+            "telemetry              {}",
+            self.observe.describe()
+        ));
         lines.extend(cache::limits_lines(self));
         if let Some(percent) = self.async_rollout_percent {
             lines.push(format!("async rollout          {percent} %"));

@@ -6,6 +6,7 @@
 //! - [`jobs`]: `/v1/jobs`, the handlers of the job queue ([`crate::jobs`]).
 //! - [`ws`]: `GET /v1/chat/ws`, chat over a WebSocket under its own cap.
 //! - [`probes`]: `GET /health`, `GET /metrics`, and the request counter.
+//! - [`observe`]: every request's id, span, access record and duration; the `admission` span.
 //! - [`shutdown`]: lesson 5, graceful shutdown that cannot hang, and the drain's phases;
 //!   [`closing`]: 503 `shutting_down` for new work once the drain's grace is over.
 //! - [`server`]: the main listener's accept loop: the connection cap, the head and idle
@@ -16,6 +17,7 @@
 pub mod closing;
 pub mod connection;
 pub mod jobs;
+pub mod observe;
 pub mod openai;
 pub mod probes;
 pub mod routes;

@@ -42,11 +42,12 @@ use axum::{Extension, Json};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::cache::{CacheRequest, Lookup, ResponseCache, Ticket};
+use crate::cache::{CacheRequest, CacheStatus, Lookup, ResponseCache, Ticket};
 use crate::error::ApiError;
 use crate::policy::chat;
 use crate::policy::limits::ClientId;
 use crate::policy::resilience::{Outcome, Resilience, mark};
+use crate::telemetry::access::Access;
 use crate::telemetry::log::{Route, Waiting, log_rejected};
 use crate::upstream::providers::{Provider, Providers};
 use crate::upstream::relay::Relay;
@@ -113,6 +114,9 @@ pub async fn chat_completions(
         let body = body.map_err(|rejection| body_error(&rejection, api.max_body_bytes))?;
         let model = validate(&body)?;
         let routed = chat::route(&api.providers, &api.resilience, &model, &headers)?;
+        if let Some(access) = Access::current() {
+            access.set_model(&model, routed.provider.model_label(&model));
+        }
         let cached = CacheRequest {
             client: client.as_ref().map(|Extension(client)| client),
             provider: &routed.provider.name,
@@ -128,6 +132,14 @@ pub async fn chat_completions(
     }
     .await;
     waiting.answered();
+    let cache = match &result {
+        Ok(Answer::Cached(hit)) => hit.status(),
+        Ok(Answer::Upstream(_, ticket)) => ticket.status(),
+        Err(_) => CacheStatus::Off,
+    };
+    if let (Some(access), Some(outcome)) = (Access::current(), cache.as_str()) {
+        access.set_cache(outcome);
+    }
     match result {
         Ok(Answer::Cached(hit)) => {
             hit.status()

@@ -18,7 +18,7 @@ use tracing::{Instrument as _, Span};
 
 use super::closing::{self, Closing};
 use super::state::AppState;
-use super::{jobs, openai, probes, ws};
+use super::{jobs, observe, openai, probes, ws};
 use crate::error::ApiError;
 use crate::lessons::{health, solve, stream};
 use crate::policy::{auth, limits};
@@ -177,11 +177,14 @@ pub fn app(state: AppState) -> Router {
     }
     let guarded = guarded
         // Layers run bottom-up: the key check first, then the rate and concurrency limits. Each
-        // middleware gets only its part of the state.
+        // middleware gets only its part of the state. The limits sit inside the `admission`
+        // span (opened before them, closed just after), which a trace shows as the request's wait.
+        .route_layer(middleware::from_fn(observe::admitted))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(state.inbound()),
             limits::admit,
         ))
+        .route_layer(middleware::from_fn(observe::admission))
         .route_layer(middleware::from_fn_with_state(
             state.api_keys().clone(),
             auth::require_api_key,
@@ -202,6 +205,12 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::clone(state.metrics()),
             probes::count_requests,
+        ))
+        // The request's id, span and access record, around everything below; its duration
+        // when the response's body ends (see `observe`).
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(state.metrics()),
+            observe::observe,
         ))
         // Outermost: everything a request does, down to its last log line, is in the span.
         .layer(middleware::from_fn_with_state(

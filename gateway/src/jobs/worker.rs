@@ -16,14 +16,19 @@
 //!
 //! Dropping the request future is the cancellation: in `fixed` mode that closes the upstream
 //! connection at once (see [`crate::upstream::fixed`]), and the provider stops generating.
+//!
+//! A job's run is a relayed request like any other to the operator: it has the access line of
+//! one (route `/v1/jobs`, the id of the request that submitted it, kept with its headers), its
+//! span and trace (continuing the submitter's `traceparent`), and its first byte, tokens and
+//! errors in the LLM series of `/metrics`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -33,8 +38,19 @@ use super::store::{Claimed, Finish};
 use crate::error::ApiError;
 use crate::lifecycle::Phase;
 use crate::policy::chat;
+use crate::request_id::{self, RequestId};
+use crate::telemetry::access::Access;
 use crate::telemetry::labels::JobStatus;
+use crate::telemetry::log::{LiveStreams, LoggedStream, Route, log_rejected};
+use crate::telemetry::otel;
 use crate::upstream::UpstreamResponse;
+use tracing::Instrument as _;
+
+/// A job's run, in the access log and the traces.
+const ROUTE: Route = Route {
+    method: Method::POST,
+    path: "/v1/jobs",
+};
 
 /// How often an idle worker looks for jobs another instance queued or a sweep put back (a
 /// submit on this instance wakes one at once).
@@ -219,9 +235,25 @@ async fn run(shared: &Shared, claimed: Claimed) {
     }
 }
 
-/// The request, sent and read to its end: what the worker records.
+/// The request, sent and read to its end: what the worker records. Run as a request of its
+/// own: the submitter's request id (a fresh one if it was not kept), an access record, a span.
 async fn complete(shared: &Shared, model: &str, headers: String, request: Vec<u8>) -> Finish {
     let headers = stored_headers(&headers);
+    let id = headers
+        .get(request_id::HEADER)
+        .and_then(RequestId::from_header)
+        .unwrap_or_else(RequestId::generate);
+    let span = otel::request_span(id.as_str(), ROUTE.method.as_str(), ROUTE.path, &headers);
+    let access = Access::new(id.clone());
+    let run = access.scope(send(shared, model, headers, request));
+    id.scope(run).instrument(span).await
+}
+
+async fn send(shared: &Shared, model: &str, headers: HeaderMap, request: Vec<u8>) -> Finish {
+    let received = Instant::now();
+    if let (Some(access), Ok(provider)) = (Access::current(), shared.providers.route(model)) {
+        access.set_model(model, provider.model_label(model));
+    }
     let outcome = chat::send(
         &shared.providers,
         &shared.resilience,
@@ -230,14 +262,19 @@ async fn complete(shared: &Shared, model: &str, headers: String, request: Vec<u8
         Bytes::from(request),
     )
     .await;
-    let upstream = match outcome {
-        Ok(outcome) => match outcome.result {
-            Ok(upstream) => upstream,
-            Err(error) => return failed(&ApiError::from(error)),
-        },
-        Err(error) => return failed(&error),
+    let mut upstream = match outcome.and_then(|outcome| outcome.result.map_err(ApiError::from)) {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            log_rejected(&ROUTE.method, ROUTE.path, &error, received);
+            return failed(&error);
+        }
     };
     let status = upstream.status;
+    // Read through the relay's own logging body: one access line, the first byte, the tokens.
+    let body = std::mem::replace(&mut upstream.body, Box::pin(futures_util::stream::empty()));
+    let mut logged = LoggedStream::new(body, &LiveStreams::default(), ROUTE, status, received);
+    logged.observe(&shared.metrics, false, true);
+    upstream.body = Box::pin(logged);
     let body = match read_body(upstream).await {
         Ok(body) => body,
         Err(error) => return failed(&error),

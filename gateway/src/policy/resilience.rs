@@ -56,7 +56,10 @@
 //! outage at one provider must not use up the retries of the others.
 //!
 //! Every response says how many upstream attempts it took in `x-gateway-attempts`; the metrics
-//! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines.
+//! count attempts by kind, hedges fired, won and cancelled, retries given up and deadlines, and
+//! failed attempts by kind (`gateway_upstream_errors_total`). Each attempt runs in a span of its
+//! own (`upstream_attempt{provider,kind}`) whose `traceparent` goes upstream with it, so a trace
+//! shows a retry or a hedge as the separate request it is (see [`crate::telemetry::otel`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,12 +69,16 @@ use axum::response::Response;
 use futures_util::stream::{self, FuturesUnordered};
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::telemetry::access::Access;
+use crate::telemetry::labels::UpstreamErrorKind;
 use crate::telemetry::metrics::{
     AttemptKind, GiveUpLabels, GiveUpReason, HedgeSkipLabels, HedgeSkipReason, Metrics,
 };
+use crate::telemetry::otel;
 use crate::upstream::budget::Budgets;
 use crate::upstream::providers::Provider;
 use crate::upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
@@ -181,8 +188,23 @@ impl Resilience {
         Ok(plan)
     }
 
-    /// Sends `request` to `provider` with the retries and hedges `plan` allows.
+    /// Sends `request` to `provider` with the retries and hedges `plan` allows. The request's
+    /// access record learns the provider, when the first attempt went and how many were made.
     pub async fn send(&self, provider: &Provider, request: UpstreamRequest, plan: Plan) -> Outcome {
+        let access = Access::current();
+        if let Some(access) = &access {
+            access.set_provider(&provider.name);
+            access.upstream_started();
+        }
+        let outcome = self.attempts(provider, request, plan).await;
+        if let Some(access) = &access {
+            access.set_attempts(outcome.attempts);
+        }
+        outcome
+    }
+
+    /// The attempts loop of [`Resilience::send`].
+    async fn attempts(&self, provider: &Provider, request: UpstreamRequest, plan: Plan) -> Outcome {
         let metrics = &*self.metrics;
         let budgets = provider.budgets();
         budgets.retry().deposit();
@@ -200,7 +222,15 @@ impl Resilience {
         let attempt = |kind: AttemptKind| {
             provider.count_attempt(kind);
             let request = request.clone();
-            async move { (kind, attempt(provider, request, hedging).await) }.boxed()
+            let span = tracing::debug_span!(
+                "upstream_attempt",
+                provider = %provider.name,
+                kind = kind.as_str(),
+                status = tracing::field::Empty,
+            );
+            async move { (kind, attempt(provider, request, hedging).await) }
+                .instrument(span)
+                .boxed()
         };
         let mut in_flight = FuturesUnordered::new();
         in_flight.push(attempt(AttemptKind::First));
@@ -316,13 +346,29 @@ impl Resilience {
 
 /// One attempt, judged. With `first_byte`, success waits for the body's first chunk (a hedged
 /// stream is hedged up to its first token); the chunk is put back in front of the body.
-async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool) -> Verdict {
+async fn attempt(provider: &Provider, mut request: UpstreamRequest, first_byte: bool) -> Verdict {
+    // This attempt's span is the upstream's parent in the trace.
+    otel::inject(&mut request.headers);
     let mut response = match provider.send(request).await {
         Ok(response) => response,
-        Err(error) if error.never_reached() => return Verdict::Retry(Err(error), None),
-        Err(error) => return Verdict::Fail(Err(error)),
+        Err(error) => {
+            if let Some(kind) = error.error_kind() {
+                provider.count_error(kind);
+            }
+            return if error.never_reached() {
+                Verdict::Retry(Err(error), None)
+            } else {
+                Verdict::Fail(Err(error))
+            };
+        }
     };
     let status = response.status;
+    tracing::Span::current().record("status", status.as_u16());
+    match status.as_u16() {
+        429 => provider.count_error(UpstreamErrorKind::Status429),
+        500 | 502 | 503 | 504 => provider.count_error(UpstreamErrorKind::Status5xx),
+        _ => {}
+    }
     if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
         let asked = retry_after(&response.headers);
         return Verdict::Retry(Ok(response), asked);
@@ -337,6 +383,7 @@ async fn attempt(provider: &Provider, request: UpstreamRequest, first_byte: bool
                 response.body = Box::pin(stream::once(async { Ok(chunk) }).chain(rest));
             }
             Some(Err(e)) => {
+                provider.count_error(UpstreamErrorKind::BrokeOff);
                 // Nothing reached the client yet, so this one may be retried too.
                 let error = UpstreamError::BrokeOff {
                     provider: provider.name.clone(),

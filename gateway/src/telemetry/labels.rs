@@ -209,6 +209,59 @@ label_values! {
     }
 }
 
+label_values! {
+    /// Why an upstream attempt failed: `gateway_upstream_errors_total{provider,kind}`. The
+    /// gateway's own refusals (`provider_busy`, `provider_rate_limited`, `deadline_exceeded`)
+    /// are not upstream errors: they have series of their own.
+    UpstreamErrorKind {
+        /// Refused, unresolvable, or its proxy could not be reached: never reached it.
+        Unreachable => "unreachable",
+        /// No connection within the connect timeout.
+        ConnectTimeout => "connect_timeout",
+        /// Connected, then silent past the read timeout.
+        ReadTimeout => "read_timeout",
+        /// Reset or broken after the request was sent, before an answer.
+        Failed => "failed",
+        /// The body broke off: before its first byte (a hedged attempt) or mid-stream.
+        BrokeOff => "broke_off",
+        /// Answered 429.
+        Status429 => "status_429",
+        /// Answered 500, 502, 503 or 504 (what a retry may cure).
+        Status5xx => "status_5xx",
+    }
+
+    /// A readiness check of the admin plane: `gateway_readiness_delay_seconds{check}`.
+    ReadinessCheck {
+        /// A task spawned on the main runtime, until a worker polls it.
+        Runtime => "runtime",
+        /// A job on the counted blocking pool, until a thread starts it.
+        BlockingPool => "blocking_pool",
+    }
+}
+
+/// The `model` label of a model the config does not name: whatever a client sends to a
+/// catch-all provider lands here, so a client cannot add series by inventing model names.
+pub const OTHER_MODEL: &str = "other";
+
+/// The LLM series' labels: `gateway_upstream_ttft_seconds{provider,model}`, ...
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderModelLabels {
+    pub provider: String,
+    /// A model named in the config, or [`OTHER_MODEL`].
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub provider: String,
+    pub kind: UpstreamErrorKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadinessLabels {
+    pub check: ReadinessCheck,
+}
+
 impl JobStatus {
     /// The status named `text` (as stored, as a `?status=` filter), if there is one.
     pub fn parse(text: &str) -> Option<Self> {
@@ -376,6 +429,14 @@ mod tests {
         assert_eq!(
             texts(CacheEviction::ALL.iter().map(|r| r.as_str()).collect()),
             "size,expired"
+        );
+        assert_eq!(
+            texts(UpstreamErrorKind::ALL.iter().map(|r| r.as_str()).collect()),
+            "unreachable,connect_timeout,read_timeout,failed,broke_off,status_429,status_5xx"
+        );
+        assert_eq!(
+            texts(ReadinessCheck::ALL.iter().map(|r| r.as_str()).collect()),
+            "runtime,blocking_pool"
         );
         for (index, kind) in AttemptKind::ALL.iter().enumerate() {
             assert_eq!(*kind as usize, index, "ALL is in declaration order");

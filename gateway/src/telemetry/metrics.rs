@@ -33,6 +33,7 @@
 //! | `gateway_jobs{status}`, `gateway_jobs_*` | | the job queue (see [`super::jobs`]) |
 //! | `gateway_cache_*` | | the response cache: hits, misses, bypasses, stores, evictions, bytes, Redis errors ([`super::cache_metrics`]) |
 //! | `gateway_rate_limit_shared`, `gateway_rate_limit_fallback_total{scope}` | gauge, counter | whether rate limits are counted across instances now; checks decided locally during a Redis outage ([`super::ratelimit_metrics`]) |
+//! | `gateway_request_duration_seconds`, `gateway_upstream_ttft_seconds`, ... | | request latency, time to first token, tokens, upstream errors by provider and model, readiness ([`super::llm`]) |
 //!
 //! Gauges that mirror state kept elsewhere (pool counters, semaphores) are read at scrape time,
 //! so they cannot drift from the truth; counters are incremented where the event happens.
@@ -50,6 +51,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::jobs::JobMetrics;
+pub use super::llm::LlmMetrics;
 
 pub use super::cache_metrics::CacheMetrics;
 pub use super::labels::{
@@ -97,6 +99,8 @@ pub struct Metrics {
     pub cache: CacheMetrics,
     /// The shared rate limits' families (`gateway_rate_limit_*`).
     pub rate_limits: RateLimitMetrics,
+    /// Latency, first token, tokens, upstream errors, readiness ([`super::llm`]).
+    pub llm: LlmMetrics,
 }
 
 impl Default for Metrics {
@@ -267,6 +271,7 @@ impl Default for Metrics {
         let jobs = JobMetrics::register(&mut registry);
         let cache = CacheMetrics::register(&mut registry);
         let rate_limits = RateLimitMetrics::register(&mut registry);
+        let llm = LlmMetrics::register(&mut registry);
         // Every known label value starts at 0, so a dashboard's `rate()` sees the first event
         // as an increase instead of a series appearing from nowhere.
         for reason in ShedReason::ALL {
@@ -320,6 +325,7 @@ impl Default for Metrics {
             jobs,
             cache,
             rate_limits,
+            llm,
         }
     }
 }

@@ -17,6 +17,7 @@ use reqwest::Url;
 
 use super::proxy::ProxyName;
 use crate::error::ApiError;
+use crate::telemetry::labels::UpstreamErrorKind;
 use crate::telemetry::metrics::ShedReason;
 
 /// The `code` of an error where the request never reached the upstream (refused, unresolvable,
@@ -100,6 +101,24 @@ impl UpstreamError {
             self,
             Self::Unreachable { .. } | Self::ProxyUnreachable { .. } | Self::ConnectTimeout { .. }
         )
+    }
+
+    /// The kind it counts as in `gateway_upstream_errors_total`; `None` for the gateway's own
+    /// refusals and failures, which are not the upstream's.
+    pub fn error_kind(&self) -> Option<UpstreamErrorKind> {
+        match self {
+            Self::Unreachable { .. } | Self::ProxyUnreachable { .. } => {
+                Some(UpstreamErrorKind::Unreachable)
+            }
+            Self::ConnectTimeout { .. } => Some(UpstreamErrorKind::ConnectTimeout),
+            Self::ReadTimeout { .. } => Some(UpstreamErrorKind::ReadTimeout),
+            Self::Failed { .. } => Some(UpstreamErrorKind::Failed),
+            Self::BrokeOff { .. } => Some(UpstreamErrorKind::BrokeOff),
+            Self::ProviderBusy { .. }
+            | Self::ProviderRateLimited { .. }
+            | Self::DeadlineExceeded { .. }
+            | Self::Internal(_) => None,
+        }
     }
 
     /// The status the client gets.

@@ -8,6 +8,7 @@
 //! This module also decides which headers cross the gateway, in each direction. Both lists are
 //! allow-lists: a header not named here stays where it was. Requests carry the client's
 //! end-to-end headers that describe the request (`Content-Type`, `Accept`, `X-Request-Id`, the
+//! W3C `traceparent` and `tracestate` (replaced by the attempt's own when the gateway traces), the
 //! mock's `x-mock-*` knobs) and never its credentials (`Authorization`, `X-API-Key`, cookies): those
 //! are keys to the *gateway*. The gateway adds its own upstream credential (`--upstream-api-key`).
 //! Responses carry what a client needs to read the body and to behave (`Content-Type`,
@@ -41,10 +42,12 @@ use crate::telemetry::pool::BlockingPool;
 pub use error::UpstreamError;
 
 /// Request headers copied from the client to the upstream, by exact name.
-const FORWARDED_REQUEST_HEADERS: [HeaderName; 3] = [
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 5] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
 ];
 
 /// Response headers copied from the upstream to the client, by exact name.

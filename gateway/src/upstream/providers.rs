@@ -40,6 +40,7 @@ use crate::admission::Admission;
 use crate::config::{Config, ProviderConfig};
 use crate::error::{ApiError, StartError};
 use crate::ratelimit::{LimitStore, Quota, RpmLimit, Verdict};
+use crate::telemetry::labels::{OTHER_MODEL, UpstreamErrorKind};
 use crate::telemetry::metrics::{AttemptKind, AttemptLabels, Metrics, RateLimitScope, ShedReason};
 use crate::telemetry::pool::BlockingPool;
 use crate::upstream::budget::Budgets;
@@ -72,6 +73,8 @@ pub struct Provider {
     /// `gateway_upstream_attempts_total{provider=this}` by kind: first, retry, hedge. Looked up
     /// once here, so an attempt costs an atomic add, not a label allocation and a map lookup.
     attempts: [Counter; AttemptKind::ALL.len()],
+    /// `gateway_upstream_errors_total{provider=this}` by kind, looked up once like `attempts`.
+    errors: [Counter; UpstreamErrorKind::ALL.len()],
     metrics: Arc<Metrics>,
 }
 
@@ -128,6 +131,7 @@ impl Provider {
                     })
                     .clone()
             }),
+            errors: metrics.llm.error_counters(&provider.name),
             metrics: Arc::clone(metrics),
         })
     }
@@ -166,6 +170,20 @@ impl Provider {
     pub fn count_attempt(&self, kind: AttemptKind) {
         // One counter per kind, in `AttemptKind::ALL`'s order: every kind has its index.
         self.attempts[kind as usize].inc();
+    }
+
+    /// Counts one failed attempt (or broken stream) of `kind`.
+    pub fn count_error(&self, kind: UpstreamErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+
+    /// The `model` label of `model` on this provider's series: the model itself when the config
+    /// names it, else `other`, so the label's values stay the config's, whatever clients send.
+    pub fn model_label(&self, model: &str) -> &str {
+        self.models
+            .iter()
+            .find(|m| *m == model)
+            .map_or(OTHER_MODEL, String::as_str)
     }
 
     /// Its base URL (ending in `/`): where its OpenAI API lives.

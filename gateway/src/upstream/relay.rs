@@ -16,8 +16,8 @@ use axum::response::Response;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 
-use super::UpstreamResponse;
 use super::cutoff::Cutoff;
+use super::{StreamMethod, UpstreamResponse};
 use crate::lifecycle::Lifecycle;
 use crate::telemetry::log::{LiveStreams, LoggedStream, Route};
 use crate::telemetry::metrics::Metrics;
@@ -64,7 +64,15 @@ impl Relay {
         let status = upstream.status;
         let body = flush_before_error(upstream.body);
         let body = super::keepalive::apply(body, &upstream.headers, self.keepalive, &self.metrics);
-        let body = LoggedStream::new(body, &self.live, route, status, received);
+        let mut body = LoggedStream::new(body, &self.live, route, status, received);
+        // First content, token gaps and tokens, for the access line and the LLM series; a
+        // cached answer is relayed the same way but is not the upstream's latency.
+        let sse = upstream
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        body.observe(&self.metrics, sse, upstream.method != StreamMethod::Cache);
         let body = Cutoff::new(body, &upstream.headers, &self.lifecycle);
         let mut response = Response::new(Body::from_stream(body));
         *response.status_mut() = status;

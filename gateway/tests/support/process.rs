@@ -247,9 +247,12 @@ fn collect_lines(
     });
 }
 
-/// Parses `ADDR` out of a start-up line `... {prefix}ADDR ...` (or `ADDR:`).
+/// Parses `ADDR` out of a start-up line `... {prefix}ADDR ...` (or `ADDR:`), in text or in
+/// `--log-format json` (where the line goes on as `\n...` or ends with `"`).
 fn listening_addr(line: &str, prefix: &str) -> Option<SocketAddr> {
     let rest = line.split(prefix).nth(1)?;
-    let word = rest.split_whitespace().next()?;
+    let word = rest
+        .split(|c: char| c.is_whitespace() || c == '\\' || c == '"')
+        .next()?;
     word.trim_end_matches([':', ',']).parse().ok()
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache|fleet|ratelimit] [--quick]`: the project's benchmarks, one way to run
+//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache|fleet|ratelimit|observe] [--quick]`: the project's benchmarks, one way to run
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
@@ -9,7 +9,8 @@
 //! queued, a dead worker's jobs taken back), [`cache`] (the response cache: a hit against a miss, in
 //! process and through Redis, and the upstream requests saved at a 50 % repeat rate),
 //! [`fleet`] (1, 2 and 3 gateways behind HAProxy), [`ratelimit`] (the shared rate limits: a check in
-//! Redis, alone and as a request pays it). They were shell scripts; in Rust they get the same exit-status checks, free
+//! Redis, alone and as a request pays it), [`telemetry`] (`bench observe`:
+//! CPU per request with logs off, text, JSON, and traces on or off). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -19,7 +20,7 @@
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
 //! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`],
-//!   [`jobs`], [`cache`], [`ratelimit`], [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single
+//!   [`jobs`], [`cache`], [`ratelimit`], [`telemetry`], [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single
 //!   services): one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
@@ -43,6 +44,7 @@ pub(crate) mod reports;
 pub(crate) mod results;
 mod session;
 mod shed;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -60,6 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         What::Conns => conns::run(args),
         What::Jobs => jobs::run(args),
         What::Cache => cache::run(args),
+        What::Observe => telemetry::run(args),
         What::Ratelimit => ratelimit::run(args),
         What::Fleet => return fleet::run(args),
     };

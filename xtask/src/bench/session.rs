@@ -74,9 +74,31 @@ impl Runner {
         args: &[String],
         ready_url: &str,
     ) -> Result<Service> {
+        self.start_env(bin_dir, program, listen, args, ready_url, &[])
+    }
+
+    /// [`Runner::start`] with `env` on the child, recorded in front of the command line.
+    fn start_env(
+        &mut self,
+        bin_dir: &Path,
+        program: &'static str,
+        listen: SocketAddr,
+        args: &[String],
+        ready_url: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Service> {
+        let prefix: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         self.commands
-            .push(command_line(&bin_dir.join(program), args) + " &");
-        services::start(&self.work_dir, bin_dir, program, listen, args, ready_url)
+            .push(prefix + &command_line(&bin_dir.join(program), args) + " &");
+        services::start_with_env(
+            &self.work_dir,
+            bin_dir,
+            program,
+            listen,
+            args,
+            ready_url,
+            env,
+        )
     }
 
     /// A mock-llm on a free port with `flags`; ready when its `/health` answers.
@@ -97,6 +119,16 @@ impl Runner {
     /// bound how long its stop waits once diag is done: no effect on the numbers. Its admin
     /// plane gets a free port too, so a benchmark never collides with a demo's 8002.
     pub fn start_gateway(&mut self, upstream: SocketAddr, flags: &[String]) -> Result<Gateway> {
+        self.start_gateway_env(upstream, flags, &[])
+    }
+
+    /// [`Runner::start_gateway`] with `env` on the gateway (`RUST_LOG`, say).
+    pub fn start_gateway_env(
+        &mut self,
+        upstream: SocketAddr,
+        flags: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Gateway> {
         let listen = services::free_addr()?;
         let admin = services::free_addr()?;
         let mut args = strings(&[
@@ -115,7 +147,7 @@ impl Runner {
         let ready = format!("http://{listen}/debug/health-async");
         let bin_dir = self.bin_dir.clone();
         Ok(Gateway {
-            service: self.start(&bin_dir, "gateway", listen, &args, &ready)?,
+            service: self.start_env(&bin_dir, "gateway", listen, &args, &ready, env)?,
             listen,
             admin,
         })
