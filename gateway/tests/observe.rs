@@ -254,7 +254,17 @@ fn access_line<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 async fn json_access_lines_carry_the_fields() {
     let mock = Mock::fast();
     let file = config_file(&providers(&mock));
-    let mut gw = GatewayProcess::start(&["--config", &file, "--log-format", "json"]);
+    // One place, no queue: a request beside a running stream is shed.
+    let mut gw = GatewayProcess::start(&[
+        "--config",
+        &file,
+        "--log-format",
+        "json",
+        "--max-concurrent-requests",
+        "1",
+        "--max-queued-requests",
+        "0",
+    ]);
     let streamed = post_chat(
         &gw.url(),
         &chat_body(true),
@@ -279,6 +289,16 @@ async fn json_access_lines_carry_the_fields() {
         .await
         .expect("answer");
     assert_eq!(refused.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let slow = [("x-mock-itl-ms", "100"), ("x-mock-tokens", "20")];
+    let holding = post_chat(&gw.url(), &chat_body(true), &slow).await;
+    let shed = post_chat(
+        &gw.url(),
+        &chat_body(false),
+        &[("x-request-id", "json-shed")],
+    )
+    .await;
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(holding);
     gw.sigterm();
     assert!(gw.exit_within(Duration::from_secs(20)).await.success());
     let log = gw.log_once_it_has("drained");
@@ -316,6 +336,10 @@ async fn json_access_lines_carry_the_fields() {
     assert_eq!(plain["model"], "some-model");
     assert_eq!(plain["tokens"], 4);
     assert_eq!(plain["tokens_source"], "usage");
+
+    let shed = access_line(&lines, "json-shed");
+    assert_eq!(shed["outcome"], "shed", "{shed}");
+    assert_eq!(shed["code"], "queue_full");
 
     let refused = access_line(&lines, "json-refused");
     assert_eq!(refused["outcome"], "rejected");
