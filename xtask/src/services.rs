@@ -248,6 +248,20 @@ impl Drop for Service {
     }
 }
 
+/// What to start: `program` from `bin_dir` with `args` on `listen`, ready once `ready_url`
+/// answers. `name` names its pid file and log (one of several instances: `gateway-2`); `env`
+/// is set on the child (e.g. `RUST_LOG=off` for `bench observe`).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub bin_dir: &'a Path,
+    pub program: &'static str,
+    pub name: &'a str,
+    pub listen: SocketAddr,
+    pub args: &'a [String],
+    pub ready_url: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// Starts `program` from `bin_dir` with `args`, then polls `ready_url` until it answers. Its pid
 /// file and log go in `dir`; the pid file names this xtask as the owner until [`Service::detach`].
 pub fn start(
@@ -258,47 +272,32 @@ pub fn start(
     args: &[String],
     ready_url: &str,
 ) -> Result<Service> {
-    spawn(dir, program, bin_dir, program, listen, args, ready_url, &[])
+    launch(
+        dir,
+        &Spec {
+            bin_dir,
+            program,
+            name: program,
+            listen,
+            args,
+            ready_url,
+            env: &[],
+        },
+    )
 }
 
-/// [`start`] for one of several instances of `program`: `name` names its pid file and log.
-pub fn start_named(
-    dir: &Path,
-    name: &str,
-    bin_dir: &Path,
-    program: &'static str,
-    listen: SocketAddr,
-    args: &[String],
-    ready_url: &str,
-) -> Result<Service> {
-    spawn(dir, name, bin_dir, program, listen, args, ready_url, &[])
-}
-
-/// [`start`], with `env` set on the child (e.g. `RUST_LOG=off` for `bench observe`).
-pub fn start_with_env(
-    dir: &Path,
-    bin_dir: &Path,
-    program: &'static str,
-    listen: SocketAddr,
-    args: &[String],
-    ready_url: &str,
-    env: &[(&str, &str)],
-) -> Result<Service> {
-    spawn(dir, program, bin_dir, program, listen, args, ready_url, env)
-}
-
-/// The one way a service is started: pid file `name` in `dir`, log beside it, `env` on the child.
-#[allow(clippy::too_many_arguments)]
-fn spawn(
-    dir: &Path,
-    name: &str,
-    bin_dir: &Path,
-    program: &'static str,
-    listen: SocketAddr,
-    args: &[String],
-    ready_url: &str,
-    env: &[(&str, &str)],
-) -> Result<Service> {
+/// The one way a service is started ([`start`] is the common case): pid file `spec.name` in
+/// `dir`, its log beside it.
+pub fn launch(dir: &Path, spec: &Spec<'_>) -> Result<Service> {
+    let Spec {
+        bin_dir,
+        program,
+        name,
+        listen,
+        args,
+        ready_url,
+        env,
+    } = *spec;
     refuse_if_running(dir, name, program)?;
     // Fail with a sentence rather than a bind error buried in a log file.
     if let Err(e) = TcpListener::bind(listen) {

@@ -90,14 +90,17 @@ impl Runner {
         let prefix: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         self.commands
             .push(prefix + &command_line(&bin_dir.join(program), args) + " &");
-        services::start_with_env(
+        services::launch(
             &self.work_dir,
-            bin_dir,
-            program,
-            listen,
-            args,
-            ready_url,
-            env,
+            &services::Spec {
+                bin_dir,
+                program,
+                name: program,
+                listen,
+                args,
+                ready_url,
+                env,
+            },
         )
     }
 

@@ -318,14 +318,18 @@ impl Gateways {
     pub fn start(&mut self, i: usize, how: How) -> Result<()> {
         let args = self.args(i, &how);
         let gateway = &self.list[i];
-        let service = services::start_named(
+        let ready = format!("http://{}/readyz", gateway.admin);
+        let service = services::launch(
             &self.dir,
-            &gateway.name,
-            &self.bin_dir,
-            "gateway",
-            gateway.main,
-            &args,
-            &format!("http://{}/readyz", gateway.admin),
+            &services::Spec {
+                bin_dir: &self.bin_dir,
+                program: "gateway",
+                name: &gateway.name,
+                listen: gateway.main,
+                args: &args,
+                ready_url: &ready,
+                env: &[],
+            },
         )?;
         let gateway = &mut self.list[i];
         gateway.service = Some(service);
