@@ -3,6 +3,23 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// jemalloc instead of glibc's malloc. A relayed request makes a few hundred small allocations
+/// (header maps, boxed futures, body chunks) that live for a millisecond on whichever worker thread
+/// polls them: jemalloc's thread caches make each one cheaper (callgrind: 251k → 208k
+/// instructions per non-streamed request). And after 8,000 streams end, glibc keeps the freed
+/// memory in its arenas, so the process stays at many times its idle RSS; jemalloc's background
+/// thread returns dirty pages to the kernel about a second after they are freed
+/// (`dirty_decay_ms`), so RSS follows the load down. Measured in issue 17's commits.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start-up from this symbol (the crate's prefixed name for
+/// `malloc_conf`). `unsafe_code` is allowed here only: exporting a symbol by name is how jemalloc
+/// takes its configuration, and nothing else in the gateway needs it.
+#[allow(non_upper_case_globals, unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     // Flags, environment and the --config file; a mistake in any of them is a usage error,
     // printed by clap with exit status 2.
