@@ -32,7 +32,7 @@
 //! http/       routes (the one route table) · state (AppState and its parts) · openai · ws
 //!   │   │     · probes (/health, /metrics) · shutdown (the drain) · closing (503 after it)
 //!   │   │     · server, connection (the accept loop and its bounds) · observe (each request's
-//!   │   │     id, span, access record and duration)
+//!   │   │     id, span, count, access record and duration) · guard (drain, key, limits, in order)
 //!   │   ├──▶ lessons/   stream (/chat/stream) · health (/debug/*) · solve (/v1/solve)
 //!   │   └──▶ jobs/      the durable queue of /v1/jobs: store (one trait; sqlite | postgres)
 //!   │          │        · worker (lease, heartbeat) · housekeeping · view; runs each job

@@ -20,9 +20,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
@@ -30,7 +29,7 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::telemetry::labels::ShedReason;
 use crate::telemetry::metrics::{Metrics, ShedLabels};
 
-/// What the middleware needs: the phase to read and the counter to move.
+/// What the check needs: the phase to read and the counter to move.
 #[derive(Debug, Clone)]
 pub struct Closing {
     pub lifecycle: Lifecycle,
@@ -40,31 +39,28 @@ pub struct Closing {
 /// How soon a refused client should retry (through the balancer, on another instance).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Middleware: passes the request on until the grace is over, then refuses it.
-pub async fn refuse_after_grace(
-    State(closing): State<Closing>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if closing.lifecycle.phase() < Phase::ShuttingDown {
-        return next.run(request).await;
+impl Closing {
+    /// `None` until the grace is over; then the refusal to send instead of serving `request`.
+    pub fn refusal(&self, request: &Request) -> Option<Response> {
+        if self.lifecycle.phase() < Phase::ShuttingDown {
+            return None;
+        }
+        let received = Instant::now();
+        self.metrics
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: ShedReason::ShuttingDown,
+            })
+            .inc();
+        let error = ApiError::shutting_down(
+            "this gateway instance is shutting down and takes no new requests; retry, and the \
+             load balancer will send you to another instance",
+        )
+        .retry_after(RETRY_AFTER);
+        let mut response = crate::telemetry::log::refuse(request, error, received);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Some(response)
     }
-    let received = Instant::now();
-    closing
-        .metrics
-        .shed
-        .get_or_create(&ShedLabels {
-            reason: ShedReason::ShuttingDown,
-        })
-        .inc();
-    let error = ApiError::shutting_down(
-        "this gateway instance is shutting down and takes no new requests; retry, and the load \
-         balancer will send you to another instance",
-    )
-    .retry_after(RETRY_AFTER);
-    let mut response = crate::telemetry::log::refuse(&request, error, received);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }

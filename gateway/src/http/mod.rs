@@ -16,6 +16,7 @@
 
 pub mod closing;
 pub mod connection;
+pub mod guard;
 pub mod jobs;
 pub mod observe;
 pub mod openai;

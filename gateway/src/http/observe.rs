@@ -1,7 +1,8 @@
-//! The middleware that names and times every request: its id, its span, its access record, its
-//! duration in `/metrics`, and the `admission` span around the limits.
+//! The middleware that names, counts and times every request: its id, its span, its access
+//! record, its count and duration in `/metrics`.
 //!
-//! [`observe`] wraps the whole router, just inside the gateway's root span:
+//! [`observe`] wraps the whole router, and runs everything below it in the gateway's root span
+//! (`gateway{mode=...}`, so every line names the mode):
 //!
 //! 1. the request id: the client's `x-request-id` when it is a good one, else a fresh one
 //!    ([`crate::request_id`]); written back into the request's headers, so the allow-list that
@@ -14,10 +15,14 @@
 //!    name for its request is the one it gets back), and the body wrapped so its last byte (or
 //!    its client leaving) ends the `request` span and observes
 //!    `gateway_request_duration_seconds{route,status}`. For a stream, that is its whole life, not
-//!    the moment its headers were ready.
+//!    the moment its headers were ready. `gateway_requests_total{route,status}` counts it when its
+//!    head is ready. The route is the router's pattern (`/v1/chat/completions`), never the raw
+//!    path, so a scanner probing random URLs adds one `unmatched` series, not one per URL.
 //!
 //! Cost, measured by `cargo xtask bench observe`: the id, two task-locals, one span and one
-//! histogram observation per request.
+//! histogram observation per request. The root span, the count and the rest are one layer, not
+//! three: each `from_fn` layer costs a boxed future and a service clone per request (see
+//! [`super::guard`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,11 +44,20 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otel;
 
 /// Names, traces and times one request (see the module docs).
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
+    let Observe { metrics, root } = observe;
+    run(metrics, request, next).instrument(root).await
+}
+
+/// What [`observe`] reads: the metrics it writes, and the gateway's root span it runs in.
+#[derive(Debug, Clone)]
+pub struct Observe {
+    pub metrics: Arc<Metrics>,
+    /// `gateway{mode=...}`: every line a request logs names the mode.
+    pub root: Span,
+}
+
+async fn run(metrics: Arc<Metrics>, mut request: Request, next: Next) -> Response {
     let received = Instant::now();
     let (id, replaced) = RequestId::resolve(request.headers().get(request_id::HEADER));
     request
@@ -73,11 +87,9 @@ pub async fn observe(
     response
         .headers_mut()
         .insert(request_id::HEADER, id.header_value());
-    let duration = metrics
-        .llm
-        .request_duration
-        .get_or_create(&RouteStatus { route, status })
-        .clone();
+    let labels = RouteStatus { route, status };
+    metrics.requests.get_or_create(&labels).inc();
+    let duration = metrics.llm.request_duration.get_or_create(&labels).clone();
     response.map(|body| {
         Body::new(Timed {
             inner: body,
@@ -89,24 +101,6 @@ pub async fn observe(
         })
     })
 }
-
-/// Opens the `admission` span, from the key's rate check to the inbound place (the next layer
-/// in, `limits::admit`); [`admitted`], just inside it, ends it.
-pub async fn admission(mut request: Request, next: Next) -> Response {
-    let span = tracing::debug_span!("admission");
-    request.extensions_mut().insert(Admission(span));
-    next.run(request).await
-}
-
-/// Past the limits: the `admission` span ends here (a refused request's ends with it).
-pub async fn admitted(mut request: Request, next: Next) -> Response {
-    drop(request.extensions_mut().remove::<Admission>());
-    next.run(request).await
-}
-
-/// The open `admission` span, carried by the request through the limits.
-#[derive(Debug, Clone)]
-struct Admission(#[allow(dead_code)] Span);
 
 /// What a response body does when it ends.
 #[derive(Debug)]

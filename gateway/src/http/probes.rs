@@ -1,5 +1,4 @@
-//! The gateway's own probes: `GET /health` for load balancers, `GET /metrics` for Prometheus,
-//! and the middleware that counts every answered request.
+//! The gateway's own probes: `GET /health` for load balancers, `GET /metrics` for Prometheus.
 //!
 //! `/health` is lesson 4 put to work (see [`crate::lessons::health`] for the two probes that
 //! show the lesson): it times a trivial pool job against a threshold, bounded so the check
@@ -20,19 +19,17 @@
 //! (pool counters, semaphores) are read here at scrape time, so they cannot drift from the
 //! truth. Both are open, like `/debug/*`: a probe must not need an API key.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::state::AppState;
 use crate::error::ApiError;
-use crate::telemetry::metrics::{Metrics, ProviderLabel, RouteStatus};
+use crate::telemetry::metrics::ProviderLabel;
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (threshold, timeout) = state.health_limits();
@@ -114,27 +111,4 @@ pub fn render_metrics(state: &AppState) -> Response {
             .into_response(),
         Err(e) => ApiError::internal(format!("cannot encode the metrics: {e}")).into_response(),
     }
-}
-
-/// Middleware on the whole router: counts each answered request by route and status. The
-/// route is the router's pattern (`/v1/chat/completions`), never the raw path, so a scanner
-/// probing random URLs adds one `unmatched` series, not one per URL.
-pub async fn count_requests(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    metrics
-        .requests
-        .get_or_create(&RouteStatus {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
 }

@@ -16,12 +16,13 @@ use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tracing::{Instrument as _, Span};
 
-use super::closing::{self, Closing};
+use super::closing::Closing;
+use super::guard::{self, Guard};
+use super::observe::Observe;
 use super::state::AppState;
 use super::{jobs, observe, openai, probes, ws};
 use crate::error::ApiError;
 use crate::lessons::{health, solve, stream};
-use crate::policy::{auth, limits};
 use crate::telemetry::log::Route;
 
 /// Who may call a route.
@@ -175,47 +176,32 @@ pub fn app(state: AppState) -> Router {
             Access::Open => open = open.route(endpoint.route.path, handler),
         }
     }
-    let guarded = guarded
-        // Layers run bottom-up: the key check first, then the rate and concurrency limits. Each
-        // middleware gets only its part of the state. The limits sit inside the `admission`
-        // span (opened before them, closed just after), which a trace shows as the request's wait.
-        .route_layer(middleware::from_fn(observe::admitted))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(state.inbound()),
-            limits::admit,
-        ))
-        .route_layer(middleware::from_fn(observe::admission))
-        .route_layer(middleware::from_fn_with_state(
-            state.api_keys().clone(),
-            auth::require_api_key,
-        ))
-        // Before all of them: after a drain's grace, new work is refused before it takes a
-        // place (see `closing`).
-        .route_layer(middleware::from_fn_with_state(
-            Closing {
+    // One middleware each, not one per check: a `from_fn` layer costs a boxed future and a
+    // service clone per request (see `guard`). The guard only on a matched route (`route_layer`),
+    // so an unknown path is still a 404, not a 401.
+    let guarded = guarded.route_layer(middleware::from_fn_with_state(
+        Guard {
+            closing: Closing {
                 lifecycle: state.lifecycle().clone(),
                 metrics: Arc::clone(state.metrics()),
             },
-            closing::refuse_after_grace,
-        ));
+            keys: state.api_keys().clone(),
+            inbound: Arc::clone(state.inbound()),
+        },
+        guard::guard,
+    ));
     guarded
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Around everything: the root span, the request's id, span, count and access record;
+        // its duration when the response's body ends (see `observe`).
         .layer(middleware::from_fn_with_state(
-            Arc::clone(state.metrics()),
-            probes::count_requests,
-        ))
-        // The request's id, span and access record, around everything below; its duration
-        // when the response's body ends (see `observe`).
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(state.metrics()),
+            Observe {
+                metrics: Arc::clone(state.metrics()),
+                root: state.span().clone(),
+            },
             observe::observe,
-        ))
-        // Outermost: everything a request does, down to its last log line, is in the span.
-        .layer(middleware::from_fn_with_state(
-            state.span().clone(),
-            in_root_span,
         ))
         .with_state(state)
 }

@@ -7,7 +7,7 @@
 //!
 //! # What is protected, and what is not
 //!
-//! [`require_api_key`] is a `route_layer` on `/v1/*` and `/chat/stream`: the routes that spend
+//! [`refusal`] runs in the guard on `/v1/*` and `/chat/stream`: the routes that spend
 //! upstream capacity (and, with a real provider, money). `/health` and `/debug/*` stay open on
 //! purpose: load balancers, Kubernetes probes and `diag` must reach them without holding a
 //! secret, and a probe that fails for want of a key would take a healthy instance out of
@@ -29,9 +29,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
@@ -139,29 +138,25 @@ fn parse_keys_file(text: &str) -> Result<Vec<Secret>, String> {
         .collect()
 }
 
-/// Middleware: lets the request through when authentication is off or the key is good;
-/// otherwise answers 401 in OpenAI's shape, with `WWW-Authenticate: Bearer` (RFC 6750).
-pub async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// `None` when authentication is off or the key is good (the key's client goes into the
+/// request's extensions, for the limits); otherwise the 401 to answer instead, in OpenAI's shape,
+/// with `WWW-Authenticate: Bearer` (RFC 6750).
+pub fn refusal(keys: &ApiKeys, request: &mut Request) -> Option<Response> {
     if keys.is_empty() {
-        return next.run(request).await;
+        return None;
     }
     let received = Instant::now();
-    match check(&keys, request.headers()) {
+    match check(keys, request.headers()) {
         Ok(client) => {
-            let mut request = request;
             request.extensions_mut().insert(client);
-            next.run(request).await
+            None
         }
         Err(error) => {
-            let mut response = crate::telemetry::log::refuse(&request, error, received);
+            let mut response = crate::telemetry::log::refuse(request, error, received);
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
+            Some(response)
         }
     }
 }

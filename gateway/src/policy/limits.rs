@@ -35,11 +35,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::{Admission, Shed, hold};
 use crate::config::Config;
@@ -199,7 +199,7 @@ fn trim(x: f64) -> String {
 }
 
 /// The inbound bounds: `--rate-limit-rpm` per client, then `--max-concurrent-requests` with its
-/// bounded wait queue. The state of the [`admit`] middleware, and nothing else.
+/// bounded wait queue. What [`admit`] reads, and nothing else.
 #[derive(Debug)]
 pub struct Inbound {
     keys: KeyLimits,
@@ -231,9 +231,26 @@ impl Inbound {
     }
 }
 
-/// Middleware on the relaying routes (after the API-key check): the per-key rate, then a place
-/// within the concurrency cap, held by the response body until it ends.
-pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: Next) -> Response {
+/// A request past the inbound bounds: the rate headers its response carries and the place it
+/// holds until its body ends.
+#[derive(Debug)]
+#[must_use = "the place is held until `respond` hands it to the response body"]
+pub struct Admitted {
+    rate_headers: HeaderMap,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// The response, with the rate headers, holding the place until its last byte.
+    pub fn respond(self, mut response: Response) -> Response {
+        response.headers_mut().extend(self.rate_headers);
+        hold(response, self.permit)
+    }
+}
+
+/// On the relaying routes, after the API-key check: the per-key rate, then a place within the
+/// concurrency cap; or the 429 / 503 to answer instead.
+pub async fn admit(inbound: &Inbound, request: &mut Request) -> Result<Admitted, Response> {
     let received = Instant::now();
     let client = request
         .extensions()
@@ -245,27 +262,25 @@ pub async fn admit(State(inbound): State<Arc<Inbound>>, request: Request, next: 
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(ClientId::Unknown, |info| ClientId::Ip(info.0.ip()))
         });
-    let refuse = |error: ApiError, request: &Request| refuse(request, error, received);
     let rate_headers = match inbound.keys.check(&client).await {
         Ok(headers) => headers,
         Err(error) => {
             inbound.metrics.rate_limited(RateLimitScope::Key);
-            return refuse(error, &request);
+            return Err(refuse(request, error, received));
         }
     };
     // The handlers that key anything by client (the response cache) read it from here.
-    let mut request = request;
     request.extensions_mut().insert(client);
-    let permit = match inbound.places.admit().await {
-        Ok(permit) => permit,
+    match inbound.places.admit().await {
+        Ok(permit) => Ok(Admitted {
+            rate_headers,
+            permit,
+        }),
         Err(shed) => {
             inbound.metrics.shed(ShedReason::from(shed));
-            return refuse(shed_error(&inbound.places, shed), &request);
+            Err(refuse(request, shed_error(&inbound.places, shed), received))
         }
-    };
-    let mut response = next.run(request).await;
-    response.headers_mut().extend(rate_headers);
-    hold(response, permit)
+    }
 }
 
 #[cfg(test)]
