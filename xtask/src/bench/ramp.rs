@@ -112,7 +112,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 path.display(),
                 worker.map_or("not found".into(), |pid| pid.to_string())
             );
-            Some((service, url, worker, path.clone()))
+            Some(Nginx {
+                _service: service,
+                url,
+                worker,
+                path: path.clone(),
+            })
         }
         None => {
             println!("xtask: {NGINX_MISSING}");
@@ -136,8 +141,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut overhead = Vec::new();
         for round in 1..=plan.overhead_rounds {
             let mut turns = vec![("mock-llm (direct)", format!("http://{mock_listen}"), None)];
-            if let Some((_, url, worker, _)) = &nginx {
-                turns.push(("nginx (reference proxy)", url.clone(), *worker));
+            if let Some(n) = &nginx {
+                turns.push(("nginx (reference proxy)", n.url.clone(), n.worker));
             }
             turns.push(("gateway (fixed)", target.url.clone(), Some(gateway.pid())));
             for (label, url, pid) in turns {
@@ -171,12 +176,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // nginx relaying the same streams: the side-by-side's other column, and its own `/health`
     // under that load against the gateway's.
     let nginx_streams = match &nginx {
-        Some((_, url, worker, _)) => {
+        Some(n) => {
             println!("\n=== bench: the same streams through nginx (reference)");
             let target = Target {
                 label: "nginx",
-                pid: *worker,
-                url: url.clone(),
+                pid: n.worker,
+                url: n.url.clone(),
                 admin: None,
             };
             let mut levels = Vec::new();
@@ -194,9 +199,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => Vec::new(),
     };
     let nginx_note = match &nginx {
-        Some((_, _, _, path)) => format!(
+        Some(n) => format!(
             "nginx {} as the reference proxy; its CPU time and memory are its one worker's",
-            path.display()
+            n.path.display()
         ),
         None => NGINX_MISSING.to_string(),
     };
@@ -319,6 +324,14 @@ fn nginx_worker(master: u32) -> Option<u32> {
         std::thread::sleep(Duration::from_millis(100));
     }
     None
+}
+
+/// The nginx of a run: stopped when dropped; its worker is what is measured.
+struct Nginx {
+    _service: Service,
+    url: String,
+    worker: Option<u32>,
+    path: std::path::PathBuf,
 }
 
 /// What a stream level drives: a gateway (with its admin plane) or nginx.

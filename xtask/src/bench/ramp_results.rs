@@ -97,8 +97,9 @@ pub struct Level {
 }
 
 impl Level {
-    /// This level as a row of the side-by-side with nginx.
-    pub fn side(&self, proxy: &'static str) -> StreamSide {
+    /// This level as a row of the side-by-side with nginx; `idle` is the proxy's RSS before
+    /// its first stream level.
+    pub fn side(&self, proxy: &'static str, idle: Option<u64>) -> StreamSide {
         StreamSide {
             proxy,
             streams: self.streams,
@@ -108,6 +109,7 @@ impl Level {
             ttft_p99_ms: self.ttft_p99_ms,
             itl_p99_ms: self.itl_p99_ms,
             cpu: self.cpu,
+            rss_idle_kib: idle,
             rss_before_kib: self.rss_before_kib,
             rss_peak_kib: self.rss_max_kib,
         }
@@ -129,9 +131,8 @@ impl Level {
             "ttft_p50_ms": self.ttft_p50_ms,
             "ttft_p99_ms": self.ttft_p99_ms,
             "itl_p99_ms": self.itl_p99_ms,
-            "cpu_per_token_us": self.side("").cpu_per_token_us(),
+            "cpu_per_token_us": self.side("", None).cpu_per_token_us(),
             "rss_before_kib": self.rss_before_kib,
-            "rss_per_stream_kb": self.side("").rss_per_stream_kb(),
             "health_p99_ms": self.health_p99_ms,
             "readyz_p99_ms": self.readyz_p99_ms,
             "readiness": self.readiness.as_ref().map(Readiness::to_json),
@@ -259,15 +260,24 @@ impl RampResults {
     pub fn versus(&self) -> Versus<'_> {
         let fixed = self.fixed();
         let levels = self.plan.nginx_levels;
+        // Idle for a stream is before the first stream level: the non-streaming step's leftovers
+        // are no stream's cost.
+        let sides = |proxy, levels: &[Level]| {
+            let idle = levels.first().and_then(|l| l.rss_before_kib);
+            levels
+                .iter()
+                .map(|l| l.side(proxy, idle))
+                .collect::<Vec<_>>()
+        };
         let gateway = fixed
-            .into_iter()
-            .flat_map(|r| &r.levels)
-            .map(|l| l.side("gateway"));
-        let nginx = self.nginx_streams.iter().map(|l| l.side("nginx"));
+            .map(|r| sides("gateway", &r.levels))
+            .unwrap_or_default();
+        let nginx = sides("nginx", &self.nginx_streams);
         Versus {
             quick: self.quick,
             levels,
             sides: gateway
+                .into_iter()
                 .chain(nginx)
                 .filter(|s| levels.contains(&s.streams))
                 .collect(),

@@ -54,7 +54,9 @@ pub struct StreamSide {
     pub itl_p99_ms: Option<f64>,
     /// The proxy's CPU time (user + system) over the diag run.
     pub cpu: Option<Duration>,
-    /// The proxy's RSS just before the level started, and its peak during it.
+    /// The proxy's RSS before its first stream level, just before this level, and at this
+    /// level's peak.
+    pub rss_idle_kib: Option<u64>,
     pub rss_before_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
 }
@@ -66,9 +68,13 @@ impl StreamSide {
         (self.tokens > 0.0).then(|| cpu.as_secs_f64() * 1e6 / self.tokens)
     }
 
-    /// (peak RSS − RSS before the level) ÷ streams, KiB: what one more held stream costs.
+    /// (peak RSS − RSS before the first stream level) ÷ streams, KiB: what one held stream
+    /// costs. Not "just before this level": a proxy that keeps the memory of the level below (the
+    /// gateway held 220 MiB 10 s after 8,000 streams) would start from there and look cheaper per
+    /// stream the less it gives back. Not idle at start either: what the non-streaming step left
+    /// behind is no stream's cost.
     pub fn rss_per_stream_kb(&self) -> Option<f64> {
-        let grown = self.rss_peak_kib?.saturating_sub(self.rss_before_kib?);
+        let grown = self.rss_peak_kib?.saturating_sub(self.rss_idle_kib?);
         (self.streams > 0).then(|| grown as f64 / f64::from(self.streams))
     }
 
@@ -83,7 +89,8 @@ impl StreamSide {
             "itl_p99_ms": self.itl_p99_ms,
             "cpu_s": self.cpu.map(|c| round3(c.as_secs_f64())),
             "cpu_per_token_us": self.cpu_per_token_us().map(round1),
-            "rss_before_kib": self.rss_before_kib,
+            "idle_rss_kib": self.rss_idle_kib,
+            "rss_before_level_kib": self.rss_before_kib,
             "peak_rss_kib": self.rss_peak_kib,
             "rss_per_stream_kb": self.rss_per_stream_kb().map(round1),
         })
@@ -458,8 +465,8 @@ impl Versus<'_> {
             "\n## Side by side with nginx\n\n\
              The same `diag llm` run through each proxy at the levels both ran. *CPU per relayed \
              token* is the proxy's CPU time over the run ÷ the tokens relayed; *RSS per stream* is \
-             (peak RSS − RSS just before the level) ÷ streams, in KB of 1,024 bytes. nginx's \
-             figures are its worker's (one worker).{}\n\n\
+             (peak RSS − the proxy's RSS before its first stream level) ÷ streams, in KB of 1,024 \
+             bytes. nginx's figures are its worker's (one worker).{}\n\n\
              | streams | proxy | tokens/s | TTFT p50 / p99 | ITL p99 | CPU per relayed token | peak RSS | RSS per stream |\n\
              |---|---|---|---|---|---|---|---|",
             if self.limits.nginx.is_none() {
@@ -569,7 +576,8 @@ mod tests {
             ttft_p99_ms: Some(400.0),
             itl_p99_ms: Some(itl),
             cpu: Some(Duration::from_millis(cpu_ms)),
-            rss_before_kib: Some(10_000),
+            rss_idle_kib: Some(10_000),
+            rss_before_kib: Some(12_000),
             rss_peak_kib: Some(10_000 + u64::from(streams) * 20),
         }
     }
