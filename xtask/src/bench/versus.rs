@@ -89,7 +89,7 @@ impl StreamSide {
             "itl_p99_ms": self.itl_p99_ms,
             "cpu_s": self.cpu.map(|c| round3(c.as_secs_f64())),
             "cpu_per_token_us": self.cpu_per_token_us().map(round1),
-            "idle_rss_kib": self.rss_idle_kib,
+            "rss_before_first_level_kib": self.rss_idle_kib,
             "rss_before_level_kib": self.rss_before_kib,
             "peak_rss_kib": self.rss_peak_kib,
             "rss_per_stream_kb": self.rss_per_stream_kb().map(round1),
