@@ -2,7 +2,7 @@
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
-//! was: stream capacity per mode, overhead, memory), [`shed`] (load shedding at 5x the cap),
+//! was: stream capacity per mode, overhead, memory, and nginx beside the gateway in the same run), [`shed`] (load shedding at 5x the cap),
 //! [`hedge`] (hedged requests against a heavy-tailed upstream), [`cpu`] (CPU-bound work per
 //! `--cpu-mode`), [`conns`] (21,000 half-sent request heads against the connection bounds),
 //! [`jobs`] (the durable job queue on SQLite and Postgres: accepted/s, end to end at 1,000
@@ -19,7 +19,8 @@
 //! reaches into how a benchmark is run, and the reading of diag's JSON is one file to swap:
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
-//! - [`ramp`] (its rule and tables in [`ramp_results`]), [`shed`], [`hedge`], [`cpu`], [`conns`],
+//! - [`ramp`] (its rule and tables in [`ramp_results`], the side-by-side with nginx and the
+//!   goals of issue 17 in [`versus`], which knows nothing of the ramp), [`shed`], [`hedge`], [`cpu`], [`conns`],
 //!   [`jobs`], [`cache`], [`ratelimit`], [`telemetry`], [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single
 //!   services): one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
@@ -45,6 +46,7 @@ pub(crate) mod results;
 mod session;
 mod shed;
 mod telemetry;
+mod versus;
 
 use std::process::ExitCode;
 

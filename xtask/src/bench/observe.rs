@@ -1,6 +1,6 @@
 //! What the benchmarks read from the machine and from the processes they run, besides diag's
-//! reports: a process's memory and the open files limit from `/proc`, a program on `PATH`, and
-//! the gateway's `/metrics`.
+//! reports: a process's memory, CPU time and children and the open files limit from `/proc`, a
+//! program on `PATH`, and the gateway's `/metrics`.
 //!
 //! The lesson here is to read the numbers where the kernel and the gateway keep them, not to
 //! estimate them: `VmRSS` is what the gateway holds now, `VmHWM` its peak, and
@@ -65,6 +65,31 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
+/// The processes whose parent is `pid`, from the `ppid` field of every `/proc/*/stat`: nginx's
+/// workers are its master's children, and it is a worker that relays, so a worker is what the
+/// benchmarks read CPU time and memory of. Scanning `/proc` works on every kernel, where
+/// `/proc/PID/task/TID/children` needs `CONFIG_PROC_CHILDREN`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = dir
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // ppid is the second field after the command name's closing parenthesis.
+                    let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                    ppid.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 /// `getconf CLK_TCK`: the unit of `/proc`'s CPU times (100 on Linux almost everywhere).
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")
@@ -117,6 +142,17 @@ mod tests {
         let spent = cpu_time(std::process::id()).expect("our own /proc/PID/stat");
         assert!(spent < Duration::from_secs(3600));
         assert!(cpu_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_child_is_found_by_its_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        assert!(children(std::process::id()).contains(&child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! binaries, starts `mock-llm` and the gateway on free ports, drives them with the `diag` binary
 //! (`diag llm` and `diag load`, each with `--json` into `target/bench/<run>/`), reads the JSON
 //! back, and writes `bench/results/<date>-bench[-quick].json` and `.md`. The Markdown is printed
-//! at the end. The run fails only when a step fails or a report lacks a field it needs, never on
-//! a number: speed is measured here, not asserted (ARCHITECTURE.md, "Testing": tests assert
+//! at the end. The run fails only when a step fails, a report lacks a field it needs or (in
+//! `--quick`) the side-by-side lacks a CPU column, never on a number: speed is measured here, not asserted (ARCHITECTURE.md, "Testing": tests assert
 //! structure, speed is for benchmarks), so `make bench-quick` can run in CI on any machine.
 //!
 //! # The steps
@@ -36,11 +36,19 @@
 //!    get no token at all.
 //! 2. **Overhead.** Small non-streaming completions (`max_tokens: 1`, no delay in the mock) at
 //!    `-c 50` with `diag load`, straight to the mock, through nginx when installed, and through
-//!    the gateway (fixed). nginx is the reference: a mature C proxy doing the same relay, so the
-//!    gateway's added latency can be read against what relaying costs at all on this machine.
-//!    nginx is looked up on `PATH` and never installed; without it the step says so.
-//! 3. **Memory.** The gateway's resident memory (`VmRSS` of its pid): idle, the peak at 1,000
-//!    streams (the highest level in `--quick`), the peak at the highest level held, and 3 s
+//!    the gateway (fixed), in turns (3 rounds in the full run, 1 in `--quick`; medians
+//!    reported), each with the proxy's CPU time over the run from `/proc`, so the table has a
+//!    *CPU per request* beside req/s and latency. nginx is the reference: a mature C proxy doing
+//!    the same relay, so the gateway's cost can be read against what relaying costs at all on
+//!    this machine. nginx is looked up on `PATH` and never installed; without it the step says
+//!    so and prints the `apt-get` line, and the gateway's columns stay.
+//! 3. **nginx beside the gateway** ([`crate::bench::versus`]): nginx (one worker) relays the
+//!    same `diag llm` streams at the comparison levels (1,000, 4,000 and 8,000; the top quick
+//!    level in `--quick`), and each level of either proxy records tokens/s, TTFT, ITL, the
+//!    proxy's CPU per relayed token and its RSS per held stream; the results end with the
+//!    ratios against issue 17's goals and the limits each proxy ran under.
+//! 4. **Memory.** The gateway's resident memory (`VmRSS` of its pid): idle, the peak at 1,000
+//!    streams (the highest level in `--quick`), the peak at the highest level held, and 10 s
 //!    after the load is gone (does it give memory back?).
 //!
 //! Open files: each stream costs the gateway two sockets (client and upstream) and diag and the
@@ -53,14 +61,15 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::bench::observe::{find_on_path, open_files_limit, rss_kib};
+use crate::bench::observe::{children, cpu_time, find_on_path, open_files_limit, rss_kib};
 use crate::bench::ramp_results::{
-    FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, LoadRun, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
+    AFTER_LOAD, FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
     Readiness, TOKENS, TTFT_MS,
 };
 use crate::bench::reports::{self, LlmReport, LoadReport};
 use crate::bench::results::{Results, commit, machine, opt_ms};
-use crate::bench::session::{Runner, Session, strings};
+use crate::bench::session::{NGINX_LIMITS, Runner, Session, strings};
+use crate::bench::versus::{Limits, LoadRun, NGINX_MISSING};
 use crate::cli::BenchArgs;
 use crate::services::Service;
 
@@ -68,6 +77,8 @@ use crate::services::Service;
 const BROKEN_POOL: u16 = 4;
 /// File descriptors kept aside for everything that is not a stream.
 const FD_RESERVE: u64 = 256;
+/// How long the broken gateway's memory is given to settle after its ramp (not a goal there).
+const BROKEN_AFTER: Duration = Duration::from_secs(3);
 
 /// `cargo xtask bench [--quick]`: the capacity ramp, overhead and memory.
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -90,44 +101,61 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "1",
     ]))?;
 
+    // nginx runs for the whole side-by-side (idle while the gateway is measured): one worker,
+    // whose CPU time and memory are what it spends relaying.
+    let nginx = match &nginx {
+        Some(path) => {
+            let (service, url) = runner.start_nginx(path, mock_listen)?;
+            let worker = nginx_worker(service.pid());
+            println!(
+                "xtask: nginx {} as the reference proxy, worker pid {}",
+                path.display(),
+                worker.map_or("not found".into(), |pid| pid.to_string())
+            );
+            Some(Nginx {
+                _service: service,
+                url,
+                worker,
+                path: path.clone(),
+            })
+        }
+        None => {
+            println!("xtask: {NGINX_MISSING}");
+            None
+        }
+    };
+
     // Fixed gateway: idle memory, overhead, ramp, memory after.
-    let (fixed_ramp, overhead) = {
+    let (fixed_ramp, overhead, gateway_limits) = {
         let (gateway, target) = ramp_gateway(&mut runner, "fixed", 4, mock_listen)?;
+        let gateway_limits = gateway_limits(
+            &std::fs::read_to_string(runner.work_dir.join("gateway.log")).unwrap_or_default(),
+        );
         std::thread::sleep(Duration::from_millis(500));
         let idle = rss_kib(gateway.pid());
 
         println!(
-            "\n=== bench: overhead (non-streaming, -c 50, {})",
-            plan.overhead_duration
+            "\n=== bench: overhead (non-streaming, -c 50, {} x {} rounds)",
+            plan.overhead_duration, plan.overhead_rounds
         );
-        let mut overhead = vec![load_run(
-            &mut runner,
-            "mock-llm (direct)",
-            &format!("http://{mock_listen}"),
-            plan.overhead_duration,
-        )?];
-        let nginx_note = match &nginx {
-            Some(path) => {
-                let (service, url) = runner.start_nginx(path, mock_listen)?;
+        let mut overhead = Vec::new();
+        for round in 1..=plan.overhead_rounds {
+            let mut turns = vec![("mock-llm (direct)", format!("http://{mock_listen}"), None)];
+            if let Some(n) = &nginx {
+                turns.push(("nginx (reference proxy)", n.url.clone(), n.worker));
+            }
+            turns.push(("gateway (fixed)", target.url.clone(), Some(gateway.pid())));
+            for (label, url, pid) in turns {
                 overhead.push(load_run(
                     &mut runner,
-                    "nginx (reference proxy)",
+                    label,
                     &url,
+                    pid,
+                    round,
                     plan.overhead_duration,
                 )?);
-                drop(service);
-                format!("nginx {} as the reference proxy", path.display())
             }
-            None => "nginx not on PATH: reference proxy skipped (the bench installs nothing)"
-                .to_string(),
-        };
-        println!("xtask: {nginx_note}");
-        overhead.push(load_run(
-            &mut runner,
-            "gateway (fixed)",
-            &target.url,
-            plan.overhead_duration,
-        )?);
+        }
 
         println!("\n=== bench: stream capacity, fixed gateway");
         let mut ramp = ramp(
@@ -139,21 +167,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             plan.nginx_levels,
             plan.level_duration,
             max_streams,
+            AFTER_LOAD,
         )?;
         ramp.idle_rss_kib = idle;
-        (ramp, (overhead, nginx_note))
+        (ramp, overhead, gateway_limits)
     };
 
-    // nginx relaying the same streams, so the gateway's `/health` under load can be read
-    // against what a mature proxy's own does on this machine, in this run.
+    // nginx relaying the same streams: the side-by-side's other column, and its own `/health`
+    // under that load against the gateway's.
     let nginx_streams = match &nginx {
-        Some(path) => {
+        Some(n) => {
             println!("\n=== bench: the same streams through nginx (reference)");
-            let (service, url) = runner.start_nginx(path, mock_listen)?;
             let target = Target {
                 label: "nginx",
-                pid: None,
-                url,
+                pid: n.worker,
+                url: n.url.clone(),
                 admin: None,
             };
             let mut levels = Vec::new();
@@ -166,11 +194,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 levels.push(level);
                 std::thread::sleep(Duration::from_secs(1));
             }
-            drop(service);
             levels
         }
         None => Vec::new(),
     };
+    let nginx_note = match &nginx {
+        Some(n) => format!(
+            "nginx {} as the reference proxy; its CPU time and memory are its one worker's",
+            n.path.display()
+        ),
+        None => NGINX_MISSING.to_string(),
+    };
+    let limits = Limits {
+        gateway: format!(
+            "`{}`; {gateway_limits}",
+            gateway_flags("fixed", 4).join(" ")
+        ),
+        nginx: nginx.as_ref().map(|_| NGINX_LIMITS.describe()),
+    };
+    drop(nginx);
 
     println!("\n=== bench: stream capacity, broken gateway");
     let broken_ramp = {
@@ -186,12 +228,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             &[],
             plan.level_duration,
             max_streams,
+            BROKEN_AFTER,
         )?;
         ramp.idle_rss_kib = idle;
         ramp
     };
 
-    let (overhead, nginx_note) = overhead;
     let elapsed = clock.elapsed();
     let found = RampResults {
         quick: args.quick,
@@ -202,6 +244,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         max_streams,
         plan,
         nginx_note,
+        limits,
         ramps: vec![fixed_ramp, broken_ramp],
         nginx_streams,
         overhead,
@@ -209,6 +252,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         elapsed,
         build_time: clock.build_time,
     };
+    if args.quick {
+        // Structure, not speed: the side-by-side must have its CPU columns.
+        found
+            .versus()
+            .check_structure()
+            .map_err(|e| anyhow::anyhow!("bench-quick: the side-by-side is incomplete: {e}"))?;
+    }
     let mut results = Results::new(args, &clock, "bench");
     results.json(&found.to_json())?;
     results.markdown(found.markdown());
@@ -223,19 +273,7 @@ fn ramp_gateway(
     blocking_threads: u16,
     mock_listen: SocketAddr,
 ) -> Result<(Service, Target)> {
-    let gateway = runner.start_gateway(
-        mock_listen,
-        &strings(&[
-            "--mode",
-            mode,
-            "--blocking-threads",
-            &blocking_threads.to_string(),
-            // The ramp measures the gateway's own capacity (up to 8,000 streams), so the
-            // inbound cap, 1,024 by default, must not shed first.
-            "--max-concurrent-requests",
-            "100000",
-        ]),
-    )?;
+    let gateway = runner.start_gateway(mock_listen, &gateway_flags(mode, blocking_threads))?;
     let target = Target {
         label: mode,
         pid: Some(gateway.service.pid()),
@@ -245,23 +283,83 @@ fn ramp_gateway(
     Ok((gateway.service, target))
 }
 
+/// A ramp gateway's flags besides its ports, which the results' limits line repeats.
+fn gateway_flags(mode: &str, blocking_threads: u16) -> Vec<String> {
+    strings(&[
+        "--mode",
+        mode,
+        "--blocking-threads",
+        &blocking_threads.to_string(),
+        // The ramp measures the gateway's own capacity (up to 8,000 streams), so the
+        // inbound cap, 1,024 by default, must not shed first.
+        "--max-concurrent-requests",
+        "100000",
+    ])
+}
+
+/// The limits the gateway reported in force at startup (its log's `limits in force:` block):
+/// the async workers, the inbound cap and the connection cap with how it was derived.
+fn gateway_limits(log: &str) -> String {
+    let wanted = ["blocking pool", "async workers", "inbound", "connections"];
+    let lines: Vec<String> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("limits in force"))
+        .map(str::trim)
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if lines.is_empty() {
+        return "its log has no `limits in force` block".into();
+    }
+    lines.join("; ")
+}
+
+/// nginx's worker: the master's child. Ready means a worker answered, so it exists; a few
+/// tries cover a slow `/proc`.
+fn nginx_worker(master: u32) -> Option<u32> {
+    for _ in 0..10 {
+        if let Some(&worker) = children(master).first() {
+            return Some(worker);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The nginx of a run: stopped when dropped; its worker is what is measured.
+struct Nginx {
+    _service: Service,
+    url: String,
+    worker: Option<u32>,
+    path: std::path::PathBuf,
+}
+
 /// What a stream level drives: a gateway (with its admin plane) or nginx.
 struct Target {
     label: &'static str,
-    /// Whose memory to sample; nginx's workers are not this pid, so none there.
+    /// Whose CPU time and memory to read: the gateway, or nginx's worker.
     pid: Option<u32>,
     url: String,
     admin: Option<String>,
 }
 
-/// The overhead step against one target: small completions, no mock delay, `-c 50`.
-fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Result<LoadRun> {
+/// The overhead step against one target: small completions, no mock delay, `-c 50`, with the CPU
+/// time `pid` (the proxy) spent over it.
+fn load_run(
+    runner: &mut Runner,
+    target: &str,
+    base: &str,
+    pid: Option<u32>,
+    round: u32,
+    duration: &str,
+) -> Result<LoadRun> {
     let slug: String = target
         .chars()
         .take_while(|c| *c != ' ')
         .collect::<String>()
         .replace('-', "_");
-    let report = runner.work_dir.join(format!("load-{slug}.json"));
+    let report = runner.work_dir.join(format!("load-{slug}-{round}.json"));
+    let before = pid.and_then(cpu_time);
     runner.diag(&strings(&[
         "load",
         &format!("{base}/v1/chat/completions"),
@@ -283,6 +381,10 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
         "--json",
         &report.to_string_lossy(),
     ]))?;
+    let cpu = pid
+        .and_then(cpu_time)
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
     let r: LoadReport = reports::read(&report)?;
     if r.requests.ok == 0 {
         bail!("no response at all from {target}: see {}", report.display());
@@ -290,18 +392,20 @@ fn load_run(runner: &mut Runner, target: &str, base: &str, duration: &str) -> Re
     let (p50_ms, p99_ms) = reports::p50_p99_ms(&r)?;
     Ok(LoadRun {
         target: target.to_string(),
+        round,
         rps: r.rps,
         p50_ms,
         p99_ms,
         ok: r.requests.ok,
         errors: r.requests.errors,
         non_200: reports::non_200(&r),
+        cpu,
         report,
     })
 }
 
 /// One mode's ramp: `levels` up to the first whose streams are not sustained (or past what the
-/// open files limit allows), then the gateway's memory 3 s after the last. Past that first
+/// open files limit allows), then the gateway's memory `after` the last. Past that first
 /// failure only the levels in `compare` still run: the ones nginx runs too, so the health
 /// table has the gateway's side of every row.
 #[allow(clippy::too_many_arguments)]
@@ -314,6 +418,7 @@ fn ramp(
     compare: &[u32],
     duration: &str,
     max_streams: Option<u64>,
+    after: Duration,
 ) -> Result<Ramp> {
     let mut ramp = Ramp {
         mode: target.label,
@@ -343,7 +448,7 @@ fn ramp(
         std::thread::sleep(Duration::from_secs(1));
     }
     // Does the gateway give memory back once the load is gone?
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(after);
     ramp.after_rss_kib = rss_kib(gateway.pid());
     Ok(ramp)
 }
@@ -393,6 +498,8 @@ fn stream_level(
     if let Some(admin) = &target.admin {
         args.extend(strings(&["--admin", admin]));
     }
+    let rss_before_kib = target.pid.and_then(rss_kib);
+    let cpu_before = target.pid.and_then(cpu_time);
     let stop = AtomicBool::new(false);
     let (result, rss_max_kib) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -407,6 +514,12 @@ fn stream_level(
         stop.store(true, Ordering::SeqCst);
         (result, sampler.join().ok().flatten())
     });
+    // Read before the result is checked: CPU spent over the run, connections made and closed.
+    let cpu = target
+        .pid
+        .and_then(cpu_time)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     result?;
 
     let r: LlmReport = reports::read(&report)?;
@@ -448,7 +561,11 @@ fn stream_level(
         events_per_s: r.output_tokens.per_s,
         failed: r.streams.failed,
         max_gap_ms: r.max_gap_ms,
+        ttft_p50_ms: r.ttft_ms.p50,
         ttft_p99_ms: r.ttft_ms.p99,
+        itl_p99_ms: r.itl_ms.p99,
+        cpu,
+        rss_before_kib,
         health_p99_ms,
         readyz_p99_ms: r.readyz.and_then(|readyz| readyz.p99_ms),
         readiness: r.readiness.map(Readiness::from),

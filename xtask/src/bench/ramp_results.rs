@@ -1,6 +1,7 @@
 //! What the capacity ramp measures and how it is written: the mock's pacing and the rule for a
-//! held level, the plans (full and `--quick`), one level, one mode's ramp, one overhead run, and
-//! the `<date>-bench[-quick].{json,md}` they become.
+//! held level, the plans (full and `--quick`), one level, one mode's ramp, and the
+//! `<date>-bench[-quick].{json,md}` they become (the overhead table and the side-by-side with
+//! nginx are [`crate::bench::versus`]'s).
 //!
 //! The rule lives here, beside the tables, because the results state it: a reader of
 //! `bench/results/` sees the thresholds a level was judged by, in the same file as the numbers
@@ -15,7 +16,8 @@ use std::time::Duration;
 use diag::readiness::ReadinessReport;
 use serde_json::{Value, json};
 
-use crate::bench::results::{Machine, commands_section, mib, opt_ms, rel, round3};
+use crate::bench::results::{Machine, commands_section, mib, opt_ms, rel};
+use crate::bench::versus::{Limits, LoadRun, StreamSide, Versus};
 
 /// The mock's pacing for the stream step: TTFT, inter-token latency, tokens per stream.
 pub const TTFT_MS: u64 = 200;
@@ -27,6 +29,9 @@ pub const MIN_TOKEN_RATIO: f64 = 0.75;
 pub const HEALTH_P99_MAX_MS: f64 = 10.0;
 /// The level whose memory is reported as "at 1,000 streams" (or the quick run's top level).
 pub const REFERENCE_LEVEL: u32 = 1000;
+/// How long after the fixed ramp's last level its memory is read again: long enough for an
+/// allocator that gives memory back to have done so (issue 17's goal is stated at 10 s).
+pub const AFTER_LOAD: Duration = Duration::from_secs(10);
 
 /// How far and how long a ramp goes: the levels per mode, and how long each step runs.
 pub struct Plan {
@@ -36,6 +41,8 @@ pub struct Plan {
     pub nginx_levels: &'static [u32],
     pub level_duration: &'static str,
     pub overhead_duration: &'static str,
+    /// Rounds of the overhead step (mock, nginx, gateway, then again); medians are reported.
+    pub overhead_rounds: u32,
 }
 
 /// `--quick`: what CI runs, to check the structure, not the speed.
@@ -45,6 +52,7 @@ pub const QUICK: Plan = Plan {
     nginx_levels: &[200],
     level_duration: "4s",
     overhead_duration: "4s",
+    overhead_rounds: 1,
 };
 
 /// `make bench`: up to 8,000 streams, the numbers the README quotes.
@@ -53,7 +61,8 @@ pub const FULL: Plan = Plan {
     broken_levels: &[2, 4, 8],
     nginx_levels: &[1000, 4000, 8000],
     level_duration: "6s",
-    overhead_duration: "10s",
+    overhead_duration: "8s",
+    overhead_rounds: 3,
 };
 
 /// One level of the ramp, as measured.
@@ -67,7 +76,13 @@ pub struct Level {
     pub events_per_s: f64,
     pub failed: u64,
     pub max_gap_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
+    pub itl_p99_ms: Option<f64>,
+    /// The proxy's CPU time over the diag run (nginx: its worker's).
+    pub cpu: Option<Duration>,
+    /// The proxy's RSS just before the level started.
+    pub rss_before_kib: Option<u64>,
     pub health_p99_ms: Option<f64>,
     /// The admin plane's `/readyz` p99 under the same load; `None` for nginx.
     pub readyz_p99_ms: Option<f64>,
@@ -82,6 +97,24 @@ pub struct Level {
 }
 
 impl Level {
+    /// This level as a row of the side-by-side with nginx; `idle` is the proxy's RSS before
+    /// its first stream level.
+    pub fn side(&self, proxy: &'static str, idle: Option<u64>) -> StreamSide {
+        StreamSide {
+            proxy,
+            streams: self.streams,
+            tokens: self.tokens,
+            tokens_per_s: self.events_per_s,
+            ttft_p50_ms: self.ttft_p50_ms,
+            ttft_p99_ms: self.ttft_p99_ms,
+            itl_p99_ms: self.itl_p99_ms,
+            cpu: self.cpu,
+            rss_idle_kib: idle,
+            rss_before_kib: self.rss_before_kib,
+            rss_peak_kib: self.rss_max_kib,
+        }
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "streams": self.streams,
@@ -95,7 +128,11 @@ impl Level {
             "events_per_s": self.events_per_s,
             "failed_streams": self.failed,
             "max_gap_ms": self.max_gap_ms,
+            "ttft_p50_ms": self.ttft_p50_ms,
             "ttft_p99_ms": self.ttft_p99_ms,
+            "itl_p99_ms": self.itl_p99_ms,
+            "cpu_per_token_us": self.side("", None).cpu_per_token_us(),
+            "rss_before_kib": self.rss_before_kib,
             "health_p99_ms": self.health_p99_ms,
             "readyz_p99_ms": self.readyz_p99_ms,
             "readiness": self.readiness.as_ref().map(Readiness::to_json),
@@ -193,34 +230,6 @@ impl Ramp {
     }
 }
 
-/// One `diag load` run of the overhead step.
-#[derive(Debug)]
-pub struct LoadRun {
-    pub target: String,
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub ok: u64,
-    pub errors: u64,
-    pub non_200: u64,
-    pub report: PathBuf,
-}
-
-impl LoadRun {
-    fn to_json(&self) -> Value {
-        json!({
-            "target": self.target,
-            "rps": self.rps,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "responses": self.ok,
-            "non_200": self.non_200,
-            "errors": self.errors,
-            "diag_report": rel(&self.report),
-        })
-    }
-}
-
 /// Everything one ramp run found, for its JSON and Markdown.
 pub struct RampResults {
     pub quick: bool,
@@ -231,6 +240,7 @@ pub struct RampResults {
     pub max_streams: Option<u64>,
     pub plan: &'static Plan,
     pub nginx_note: String,
+    pub limits: Limits,
     pub ramps: Vec<Ramp>,
     /// The same streams through nginx (empty without nginx).
     pub nginx_streams: Vec<Level>,
@@ -245,20 +255,40 @@ impl RampResults {
         self.ramps.iter().find(|r| r.mode == "fixed")
     }
 
-    /// The added latency of the gateway over the direct run: (p50, p99) in ms.
-    fn added_latency(&self) -> Option<(f64, f64)> {
-        let direct = self
-            .overhead
-            .iter()
-            .find(|r| r.target.starts_with("mock"))?;
-        let gateway = self
-            .overhead
-            .iter()
-            .find(|r| r.target.starts_with("gateway"))?;
-        Some((
-            round3(gateway.p50_ms - direct.p50_ms),
-            round3(gateway.p99_ms - direct.p99_ms),
-        ))
+    /// The side-by-side with nginx: the fixed ramp's levels that nginx ran too, nginx's, the
+    /// overhead rounds, the memory after the load.
+    pub fn versus(&self) -> Versus<'_> {
+        let fixed = self.fixed();
+        let levels = self.plan.nginx_levels;
+        // Idle for a stream is before the first stream level: the non-streaming step's leftovers
+        // are no stream's cost.
+        let sides = |proxy, levels: &[Level]| {
+            let idle = levels.first().and_then(|l| l.rss_before_kib);
+            levels
+                .iter()
+                .map(|l| l.side(proxy, idle))
+                .collect::<Vec<_>>()
+        };
+        let gateway = fixed
+            .map(|r| sides("gateway", &r.levels))
+            .unwrap_or_default();
+        let nginx = sides("nginx", &self.nginx_streams);
+        Versus {
+            quick: self.quick,
+            levels,
+            sides: gateway
+                .into_iter()
+                .chain(nginx)
+                .filter(|s| levels.contains(&s.streams))
+                .collect(),
+            overhead: &self.overhead,
+            overhead_duration: self.plan.overhead_duration,
+            rounds: self.plan.overhead_rounds,
+            gateway_idle_rss_kib: fixed.and_then(|r| r.idle_rss_kib),
+            gateway_after_rss_kib: fixed.and_then(|r| r.after_rss_kib),
+            after: AFTER_LOAD,
+            limits: &self.limits,
+        }
     }
 
     /// Memory of the fixed gateway: (label, level, KiB).
@@ -288,7 +318,7 @@ impl RampResults {
             ));
         }
         rows.push((
-            "3 s after the load is gone".to_string(),
+            format!("{} s after the load is gone", AFTER_LOAD.as_secs()),
             None,
             fixed.after_rss_kib,
         ));
@@ -296,7 +326,7 @@ impl RampResults {
     }
 
     pub fn to_json(&self) -> Value {
-        let added = self.added_latency();
+        let versus = self.versus();
         json!({
             "kind": if self.quick { "bench-quick" } else { "bench" },
             "date": self.date,
@@ -320,13 +350,8 @@ impl RampResults {
             "nginx": self.nginx_note,
             "stream_capacity": self.ramps.iter().map(Ramp::to_json).collect::<Vec<_>>(),
             "nginx_streams": self.nginx_streams.iter().map(Level::to_json).collect::<Vec<_>>(),
-            "overhead": {
-                "concurrency": 50,
-                "duration": self.plan.overhead_duration,
-                "runs": self.overhead.iter().map(LoadRun::to_json).collect::<Vec<_>>(),
-                "gateway_added_p50_ms": added.map(|a| a.0),
-                "gateway_added_p99_ms": added.map(|a| a.1),
-            },
+            "overhead": versus.overhead_json(),
+            "versus_nginx": versus.to_json(),
             "memory_fixed_gateway": self.memory().iter().map(|(label, level, kib)| json!({
                 "when": label, "streams": level, "rss_kib": kib,
             })).collect::<Vec<_>>(),
@@ -450,34 +475,16 @@ impl RampResults {
 
         self.health_section(&mut md);
 
-        let _ = writeln!(
-            md,
-            "\n## Overhead (non-streaming, `max_tokens: 1`, no mock delay, -c 50, {})\n",
-            self.plan.overhead_duration
-        );
-        let _ = writeln!(
-            md,
-            "| target | req/s | p50 | p99 | non-200 | errors |\n|---|---|---|---|---|---|"
-        );
-        for o in &self.overhead {
-            let _ = writeln!(
-                md,
-                "| {} | {:.0} | {:.3} ms | {:.3} ms | {} | {} |",
-                o.target, o.rps, o.p50_ms, o.p99_ms, o.non_200, o.errors
-            );
-        }
-        if let Some((p50, p99)) = self.added_latency() {
-            let _ = writeln!(
-                md,
-                "\nThe gateway adds {p50:.3} ms at p50 and {p99:.3} ms at p99 over the direct run."
-            );
-        }
+        let versus = self.versus();
+        versus.overhead_markdown(&mut md);
 
         let _ = writeln!(md, "\n## Gateway memory (fixed, VmRSS)\n");
         let _ = writeln!(md, "| when | RSS |\n|---|---|");
         for (label, _, kib) in self.memory() {
             let _ = writeln!(md, "| {label} | {} |", mib(kib));
         }
+
+        versus.markdown(&mut md);
 
         md.push_str(&commands_section(&self.commands));
         md

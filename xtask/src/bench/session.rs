@@ -156,20 +156,27 @@ impl Runner {
         })
     }
 
-    /// nginx as a plain reverse proxy in front of the mock: keep-alive upstream connections, no
-    /// buffering, no access log, everything under the run's directory.
+    /// nginx as a plain reverse proxy in front of the mock: the limits of [`NGINX_LIMITS`],
+    /// keep-alive upstream connections, no buffering, no access log, everything under the run's
+    /// directory.
     pub fn start_nginx(&mut self, nginx: &Path, mock: SocketAddr) -> Result<(Service, String)> {
         let listen = services::free_addr()?;
         let dir = self.work_dir.join("nginx");
         std::fs::create_dir_all(dir.join("tmp"))?;
         let d = dir.display();
+        let NginxLimits {
+            worker_processes,
+            worker_connections,
+            worker_rlimit_nofile,
+            upstream_keepalive,
+        } = NGINX_LIMITS;
         let conf = format!(
-            "daemon off;\nworker_processes auto;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             worker_rlimit_nofile 65536;\nevents {{ worker_connections 20000; }}\n\
+            "daemon off;\nworker_processes {worker_processes};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             worker_rlimit_nofile {worker_rlimit_nofile};\nevents {{ worker_connections {worker_connections}; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  \
              proxy_temp_path {d}/tmp/proxy;\n  fastcgi_temp_path {d}/tmp/fastcgi;\n  \
              uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n  \
-             upstream mock {{ server {mock}; keepalive 128; }}\n  \
+             upstream mock {{ server {mock}; keepalive {upstream_keepalive}; }}\n  \
              server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://mock;\n      \
              proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      \
              proxy_buffering off;\n    }}\n  }}\n}}\n"
@@ -185,6 +192,40 @@ impl Runner {
             &format!("http://{listen}/health"),
         )?;
         Ok((service, format!("http://{listen}")))
+    }
+}
+
+/// The limits nginx runs under in the benchmarks, written into its config and, word for word,
+/// into the results' limits line.
+pub struct NginxLimits {
+    /// One worker, as the issue measured: on 2 cores shared with the mock and diag, a second
+    /// worker only competes for them, and one worker is one process to read CPU time from.
+    pub worker_processes: u32,
+    /// Two per stream (client and upstream): room for the 8,000-stream level.
+    pub worker_connections: u32,
+    pub worker_rlimit_nofile: u32,
+    /// Idle upstream connections kept per worker, so a request reuses one as the gateway's pool does.
+    pub upstream_keepalive: u32,
+}
+
+pub const NGINX_LIMITS: NginxLimits = NginxLimits {
+    worker_processes: 1,
+    worker_connections: 20_000,
+    worker_rlimit_nofile: 65_536,
+    upstream_keepalive: 256,
+};
+
+impl NginxLimits {
+    /// The results' line: every limit, and what is off.
+    pub fn describe(&self) -> String {
+        format!(
+            "`worker_processes {}`, `worker_connections {}`, `worker_rlimit_nofile {}`, upstream \
+             `keepalive {}` (HTTP/1.1), `proxy_buffering off`, `access_log off`",
+            self.worker_processes,
+            self.worker_connections,
+            self.worker_rlimit_nofile,
+            self.upstream_keepalive
+        )
     }
 }
 
