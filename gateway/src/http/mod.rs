@@ -14,6 +14,7 @@
 //!   has waited too long.
 //! - [`state`]: the one cheap handle every request shares, and the part each handler takes.
 
+pub mod chat_head;
 pub mod closing;
 pub mod connection;
 pub mod guard;

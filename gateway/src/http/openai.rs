@@ -42,6 +42,7 @@ use axum::{Extension, Json};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use super::chat_head::{ChatHead, Kind, Shape};
 use crate::cache::{CacheRequest, CacheStatus, Lookup, ResponseCache, Ticket};
 use crate::error::ApiError;
 use crate::policy::chat;
@@ -290,30 +291,37 @@ pub(crate) fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
 /// The gateway's own checks: enough to know the request is a chat completion. The upstream
 /// checks the rest (roles, ranges) and its 400 is relayed as it is.
 /// Returns the `model`, which picks the provider. `/v1/chat/ws` checks its frames with it too.
+///
+/// Only `model` and the kind of `messages` are read ([`ChatHead`]): the rest of the body is
+/// checked to be JSON and skipped, not built into a `serde_json::Value` that would copy every
+/// message only to be thrown away (the client's bytes are what goes upstream).
 pub(crate) fn validate(body: &[u8]) -> Result<String, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let head: ChatHead<'_> = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(None, format!("the request body is not valid JSON: {e}"))
             .with_code("invalid_json")
     })?;
-    let Value::Object(fields) = value else {
-        return Err(ApiError::bad_request(
-            None,
-            format!(
-                "the request body must be a JSON object with `model` and `messages`, got {}",
-                kind_of(&value)
-            ),
-        )
-        .with_code("invalid_type"));
+    let (model, messages) = match head {
+        ChatHead::Object { model, messages } => (model, messages),
+        ChatHead::Other(kind) => {
+            return Err(ApiError::bad_request(
+                None,
+                format!(
+                    "the request body must be a JSON object with `model` and `messages`, got {}",
+                    kind.article()
+                ),
+            )
+            .with_code("invalid_type"));
+        }
     };
-    let model = match fields.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => model.clone(),
-        Some(Value::String(_)) => return Err(invalid("model", "`model` must not be empty")),
-        None | Some(Value::Null) => return Err(missing("model")),
-        Some(other) => return Err(wrong_type("model", "a string", other)),
+    let model = match model {
+        Some(Shape::Str(model)) if !model.is_empty() => model.into_owned(),
+        Some(Shape::Str(_)) => return Err(invalid("model", "`model` must not be empty")),
+        None | Some(Shape::Other(Kind::Null)) => return Err(missing("model")),
+        Some(Shape::Other(other)) => return Err(wrong_type("model", "a string", other)),
     };
-    match fields.get("messages") {
-        Some(Value::Array(_)) => {}
-        None | Some(Value::Null) => return Err(missing("messages")),
+    match messages {
+        Some(Kind::Array) => {}
+        None | Some(Kind::Null) => return Err(missing("messages")),
         Some(other) => return Err(wrong_type("messages", "an array", other)),
     }
     Ok(model)
@@ -327,27 +335,16 @@ fn missing(param: &'static str) -> ApiError {
     .with_code("missing_required_parameter")
 }
 
-fn wrong_type(param: &'static str, expected: &str, got: &Value) -> ApiError {
+fn wrong_type(param: &'static str, expected: &str, got: Kind) -> ApiError {
     invalid(
         param,
-        format!("`{param}` must be {expected}, got {}", kind_of(got)),
+        format!("`{param}` must be {expected}, got {}", got.article()),
     )
     .with_code("invalid_type")
 }
 
 fn invalid(param: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request(Some(param), message).with_code("invalid_value")
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

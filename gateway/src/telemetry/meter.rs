@@ -223,8 +223,10 @@ fn skip_ws(text: &[u8]) -> &[u8] {
     &text[n..]
 }
 
+/// `memmem`: every event of every stream is searched twice, so this is on the per-token path;
+/// a plain `windows().position()` compared the needle at every byte (issue 17).
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]
