@@ -7,7 +7,7 @@ ARGS ?=
 # compiled xtask. Building it first, with cargo's usual progress, shows what the wait is.
 XTASK = $(CARGO) build --locked -p xtask && $(CARGO) xtask
 
-.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet bench-ratelimit bench-observe fmt lint
+.PHONY: demo-broken demo-fixed demo-inline demo-rollout demo-scale stop test test-compat bench bench-quick bench-shed bench-hedge bench-cpu bench-conns bench-jobs bench-cache bench-fleet bench-ratelimit bench-observe bench-instructions fmt lint
 
 ## The gateway with a blocking client on a 4-thread pool: 8 streams, only 4 flow, health stalls.
 demo-broken:
@@ -105,6 +105,13 @@ bench-ratelimit:
 ## bench/results/<date>-observe.{md,json}.
 bench-observe:
 	$(XTASK) bench observe $(ARGS)
+
+## The gateway's instructions per request and per relayed token under valgrind's callgrind: a
+## before/after that the shared machine's noise cannot blur (needs the Debian package valgrind;
+## a few minutes). Measure a saved binary with ARGS="--gateway-bin /tmp/before". Results:
+## bench/results/<date>-instructions.{md,json}.
+bench-instructions:
+	$(XTASK) bench instructions $(ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -39,7 +39,7 @@ pub enum Command {
     /// Three `demo broken` runs in a row, with `--rollout` 0, 50 and 100, then their verdicts.
     Rollout(RolloutArgs),
     /// Benchmarks (release build), results under bench/results/: `ramp` (the default: stream
-    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `conns`, `jobs`, `cache`, `fleet`, `ratelimit`, `observe`.
+    /// capacity per mode, overhead, memory), `shed`, `hedge`, `cpu`, `conns`, `jobs`, `cache`, `fleet`, `ratelimit`, `observe`, `instructions`.
     Bench(BenchArgs),
     /// Several gateways behind HAProxy, with Redis and Postgres: `up`, `down`, `demo`
     /// (`make demo-scale`). Ports 8080 (HAProxy), 8081 (its stats), 8090 (mock), 8100+/8200+.
@@ -208,6 +208,11 @@ pub struct BenchArgs {
     /// results are named by date, and those committed for today carry hand-written prose.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// `bench instructions` only: the gateway binary to measure instead of
+    /// target/release/gateway, e.g. a copy saved before a change.
+    #[arg(long, value_name = "PATH")]
+    pub gateway_bin: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -247,6 +252,9 @@ pub enum What {
     /// What observability costs: the gateway's CPU per non-streamed request with logs off, text
     /// and JSON, and traces off and on, side by side: `<date>-observe.{md,json}`.
     Observe,
+    /// The gateway's instructions per request and per relayed token under callgrind, for a
+    /// noise-free before/after (needs valgrind): `<date>-instructions.{md,json}`.
+    Instructions,
 }
 
 #[cfg(test)]

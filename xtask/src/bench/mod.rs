@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache|fleet|ratelimit|observe] [--quick]`: the project's benchmarks, one way to run
+//! `cargo xtask bench [ramp|shed|hedge|cpu|conns|jobs|cache|fleet|ratelimit|observe|instructions] [--quick]`: the project's benchmarks, one way to run
 //! them all.
 //!
 //! One lesson each: [`ramp`] (the default, so `cargo xtask bench [--quick]` is what it always
@@ -10,7 +10,8 @@
 //! process and through Redis, and the upstream requests saved at a 50 % repeat rate),
 //! [`fleet`] (1, 2 and 3 gateways behind HAProxy), [`ratelimit`] (the shared rate limits: a check in
 //! Redis, alone and as a request pays it), [`telemetry`] (`bench observe`:
-//! CPU per request with logs off, text, JSON, and traces on or off). They were shell scripts; in Rust they get the same exit-status checks, free
+//! CPU per request with logs off, text, JSON, and traces on or off), [`instructions`] (callgrind's
+//! instruction counts per request and per relayed token, for a before/after without noise). They were shell scripts; in Rust they get the same exit-status checks, free
 //! ports and stop-on-drop services as everything else here.
 //!
 //! # Layers
@@ -20,8 +21,9 @@
 //!
 //! - this file: picks the benchmark from the flags ([`crate::cli::BenchArgs`]).
 //! - [`ramp`] (its rule and tables in [`ramp_results`], the side-by-side with nginx and the
-//!   goals of issue 17 in [`versus`], which knows nothing of the ramp), [`shed`], [`hedge`], [`cpu`], [`conns`],
-//!   [`jobs`], [`cache`], [`ratelimit`], [`telemetry`], [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single
+//!   goals of issue 17 in [`versus`], which knows nothing of the ramp), [`shed`], [`hedge`],
+//!   [`cpu`], [`conns`], [`jobs`], [`cache`], [`ratelimit`], [`telemetry`], [`instructions`],
+//!   [`fleet`] (which starts a [`crate::fleet::Fleet`] rather than single
 //!   services): one
 //!   benchmark each: what it starts, what it asks diag for, the row it makes of each run.
 //! - [`session`]: what every run starts with: the release build, a work directory, and a
@@ -36,6 +38,7 @@ mod conns;
 mod cpu;
 mod fleet;
 mod hedge;
+mod instructions;
 mod jobs;
 pub(crate) mod observe;
 mod ramp;
@@ -56,6 +59,9 @@ use crate::cli::{BenchArgs, What};
 
 /// `cargo xtask bench [WHAT]`.
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+    if args.gateway_bin.is_some() && args.what != What::Instructions {
+        anyhow::bail!("--gateway-bin is for `bench instructions` only");
+    }
     let done = match args.what {
         What::Ramp => ramp::run(args),
         What::Shed => shed::run(args),
@@ -66,6 +72,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         What::Cache => cache::run(args),
         What::Observe => telemetry::run(args),
         What::Ratelimit => ratelimit::run(args),
+        What::Instructions => instructions::run(args),
         What::Fleet => return fleet::run(args),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -339,6 +339,7 @@ mod tests {
             what: crate::cli::What::Shed,
             quick: true,
             out: Some(dir.clone()),
+            gateway_bin: None,
         };
         let clock = Clock {
             started: UNIX_EPOCH + Duration::from_secs(1_795_434_600),
