@@ -16,7 +16,12 @@
 //! Keep-alive comments (`: keep-alive`, see `crate::upstream::keepalive`) are not events and
 //! move nothing here: a first token that came after one is still timed to the token.
 
+use std::sync::LazyLock;
 use std::time::Instant;
+
+// Every event of every stream is searched (content, usage): SIMD `memmem` with its searcher built
+// once, not `windows().position()` comparing the needle at every byte (issue 17).
+use memchr::memmem::Finder;
 
 /// An event larger than this is not inspected (nor kept): usage chunks and token deltas are far
 /// smaller, so this bounds the meter's memory without missing what it looks for.
@@ -178,23 +183,25 @@ impl Meter {
 
 /// Where in `rest` the event begun in `pending` ends (just past its blank line), if it does.
 fn event_end(pending: &[u8], rest: &[u8]) -> Option<usize> {
-    // A blank line: "\n\n" or "\r\n\r\n", possibly begun at the end of `pending`.
-    let mut previous = pending.iter().rev().find(|&&b| b != b'\r').copied();
-    for (at, &byte) in rest.iter().enumerate() {
-        match byte {
-            b'\r' => continue,
-            b'\n' if previous == Some(b'\n') => return Some(at + 1),
-            _ => {}
-        }
-        previous = Some(byte);
-    }
-    None
+    // A blank line: "\n\n" or "\r\n\r\n", possibly begun at the end of `pending`. Only the
+    // newlines are visited (memchr), and from each one the bytes before it, past any '\r'.
+    let before_rest = || pending.iter().rev().find(|&&b| b != b'\r').copied();
+    memchr::memchr_iter(b'\n', rest)
+        .find(|&at| {
+            let previous = match rest[..at].iter().rposition(|&b| b != b'\r') {
+                Some(i) => Some(rest[i]),
+                None => before_rest(),
+            };
+            previous == Some(b'\n')
+        })
+        .map(|at| at + 1)
 }
 
 /// The number after `"completion_tokens":`, if `text` has one.
 fn completion_tokens(text: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
-    let at = find(text, KEY)? + KEY.len();
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    let at = FINDER.find(text)? + KEY.len();
     let rest = skip_ws(&text[at..]);
     let rest = skip_ws(rest.strip_prefix(b":")?);
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -204,8 +211,9 @@ fn completion_tokens(text: &[u8]) -> Option<u64> {
 /// Whether `text` has a `"content"` that is a non-empty string.
 fn has_content(text: &[u8]) -> bool {
     const KEY: &[u8] = b"\"content\"";
+    static FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
     let mut from = 0;
-    while let Some(at) = find(&text[from..], KEY) {
+    while let Some(at) = FINDER.find(&text[from..]) {
         let rest = skip_ws(&text[from + at + KEY.len()..]);
         if let Some(rest) = rest.strip_prefix(b":")
             && let Some(value) = skip_ws(rest).strip_prefix(b"\"")
@@ -221,12 +229,6 @@ fn has_content(text: &[u8]) -> bool {
 fn skip_ws(text: &[u8]) -> &[u8] {
     let n = text.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &text[n..]
-}
-
-/// `memmem`: every event of every stream is searched twice, so this is on the per-token path;
-/// a plain `windows().position()` compared the needle at every byte (issue 17).
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

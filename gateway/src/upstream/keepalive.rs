@@ -69,7 +69,12 @@ pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
 pub struct KeepAlive {
     inner: Body,
     idle: Duration,
-    /// Fires `idle` after the last chunk (or comment); reset by every one.
+    /// When the last chunk (or comment) went out.
+    last: Instant,
+    /// Fires `idle` after `last`, or earlier: it is re-armed only when it fires, not by every
+    /// chunk. Resetting a tokio timer takes the timer wheel's lock and moves the entry, and a
+    /// stream forwards a chunk per token; reading the clock is a vDSO call. So a chunk only
+    /// notes the time, and a timer that fires early is pushed to `last + idle` (issue 17).
     timer: Pin<Box<Sleep>>,
     tail: Tail,
     metrics: Arc<Metrics>,
@@ -81,6 +86,7 @@ impl KeepAlive {
         Self {
             inner,
             idle,
+            last: Instant::now(),
             timer: Box::pin(tokio::time::sleep(idle)),
             tail: Tail::default(),
             metrics,
@@ -105,7 +111,7 @@ impl Stream for KeepAlive {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.tail.push(&chunk);
-                this.timer.as_mut().reset(Instant::now() + this.idle);
+                this.last = Instant::now();
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
@@ -114,7 +120,16 @@ impl Stream for KeepAlive {
         if this.timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        this.timer.as_mut().reset(Instant::now() + this.idle);
+        // Fired: idle only if nothing went out since it was armed; else re-arm for the real time.
+        let due = this.last + this.idle;
+        if due > Instant::now() {
+            this.timer.as_mut().reset(due);
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        this.last = Instant::now();
+        this.timer.as_mut().reset(this.last + this.idle);
         if this.tail.at_boundary() {
             this.metrics.sse_keepalives.inc();
             this.tail.push(COMMENT);
