@@ -22,7 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -38,6 +38,10 @@ pub struct Cutoff {
     /// `None` once the body ended, either way.
     inner: Option<LoggedStream>,
     deadline: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The phase and the waker `deadline` was last polled with (`None`: never): that waker is
+    /// left with the lifecycle until the phase changes.
+    polled_with: Option<(Phase, Waker)>,
+    lifecycle: Lifecycle,
     event_stream: bool,
     /// How the bytes sent so far end: the last event may only follow a complete one.
     tail: Tail,
@@ -45,10 +49,12 @@ pub struct Cutoff {
 
 impl Cutoff {
     pub fn new(inner: LoggedStream, headers: &HeaderMap, lifecycle: &Lifecycle) -> Self {
-        let lifecycle = lifecycle.clone();
+        let waiting = lifecycle.clone();
         Self {
             inner: Some(inner),
-            deadline: Box::pin(async move { lifecycle.reached(Phase::Stopped).await }),
+            deadline: Box::pin(async move { waiting.reached(Phase::Stopped).await }),
+            polled_with: None,
+            lifecycle: lifecycle.clone(),
             event_stream: is_event_stream(headers),
             tail: Tail::default(),
         }
@@ -88,7 +94,19 @@ impl Stream for Cutoff {
             return Poll::Ready(None);
         };
         // The deadline first: a stream with a chunk always ready would otherwise never see it.
-        if this.deadline.as_mut().poll(cx).is_ready() {
+        // Polled only when the phase has changed since its last poll, or the waker has (or it
+        // never was): polling a watch's `changed()` takes a lock that every stream shares, and
+        // this runs per chunk (issue 17). In between, the waker it left is still registered and
+        // still ours; each phase change wakes it, and the poll here registers it again.
+        let phase = this.lifecycle.phase();
+        let due = this
+            .polled_with
+            .as_ref()
+            .is_none_or(|(at, waker)| *at != phase || !waker.will_wake(cx.waker()));
+        if due {
+            this.polled_with = Some((phase, cx.waker().clone()));
+        }
+        if due && this.deadline.as_mut().poll(cx).is_ready() {
             inner.mark_cut();
             // Dropping it logs the line and drops the upstream stream.
             this.inner = None;
@@ -161,6 +179,33 @@ mod tests {
             });
         }
         seen
+    }
+
+    /// The deadline is polled only when the phase has changed: a stream parked on its upstream
+    /// through every phase of a drain must still be woken, and cut, at the last one.
+    #[tokio::test]
+    async fn an_idle_stream_is_woken_at_the_deadline_through_every_phase() {
+        let lifecycle = Lifecycle::default();
+        let mut idle = body(&["data: {}\n\n"], "text/event-stream", &lifecycle);
+        idle.next().await.expect("a chunk").expect("ok");
+        let waiting = tokio::spawn(async move {
+            let last = idle.next().await.expect("the last word").expect("ok");
+            String::from_utf8_lossy(&last).into_owned()
+        });
+        for phase in [
+            Phase::Serving,
+            Phase::Draining,
+            Phase::ShuttingDown,
+            Phase::Stopped,
+        ] {
+            tokio::task::yield_now().await;
+            lifecycle.advance(phase);
+        }
+        let last = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken at the deadline, not left parked")
+            .expect("the task");
+        assert!(last.contains("\"code\":\"shutting_down\""), "{last}");
     }
 
     #[tokio::test]
