@@ -22,6 +22,7 @@ use futures_util::TryStreamExt;
 use reqwest::Url;
 
 use super::proxy::ProxyName;
+use super::silence::Silence;
 use super::{ClientSettings, StreamMethod, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::error::StartError;
 
@@ -43,8 +44,6 @@ impl AsyncClient {
     pub fn new(settings: &ClientSettings) -> Result<Self, StartError> {
         let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            // Per read, like ureq's `timeout_per_read`: a stream may be long, but not silent.
-            .read_timeout(settings.read_timeout)
             .pool_max_idle_per_host(settings.max_idle_connections)
             .pool_idle_timeout(settings.idle_timeout)
             // Probes a connection the peer dropped silently (a NAT or load balancer timing it out).
@@ -73,14 +72,28 @@ impl AsyncClient {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let response = builder.send().await.map_err(|e| self.map_error(&url, e))?;
+        // Per read, like ureq's `timeout_per_read`: a stream may be long, but not silent. Until
+        // the head, the whole wait; then between chunks (`Silence`, not reqwest's `read_timeout`,
+        // which resets a timer per chunk).
+        let response = match tokio::time::timeout(self.read_timeout, builder.send()).await {
+            Ok(sent) => sent.map_err(|e| self.map_error(&url, e))?,
+            Err(_) => {
+                return Err(UpstreamError::ReadTimeout {
+                    url,
+                    detail: format!("sent nothing for {:?}", self.read_timeout),
+                });
+            }
+        };
         let status = response.status();
         let headers = super::relayed_response_headers(response.headers());
         // The cause of a mid-stream failure (reset, read timeout) is in the source chain; keep it
         // for the log line the relay writes when the stream ends.
-        let body = response
-            .bytes_stream()
-            .map_err(|e| std::io::Error::other(error_chain(&e)));
+        let body = Silence::new(
+            response
+                .bytes_stream()
+                .map_err(|e| std::io::Error::other(error_chain(&e))),
+            self.read_timeout,
+        );
         Ok(UpstreamResponse {
             status,
             headers,

@@ -25,6 +25,7 @@ pub mod keepalive;
 pub mod providers;
 pub mod proxy;
 pub mod relay;
+pub mod silence;
 
 use std::io;
 use std::sync::Arc;
