@@ -43,7 +43,7 @@
 //! policy/     auth · limits · resilience (retries, hedges) · chat (route, plan, send)
 //!   ▼
 //! upstream/   providers and their budgets · clients broken | fixed | inline · proxy · error
-//!   │         · relay · keepalive · cutoff · silence (the fixed client's read timeout)
+//!   │         · relay · keepalive · cutoff · silence (the fixed client's read timeout) · idle
 //!   ▼
 //! ratelimit/  GCRA buckets per key or provider: in process (governor), or across instances in
 //!   │         the shared Redis (one Lua script a check), local at rate / --instances-hint while

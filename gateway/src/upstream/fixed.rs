@@ -138,11 +138,6 @@ impl AsyncClient {
                 url,
                 detail: error_chain(&error),
             }
-        } else if error.is_timeout() {
-            UpstreamError::ReadTimeout {
-                url,
-                detail: format!("sent nothing for {:?}", self.read_timeout),
-            }
         } else {
             UpstreamError::Failed {
                 url,

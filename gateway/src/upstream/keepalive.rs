@@ -23,7 +23,6 @@
 //! Applied by [`super::relay::Relay::forward`] to responses whose `Content-Type` is `text/event-stream`,
 //! on every route and in every mode; each comment counts in `gateway_sse_keepalives_total`.
 
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,8 +32,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
-use tokio::time::{Instant, Sleep};
 
+use super::idle::IdleTimer;
 use crate::telemetry::metrics::Metrics;
 
 /// The comment sent on an idle stream.
@@ -68,14 +67,8 @@ pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
 /// An event stream that sends [`COMMENT`] after `idle` without a chunk, at event boundaries.
 pub struct KeepAlive {
     inner: Body,
-    idle: Duration,
-    /// When the last chunk (or comment) went out.
-    last: Instant,
-    /// Fires `idle` after `last`, or earlier: it is re-armed only when it fires, not by every
-    /// chunk. Resetting a tokio timer takes the timer wheel's lock and moves the entry, and a
-    /// stream forwards a chunk per token; reading the clock is a vDSO call. So a chunk only
-    /// notes the time, and a timer that fires early is pushed to `last + idle` (issue 17).
-    timer: Pin<Box<Sleep>>,
+    /// Expires `idle` after the last chunk or comment went out.
+    idle: IdleTimer,
     tail: Tail,
     metrics: Arc<Metrics>,
 }
@@ -85,9 +78,7 @@ impl KeepAlive {
     pub fn new(inner: Body, idle: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             inner,
-            idle,
-            last: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(idle)),
+            idle: IdleTimer::new(idle),
             tail: Tail::default(),
             metrics,
         }
@@ -97,7 +88,7 @@ impl KeepAlive {
 impl std::fmt::Debug for KeepAlive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeepAlive")
-            .field("idle", &self.idle)
+            .field("idle", &self.idle.limit())
             .field("tail", &self.tail)
             .finish_non_exhaustive()
     }
@@ -111,32 +102,23 @@ impl Stream for KeepAlive {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.tail.push(&chunk);
-                this.last = Instant::now();
+                this.idle.touch();
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
             Poll::Pending => {}
         }
-        if this.timer.as_mut().poll(cx).is_pending() {
+        if this.idle.poll_expired(cx).is_pending() {
             return Poll::Pending;
         }
-        // Fired: idle only if nothing went out since it was armed; else re-arm for the real time.
-        let due = this.last + this.idle;
-        if due > Instant::now() {
-            this.timer.as_mut().reset(due);
-            if this.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        this.last = Instant::now();
-        this.timer.as_mut().reset(this.last + this.idle);
+        this.idle.touch();
         if this.tail.at_boundary() {
             this.metrics.sse_keepalives.inc();
             this.tail.push(COMMENT);
             return Poll::Ready(Some(Ok(Bytes::from_static(COMMENT))));
         }
         // Mid-event: no comment. Poll the re-armed timer so it wakes this task next period.
-        let _ = this.timer.as_mut().poll(cx);
+        let _ = this.idle.poll_expired(cx);
         Poll::Pending
     }
 }

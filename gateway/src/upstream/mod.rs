@@ -20,6 +20,7 @@ pub mod budget;
 pub mod cutoff;
 pub mod error;
 pub mod fixed;
+pub mod idle;
 pub mod inline;
 pub mod keepalive;
 pub mod providers;

@@ -2,11 +2,9 @@
 //! timeout-secs` ends with an error, and the upstream request with it.
 //!
 //! reqwest has this built in (`read_timeout`), and the gateway used it. But reqwest's resets a
-//! tokio timer after every frame, and a reset takes the timer wheel's lock and moves the entry:
-//! once per token, per stream, every stream contending for the same lock. Here a chunk only notes
-//! the time (a vDSO clock read), and the timer, when it fires, is pushed to `last chunk +
-//! limit` if anything came since; it ends the body at the same moment as before. The same trick
-//! as the keep-alive comment's timer (`super::keepalive`). Measured in issue 17's commit.
+//! tokio timer after every frame, which takes the timer wheel's lock once per token per stream;
+//! this one waits on an [`IdleTimer`], which a chunk only touches (see [`super::idle`]). It ends
+//! the body at the same moment.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,16 +12,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use futures_util::Stream;
-use tokio::time::{Instant, Sleep};
+
+use super::idle::IdleTimer;
 
 /// A body stream that fails after `limit` without a chunk.
 pub struct Silence<S> {
     inner: S,
-    limit: Duration,
-    /// When the last chunk came (or the body began).
-    last: Instant,
-    /// Fires at `last + limit` or earlier; re-armed only when it fires.
-    timer: Pin<Box<Sleep>>,
+    idle: IdleTimer,
     /// The timeout was reported: the body is over.
     ended: bool,
 }
@@ -33,9 +28,7 @@ impl<S> Silence<S> {
     pub fn new(inner: S, limit: Duration) -> Self {
         Self {
             inner,
-            limit,
-            last: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(limit)),
+            idle: IdleTimer::new(limit),
             ended: false,
         }
     }
@@ -44,7 +37,7 @@ impl<S> Silence<S> {
 impl<S> std::fmt::Debug for Silence<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Silence")
-            .field("limit", &self.limit)
+            .field("limit", &self.idle.limit())
             .field("ended", &self.ended)
             .finish_non_exhaustive()
     }
@@ -63,26 +56,19 @@ where
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.last = Instant::now();
+                this.idle.touch();
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
             Poll::Pending => {}
         }
-        loop {
-            if this.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = this.last + this.limit;
-            if due <= Instant::now() {
-                break;
-            }
-            this.timer.as_mut().reset(due);
+        if this.idle.poll_expired(cx).is_pending() {
+            return Poll::Pending;
         }
         this.ended = true;
         Poll::Ready(Some(Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("the upstream sent nothing for {:?}", this.limit),
+            format!("the upstream sent nothing for {:?}", this.idle.limit()),
         ))))
     }
 }
@@ -90,6 +76,7 @@ where
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt as _;
+    use tokio::time::Instant;
 
     use super::*;
 
