@@ -54,9 +54,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| {
+        let listener =
+            gateway::http::server::bind(config.listen, config.listen_backlog).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
             })?;
         let admin = gateway::admin::bind(&config)?;

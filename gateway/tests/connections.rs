@@ -339,3 +339,54 @@ async fn the_drain_closes_idle_connections_and_still_answers_new_ones() {
         .expect("drained once the stream ended")
         .unwrap();
 }
+
+/// Connects `n` clients to `addr` at once, none of which is accepted; returns how many completed
+/// their handshake within `within` (a dropped SYN is sent again only after 1 s).
+async fn handshakes(addr: SocketAddr, n: usize, within: Duration) -> usize {
+    let attempts: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(tokio::time::timeout(within, TcpStream::connect(addr))))
+        .collect();
+    let mut done = Vec::new();
+    for attempt in attempts {
+        if let Ok(Ok(Ok(stream))) = attempt.await {
+            done.push(stream);
+        }
+    }
+    done.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_burst_waits_in_the_accept_queue_instead_of_losing_its_syns() {
+    const BURST: usize = 600;
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if cap < BURST + 1 {
+        eprintln!("skipped: net.core.somaxconn is {cap}, under the {BURST} this test queues");
+        return;
+    }
+    // Nobody accepts on either listener: the burst can only wait in the kernel's queue.
+    let rust_default = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let short = handshakes(
+        rust_default.local_addr().unwrap(),
+        BURST,
+        Duration::from_millis(700),
+    )
+    .await;
+    assert!(
+        short < BURST,
+        "a queue of 128 cannot hold {BURST} handshakes, yet {short} completed"
+    );
+    let gateway = gateway::http::server::bind("127.0.0.1:0".parse().unwrap(), 1024).expect("bind");
+    let queued = handshakes(
+        gateway.local_addr().unwrap(),
+        BURST,
+        Duration::from_millis(700),
+    )
+    .await;
+    assert_eq!(
+        queued, BURST,
+        "every handshake of the burst completes at once"
+    );
+}

@@ -219,6 +219,13 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
+    /// The main listener's accept queue: connections the kernel completes before the gateway
+    /// takes them. Past it a SYN is dropped and the client retries after 1 s, then 3 s. Rust's
+    /// default is 128 (nginx's 511); Linux caps it at `net.core.somaxconn` (4096 by default).
+    #[arg(long, env = "GATEWAY_LISTEN_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
+
     /// `/health` says `degraded` when a trivial blocking-pool job takes longer than this (ms).
     #[arg(long, env = "GATEWAY_HEALTH_THRESHOLD_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
@@ -520,7 +527,10 @@ impl Config {
         };
         let mut lines = vec![
             format!("mode                   {}", self.mode),
-            format!("listen                 {}", self.listen),
+            format!(
+                "listen                 {}, accept queue {}",
+                self.listen, self.listen_backlog
+            ),
             format!(
                 "config file            {}",
                 self.config
