@@ -125,30 +125,34 @@ impl Stream for KeepAlive {
 
 /// The last bytes forwarded: enough to tell whether they end an event. The drain's last event
 /// obeys the same rule ([`super::cutoff`]).
+///
+/// Kept as one `u32` shifted a byte at a time: this runs on every chunk of every stream, twice
+/// (here and in the cutoff), and a `[u8; 4]` with `rotate_left` compiled to a call into the
+/// generic slice rotation with a `memcpy` per byte: ~1,100 instructions per relayed token
+/// (callgrind, issue 17), for four bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Tail {
-    /// The last (up to) four bytes, oldest first.
-    bytes: [u8; 4],
+    /// The last (up to) four bytes, the latest in the lowest byte.
+    last: u32,
+    /// How many of them there are (0..=4).
     len: usize,
 }
 
 impl Tail {
     pub(super) fn push(&mut self, chunk: &[u8]) {
         for &byte in &chunk[chunk.len().saturating_sub(4)..] {
-            if self.len == 4 {
-                self.bytes.rotate_left(1);
-                self.bytes[3] = byte;
-            } else {
-                self.bytes[self.len] = byte;
-                self.len += 1;
-            }
+            self.last = (self.last << 8) | u32::from(byte);
         }
+        self.len = (self.len + chunk.len()).min(4);
     }
 
     /// Nothing sent yet, or what was sent ends with a blank line.
     pub(super) fn at_boundary(&self) -> bool {
-        let sent = &self.bytes[..self.len];
-        sent.is_empty() || sent.ends_with(b"\n\n") || sent.ends_with(b"\r\n\r\n")
+        const LF_LF: u32 = u32::from_be_bytes([0, 0, b'\n', b'\n']);
+        const CRLF_CRLF: u32 = u32::from_be_bytes(*b"\r\n\r\n");
+        self.len == 0
+            || (self.len >= 2 && self.last & 0xFFFF == LF_LF)
+            || (self.len == 4 && self.last == CRLF_CRLF)
     }
 }
 
@@ -185,6 +189,13 @@ mod tests {
         );
         assert!(!after(&["data: a\n\n", "data: b"]), "the next event begun");
         assert!(after(&[": keep-alive\n\n"]));
+        assert!(
+            after(&["data: x", "\r", "\n", "\r", "\n"]),
+            "a byte per chunk"
+        );
+        assert!(after(&["\n\n"]), "the blank line alone");
+        assert!(!after(&["\n\n", "a"]));
+        assert!(!after(&["\n"]));
     }
 
     #[test]
