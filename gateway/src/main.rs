@@ -16,9 +16,20 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read once at start-up from this symbol (the crate's prefixed name for
 /// `malloc_conf`). `unsafe_code` is allowed here only: exporting a symbol by name is how jemalloc
 /// takes its configuration, and nothing else in the gateway needs it.
+///
+/// - `background_thread`, `dirty_decay_ms:1000`, `muzzy_decay_ms:0`: freed pages go back to the
+///   kernel about a second after a load ends (above).
+/// - `slab_sizes:8192-14336:16`: every held stream owns four 8 KiB buffers (hyper's read and
+///   write buffers, on the client's connection and on the upstream one) and one 10 KiB block
+///   (hyper's client dispatch channel). jemalloc's default slab for those sizes holds one or two
+///   regions, so each buffer was an extent of its own, with its own descriptor: 44,000 at 8,000
+///   streams, 5.6 MB of metadata jemalloc never returns, and an extent allocation per buffer.
+///   16-page slabs hold four to eight. Measured with jemalloc's statistics and callgrind: 1.7 MB
+///   of descriptors after the load, and 15,316 → 14,474 instructions per relayed token.
 #[allow(non_upper_case_globals, unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,slab_sizes:8192-14336:16\0";
 
 fn main() -> ExitCode {
     // Flags, environment and the --config file; a mistake in any of them is a usage error,
