@@ -298,15 +298,27 @@ fn gateway_flags(mode: &str, blocking_threads: u16) -> Vec<String> {
 }
 
 /// The limits the gateway reported in force at startup (its log's `limits in force:` block):
-/// the async workers, the inbound cap and the connection cap with how it was derived.
+/// the accept queue, the async workers, the inbound cap and the connection cap with how it was
+/// derived.
 fn gateway_limits(log: &str) -> String {
-    let wanted = ["blocking pool", "async workers", "inbound", "connections"];
+    let wanted = [
+        "listen",
+        "blocking pool",
+        "async workers",
+        "inbound",
+        "connections",
+    ];
     let lines: Vec<String> = log
         .lines()
         .skip_while(|l| !l.starts_with("limits in force"))
         .map(str::trim)
         .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        // `listen ADDR, accept queue N`: the port changes every run, the queue is the limit.
+        .map(|l| match l.split_once(", accept queue") {
+            Some((_, queue)) => format!("accept queue{queue}"),
+            None => l,
+        })
         .collect();
     if lines.is_empty() {
         return "its log has no `limits in force` block".into();
@@ -574,4 +586,22 @@ fn stream_level(
         not_held: (!reasons.is_empty()).then(|| reasons.join("; ")),
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gateway_limits;
+
+    #[test]
+    fn the_limits_line_keeps_the_accept_queue_but_not_the_port() {
+        let log = "INFO gateway listening on 127.0.0.1:4100\nlimits in force:\n  \
+                   mode                   fixed\n  \
+                   listen                 127.0.0.1:4100, accept queue 4096\n  \
+                   async workers          one per core\n  \
+                   rate limit             off\n";
+        assert_eq!(
+            gateway_limits(log),
+            "accept queue 4096; async workers one per core"
+        );
+    }
 }

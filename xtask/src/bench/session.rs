@@ -220,7 +220,8 @@ impl NginxLimits {
     pub fn describe(&self) -> String {
         format!(
             "`worker_processes {}`, `worker_connections {}`, `worker_rlimit_nofile {}`, upstream \
-             `keepalive {}` (HTTP/1.1), `proxy_buffering off`, `access_log off`",
+             `keepalive {}` (HTTP/1.1), `proxy_buffering off`, `access_log off`, `listen` with \
+             nginx's default accept queue (backlog 511 on Linux)",
             self.worker_processes,
             self.worker_connections,
             self.worker_rlimit_nofile,
