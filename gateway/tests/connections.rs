@@ -358,6 +358,8 @@ async fn handshakes(addr: SocketAddr, n: usize, within: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_burst_waits_in_the_accept_queue_instead_of_losing_its_syns() {
     const BURST: usize = 600;
+    // 600 client sockets at a time, next to other tests' in this process.
+    gateway::descriptors::raise_soft_limit().expect("the open-file limit");
     let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()
         .and_then(|s| s.trim().parse().ok())
