@@ -57,12 +57,46 @@ pub fn kib_field(text: &str, name: &str) -> Option<u64> {
 /// The lesson of the guide's "measure CPU time, not only wall time": on a shared machine, CPU
 /// per request holds steady where requests per second wander.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_split(pid).map(CpuTime::total)
+}
+
+/// CPU time as `/proc` splits it: in user space, and in the kernel on the process's behalf
+/// (system calls, the TCP stack). Two relays that make the same system calls per token differ in
+/// the first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTime {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was spent between `before` and `self`.
+    pub fn since(self, before: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+}
+
+/// [`cpu_time`], user and system apart.
+pub fn cpu_split(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; the fields after its closing parenthesis do not.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    let ticks = |i: usize| -> Option<Duration> {
+        let ticks = fields.get(i)?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    };
+    Some(CpuTime {
+        user: ticks(11)?,
+        system: ticks(12)?,
+    })
 }
 
 /// The processes whose parent is `pid`, from the `ppid` field of every `/proc/*/stat`: nginx's

@@ -61,7 +61,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::bench::observe::{children, cpu_time, find_on_path, open_files_limit, rss_kib};
+use crate::bench::observe::{
+    children, cpu_split, cpu_time, find_on_path, open_files_limit, rss_kib,
+};
 use crate::bench::ramp_results::{
     AFTER_LOAD, FULL, HEALTH_P99_MAX_MS, ITL_MS, Level, MIN_TOKEN_RATIO, QUICK, Ramp, RampResults,
     Readiness, TOKENS, TTFT_MS,
@@ -511,7 +513,7 @@ fn stream_level(
         args.extend(strings(&["--admin", admin]));
     }
     let rss_before_kib = target.pid.and_then(rss_kib);
-    let cpu_before = target.pid.and_then(cpu_time);
+    let cpu_before = target.pid.and_then(cpu_split);
     let stop = AtomicBool::new(false);
     let (result, rss_max_kib) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -529,9 +531,9 @@ fn stream_level(
     // Read before the result is checked: CPU spent over the run, connections made and closed.
     let cpu = target
         .pid
-        .and_then(cpu_time)
+        .and_then(cpu_split)
         .zip(cpu_before)
-        .map(|(after, before)| after.saturating_sub(before));
+        .map(|(after, before)| after.since(before));
     result?;
 
     let r: LlmReport = reports::read(&report)?;

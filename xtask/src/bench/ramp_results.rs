@@ -16,6 +16,7 @@ use std::time::Duration;
 use diag::readiness::ReadinessReport;
 use serde_json::{Value, json};
 
+use crate::bench::observe::CpuTime;
 use crate::bench::results::{Machine, commands_section, mib, opt_ms, rel};
 use crate::bench::versus::{Limits, LoadRun, StreamSide, Versus};
 
@@ -79,8 +80,8 @@ pub struct Level {
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
     pub itl_p99_ms: Option<f64>,
-    /// The proxy's CPU time over the diag run (nginx: its worker's).
-    pub cpu: Option<Duration>,
+    /// The proxy's CPU time over the diag run (nginx: its worker's), user and system apart.
+    pub cpu: Option<CpuTime>,
     /// The proxy's RSS just before the level started.
     pub rss_before_kib: Option<u64>,
     pub health_p99_ms: Option<f64>,

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::bench::observe::cpu_time;
 use crate::bench::reports::{self, LoadReport, non_200, p50_p99_ms};
 use crate::bench::results::{Results, commands_section, head};
 use crate::bench::session::{Gateway, Runner, Session, strings};
@@ -232,9 +233,10 @@ fn load_run(
         "--json",
         &report_path.to_string_lossy(),
     ]);
-    let before = cpu_seconds(gateway.pid())?;
+    let cpu_now = || cpu_time(gateway.pid()).context("cannot read the gateway's /proc/PID/stat");
+    let before = cpu_now()?;
     runner.diag(&diag_args)?;
-    let after = cpu_seconds(gateway.pid())?;
+    let after = cpu_now()?;
     drop(gateway);
     drop(mock);
     let report: LoadReport = reports::read(&report_path)?;
@@ -242,7 +244,7 @@ fn load_run(
     let (p50, p99) = p50_p99_ms(&report)?;
     let total = report.requests.total;
     #[allow(clippy::cast_precision_loss)]
-    let cpu_us_per_request = (after - before) * 1e6 / total.max(1) as f64;
+    let cpu_us_per_request = after.saturating_sub(before).as_secs_f64() * 1e6 / total.max(1) as f64;
     Ok(Run {
         cpu_us_per_request,
         requests: total,
@@ -251,28 +253,6 @@ fn load_run(
         p99,
         not_200: non_200(&report),
     })
-}
-
-/// The CPU time `pid` has used, user and system, in seconds (`/proc/PID/stat`, clock ticks of
-/// 1/100 s, what Linux reports to user space on every common configuration).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("unexpected /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .context("short /proc/PID/stat")?
-            .parse::<f64>()
-            .context("a /proc/PID/stat field is not a number")
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn median(runs: &[Run], field: impl Fn(&Run) -> f64) -> f64 {
@@ -354,12 +334,6 @@ fn serve(stream: TcpStream, posts: &AtomicU64, bytes: &AtomicU64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_is_read_from_proc() {
-        let own = cpu_seconds(std::process::id()).expect("our own stat");
-        assert!(own >= 0.0);
-    }
 
     #[test]
     fn the_sink_answers_two_exports_on_one_connection() {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::bench::observe::CpuTime;
 use crate::bench::results::{mib, opt_ms, rel, round3};
 
 /// What to print and write when nginx is not installed: the one line that installs it.
@@ -52,8 +53,8 @@ pub struct StreamSide {
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p99_ms: Option<f64>,
     pub itl_p99_ms: Option<f64>,
-    /// The proxy's CPU time (user + system) over the diag run.
-    pub cpu: Option<Duration>,
+    /// The proxy's CPU time over the diag run, user and system apart.
+    pub cpu: Option<CpuTime>,
     /// The proxy's RSS before its first stream level, just before this level, and at this
     /// level's peak.
     pub rss_idle_kib: Option<u64>,
@@ -64,7 +65,16 @@ pub struct StreamSide {
 impl StreamSide {
     /// CPU time per relayed token, µs: what relaying one token costs the proxy.
     pub fn cpu_per_token_us(&self) -> Option<f64> {
-        let cpu = self.cpu?;
+        self.per_token_us(self.cpu?.total())
+    }
+
+    /// The user-space part of [`Self::cpu_per_token_us`]: both proxies make the same two system
+    /// calls per token, so a gap between them shows here.
+    pub fn user_cpu_per_token_us(&self) -> Option<f64> {
+        self.per_token_us(self.cpu?.user)
+    }
+
+    fn per_token_us(&self, cpu: Duration) -> Option<f64> {
         (self.tokens > 0.0).then(|| cpu.as_secs_f64() * 1e6 / self.tokens)
     }
 
@@ -87,8 +97,9 @@ impl StreamSide {
             "ttft_p50_ms": self.ttft_p50_ms,
             "ttft_p99_ms": self.ttft_p99_ms,
             "itl_p99_ms": self.itl_p99_ms,
-            "cpu_s": self.cpu.map(|c| round3(c.as_secs_f64())),
+            "cpu_s": self.cpu.map(|c| round3(c.total().as_secs_f64())),
             "cpu_per_token_us": self.cpu_per_token_us().map(round1),
+            "user_cpu_per_token_us": self.user_cpu_per_token_us().map(round1),
             "rss_before_first_level_kib": self.rss_idle_kib,
             "rss_before_level_kib": self.rss_before_kib,
             "peak_rss_kib": self.rss_peak_kib,
@@ -464,7 +475,9 @@ impl Versus<'_> {
             md,
             "\n## Side by side with nginx\n\n\
              The same `diag llm` run through each proxy at the levels both ran. *CPU per relayed \
-             token* is the proxy's CPU time over the run ÷ the tokens relayed; *RSS per stream* is \
+             token* is the proxy's CPU time over the run ÷ the tokens relayed, and in brackets \
+             its user-space part (the rest is the kernel's, mostly the same read and write per \
+             token for both proxies); *RSS per stream* is \
              (peak RSS − the proxy's RSS before its first stream level) ÷ streams, in KB of 1,024 \
              bytes. nginx's figures are its worker's (one worker).{}\n\n\
              | streams | proxy | tokens/s | TTFT p50 / p99 | ITL p99 | CPU per relayed token | peak RSS | RSS per stream |\n\
@@ -489,8 +502,10 @@ impl Versus<'_> {
                 fmt0(s.ttft_p50_ms),
                 fmt0(s.ttft_p99_ms),
                 opt_ms(s.itl_p99_ms),
-                s.cpu_per_token_us()
-                    .map_or("-".into(), |us| format!("{us:.1} µs")),
+                match (s.cpu_per_token_us(), s.user_cpu_per_token_us()) {
+                    (Some(us), Some(user)) => format!("{us:.1} µs (user {user:.1})"),
+                    _ => "-".into(),
+                },
                 mib(s.rss_peak_kib),
                 s.rss_per_stream_kb()
                     .map_or("-".into(), |kb| format!("{kb:.1} KB")),
@@ -575,7 +590,10 @@ mod tests {
             ttft_p50_ms: Some(250.0),
             ttft_p99_ms: Some(400.0),
             itl_p99_ms: Some(itl),
-            cpu: Some(Duration::from_millis(cpu_ms)),
+            cpu: Some(CpuTime {
+                user: Duration::from_millis(cpu_ms / 3),
+                system: Duration::from_millis(cpu_ms - cpu_ms / 3),
+            }),
             rss_idle_kib: Some(10_000),
             rss_before_kib: Some(12_000),
             rss_peak_kib: Some(10_000 + u64::from(streams) * 20),
@@ -640,7 +658,9 @@ mod tests {
         assert_eq!(verdict("req/s"), Some(true));
         let mut md = String::new();
         v.markdown(&mut md);
-        assert!(md.contains("| 200 | gateway | 5000 | 250 / 400 ms | 220.0 ms | 30.0 µs |"));
+        assert!(
+            md.contains("| 200 | gateway | 5000 | 250 / 400 ms | 220.0 ms | 30.0 µs (user 10.0) |")
+        );
         assert!(md.contains("(quick: the goal is at 8000)"));
     }
 
