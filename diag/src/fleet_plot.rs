@@ -3,7 +3,7 @@
 //! ([`crate::demo::plot`]).
 //!
 //! xtask records the [`Timeline`] (it runs the steps and samples each instance once a second)
-//! and calls [`write`]; the drawing lives here, beside diag's other picture, so the workspace
+//! and calls [`write()`]; the drawing lives here, beside diag's other picture, so the workspace
 //! has one place that knows plotters.
 //!
 //! # What the picture shows

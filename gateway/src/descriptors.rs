@@ -63,7 +63,7 @@ pub struct Raised {
     pub hard: u64,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (at most [`CEILING`]): any process may, no
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (at most `CEILING`): any process may, no
 /// privilege needed. Idempotent. It changes the whole process, so an embedded gateway
 /// (`crate::embed`) raises its test process's limit too, which is harmless: the tests that open
 /// thousands of sockets raise it themselves anyway.

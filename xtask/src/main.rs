@@ -19,7 +19,7 @@
 //! - [`fleet`]: `fleet up|down|demo`: several gateways behind HAProxy with Redis and Postgres,
 //!   and `make demo-scale` (a folder of its own: the fleet, its per-second view, the demo's
 //!   steps).
-//! - [`bench`]: `bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: stream capacity, overhead
+//! - [`bench`](mod@bench): `bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: stream capacity, overhead
 //!   and memory (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged
 //!   requests (`make bench-hedge`), CPU-bound work per `--cpu-mode` (`make bench-cpu`), the
 //!   connection bounds (`make bench-conns`) and the fleet (`make bench-fleet`), written to

@@ -83,7 +83,7 @@ impl Entry {
         u32::try_from(self.body.len() + key.len() + 64).unwrap_or(u32::MAX)
     }
 
-    /// The Redis value: [`MAGIC`], the creation time, the JSON.
+    /// The Redis value: `MAGIC`, the creation time, the JSON.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAGIC.len() + 9 + self.body.len());
         out.extend_from_slice(MAGIC);

@@ -127,7 +127,7 @@ fn event(value: &Value) -> Bytes {
 }
 
 /// `text` as word-sized pieces: each ends after a run of whitespace, so `"Hello big world"`
-/// is `["Hello ", "big ", "world"]`; a word longer than [`MAX_PIECE_CHARS`] is cut.
+/// is `["Hello ", "big ", "world"]`; a word longer than `MAX_PIECE_CHARS` is cut.
 pub fn words(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;

@@ -142,7 +142,7 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-/// The column heads of [`line`].
+/// The column heads of [`line()`].
 pub fn header(instances: usize) -> String {
     let cols = |label: &str, width: usize| format!("{label:<w$}", w = width * instances);
     format!(

@@ -1,5 +1,5 @@
 //! Where jobs live: one trait, [`JobStore`], and its two implementations, SQLite for one instance
-//! ([`sqlite`]) and Postgres for a fleet sharing one queue ([`postgres`]).
+//! (`sqlite`) and Postgres for a fleet sharing one queue (`postgres`).
 //!
 //! Every state change of a job is one SQL statement (or one short transaction) that checks the
 //! state it changes from, so two workers, two instances or a worker and a cancel can never both
@@ -12,7 +12,7 @@
 //! `synchronous=FULL`, one writer connection; Postgres: a pool), their schema's types
 //! (migrations per database, under `gateway/migrations/`), and the claim (Postgres adds `FOR
 //! UPDATE SKIP LOCKED`, so instances claiming at once take different jobs instead of queueing on
-//! the same row). The rest is the same SQL, written once in [`sql`] and compiled for each
+//! the same row). The rest is the same SQL, written once in `sql` and compiled for each
 //! driver's concrete types.
 
 mod postgres;
