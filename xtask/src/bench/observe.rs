@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -124,15 +125,19 @@ pub fn children(pid: u32) -> Vec<u32> {
     found
 }
 
-/// `getconf CLK_TCK`: the unit of `/proc`'s CPU times (100 on Linux almost everywhere).
+/// `getconf CLK_TCK`: the unit of `/proc`'s CPU times (100 on Linux almost everywhere). Asked
+/// once per process: it cannot change, and every CPU reading (two fields each) needs it.
 fn clock_ticks() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .filter(|&ticks| ticks > 0)
-        .unwrap_or(100)
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// The body of `GET url`; a non-2xx answer is an error.
