@@ -42,6 +42,31 @@ const RSS_AFTER_MAX: f64 = 2.0;
 const CPU_PER_REQUEST_MAX: f64 = 1.5;
 const RPS_MIN: f64 = 0.8;
 
+/// A ratio goal: the gateway ÷ nginx at most, or at least, this.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Bound {
+    fn holds(self, ratio: f64) -> bool {
+        match self {
+            Self::AtMost(max) => ratio <= max,
+            Self::AtLeast(min) => ratio >= min,
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AtMost(max) => write!(f, "≤ {max:.1}×"),
+            Self::AtLeast(min) => write!(f, "≥ {min:.1}×"),
+        }
+    }
+}
+
 /// One proxy at one stream level: a row of the streaming side-by-side.
 #[derive(Debug, Clone)]
 pub struct StreamSide {
@@ -244,30 +269,24 @@ impl Versus<'_> {
                 String::new()
             }
         };
-        let ratio_goal = |what: String,
-                          gateway: Option<f64>,
-                          nginx: Option<f64>,
-                          unit: &str,
-                          max: Option<f64>,
-                          min: Option<f64>| {
-            let value = gateway
-                .zip(nginx)
-                .and_then(|(g, n)| (n > 0.0).then(|| g / n));
-            Goal {
-                what,
-                goal: match (max, min) {
-                    (Some(max), _) => format!("≤ {max:.1}×"),
-                    (None, Some(min)) => format!("≥ {min:.1}×"),
-                    (None, None) => "-".into(),
-                },
-                value,
-                measured: match value {
-                    Some(v) => format!("{v:.2}× ({} / {} {unit})", fmt1(gateway), fmt1(nginx)),
-                    None => format!("no ratio: gateway {}, nginx {}", fmt1(gateway), fmt1(nginx)),
-                },
-                met: value.map(|v| max.is_none_or(|m| v <= m) && min.is_none_or(|m| v >= m)),
-            }
-        };
+        let ratio_goal =
+            |what: String, gateway: Option<f64>, nginx: Option<f64>, unit: &str, bound: Bound| {
+                let value = gateway
+                    .zip(nginx)
+                    .and_then(|(g, n)| (n > 0.0).then(|| g / n));
+                Goal {
+                    what,
+                    goal: bound.to_string(),
+                    value,
+                    measured: match value {
+                        Some(v) => format!("{v:.2}× ({} / {} {unit})", fmt1(gateway), fmt1(nginx)),
+                        None => {
+                            format!("no ratio: gateway {}, nginx {}", fmt1(gateway), fmt1(nginx))
+                        }
+                    },
+                    met: value.map(|v| bound.holds(v)),
+                }
+            };
         for &level in self.levels {
             let g = self.side("gateway", level);
             let n = self.side("nginx", level);
@@ -276,8 +295,7 @@ impl Versus<'_> {
                 g.and_then(StreamSide::cpu_per_token_us),
                 n.and_then(StreamSide::cpu_per_token_us),
                 "µs",
-                Some(CPU_PER_TOKEN_MAX),
-                None,
+                Bound::AtMost(CPU_PER_TOKEN_MAX),
             ));
         }
         if let Some(level) = self.goal_level() {
@@ -288,8 +306,7 @@ impl Versus<'_> {
                 g.and_then(|s| s.itl_p99_ms),
                 n.and_then(|s| s.itl_p99_ms),
                 "ms",
-                Some(ITL_P99_MAX),
-                None,
+                Bound::AtMost(ITL_P99_MAX),
             ));
             goals.push(ratio_goal(
                 format!(
@@ -299,8 +316,7 @@ impl Versus<'_> {
                 g.and_then(|s| s.ttft_p99_ms),
                 n.and_then(|s| s.ttft_p99_ms),
                 "ms",
-                Some(TTFT_P99_MAX),
-                None,
+                Bound::AtMost(TTFT_P99_MAX),
             ));
             let per_stream = g.and_then(StreamSide::rss_per_stream_kb);
             goals.push(Goal {
@@ -346,16 +362,14 @@ impl Versus<'_> {
             g.and_then(|m| m.cpu_per_request_us),
             n.and_then(|m| m.cpu_per_request_us),
             "µs",
-            Some(CPU_PER_REQUEST_MAX),
-            None,
+            Bound::AtMost(CPU_PER_REQUEST_MAX),
         ));
         goals.push(ratio_goal(
             "req/s (non-streaming, c = 50)".into(),
             g.map(|m| m.rps),
             n.map(|m| m.rps),
             "req/s",
-            None,
-            Some(RPS_MIN),
+            Bound::AtLeast(RPS_MIN),
         ));
         goals
     }
