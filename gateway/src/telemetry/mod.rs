@@ -7,7 +7,8 @@
 //! - [`llm`]: request latency, time to first token, token gaps and counts, upstream errors by
 //!   provider and model, and the admin plane's readiness, in `/metrics`.
 //! - [`otel`]: OpenTelemetry traces over OTLP (`--otlp-endpoint`), `traceparent` in and out;
-//!   [`subscriber`]: the process's one subscriber: text or JSON lines, and the traces.
+//!   [`subscriber`]: the process's one subscriber: text or JSON lines, and the traces;
+//!   [`fields`]: the text lines' fields, written as `tracing-subscriber` would, for less.
 //! - [`labels`]: the label sets of `/metrics`, and their values as enums.
 //! - [`jobs`]: the job queue's series (by status, waits, refusals).
 //! - [`metrics`]: every bound of the gateway and every time one was hit, for `GET /metrics`;
@@ -20,6 +21,7 @@
 
 pub mod access;
 pub mod cache_metrics;
+pub mod fields;
 pub mod jobs;
 pub mod labels;
 pub mod llm;

@@ -20,6 +20,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
 
+use super::fields::TextFields;
 use super::otel::{self, Tracing};
 use crate::config::{LogFormat, ObserveConfig};
 
@@ -28,7 +29,10 @@ use crate::config::{LogFormat, ObserveConfig};
 pub fn init(config: &ObserveConfig) -> Result<Option<Tracing>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines = match config.log_format {
-        LogFormat::Text => fmt::layer().with_ansi(common::logging::use_color()).boxed(),
+        LogFormat::Text => fmt::layer()
+            .fmt_fields(TextFields)
+            .with_ansi(common::logging::use_color())
+            .boxed(),
         LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
