@@ -11,6 +11,7 @@
 //!   diag, so a field renamed on one side fails to compile on the other.
 //! - [`logging`]: the binaries' log set-up: `RUST_LOG`, and colors only on a terminal (`NO_COLOR`).
 //! - [`prometheus`]: reading a `/metrics` text exposition back (tests, benchmarks).
+//! - [`signal`]: Ctrl-C or SIGTERM, whichever comes first, for the tools that stop on either.
 //! - `services` (feature `services`): throwaway instances of Redis, Postgres, HAProxy (in front
 //!   of gateways, from `deploy/haproxy.cfg`) and the other real services tests use, the loud skip
 //!   when one is not installed, and `detach` for the fleet `cargo xtask fleet up` leaves running.
@@ -21,3 +22,4 @@ pub mod pool;
 pub mod prometheus;
 #[cfg(feature = "services")]
 pub mod services;
+pub mod signal;

@@ -398,26 +398,40 @@ fn jsonl_on_stdout_is_one_object_per_line_with_every_probe() {
 }
 
 #[test]
-fn ctrl_c_prints_the_summary_and_exits_by_the_rules() {
+fn ctrl_c_and_sigterm_print_the_summary_and_exit_by_the_rules() {
     let server = healthz_server();
     let url = server.url();
-    let mut child = DiagChild::start(&[
-        "watch",
-        "--gateway",
-        &url,
-        "--probe",
-        "/healthz",
-        "--interval",
-        "100ms",
-    ]);
-    child.wait_for_lines(2);
-    child.interrupt();
-    let run = child.wait();
-    assert_eq!(run.code, Some(0), "{run:#?}");
-    assert!(
-        run.stdout.contains("summary: ") && run.stdout.contains("stopped by Ctrl-C"),
-        "{}",
-        run.stdout
-    );
-    has(&run.stdout, &format!("healthz  GET {url}/healthz"));
+    for (signal, said) in [
+        (DiagChild::interrupt as fn(&DiagChild), "stopped by Ctrl-C"),
+        (DiagChild::terminate, "stopped by SIGTERM"),
+    ] {
+        let mut child = DiagChild::start(&[
+            "watch",
+            "--gateway",
+            &url,
+            "--probe",
+            "/healthz",
+            "--interval",
+            "100ms",
+            "--jsonl",
+            "-",
+        ]);
+        child.wait_for_lines(2);
+        signal(&child);
+        let run = child.wait();
+        assert_eq!(run.code, Some(0), "{said}: {run:#?}");
+        assert!(
+            run.stderr.contains("summary: ") && run.stderr.contains(said),
+            "{}",
+            run.stderr
+        );
+        has(&run.stderr, &format!("healthz  GET {url}/healthz"));
+        let summary: Value = run
+            .stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|record| record["type"] == "summary")
+            .unwrap_or_else(|| panic!("{said}: no summary record in {}", run.stdout));
+        assert_eq!(summary["interrupted"], true, "{said}: {summary:#}");
+    }
 }

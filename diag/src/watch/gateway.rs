@@ -40,7 +40,7 @@ use crate::live;
 use crate::pool;
 use crate::probe::{Endpoint, Outcome, Target, probe, probe_target};
 
-/// Runs `diag watch` until `--count` lines or Ctrl-C.
+/// Runs `diag watch` until `--count` lines, Ctrl-C or SIGTERM.
 pub fn run(args: &WatchArgs) -> Result<(), Error> {
     // One thread is plenty: the watch only waits on sockets, and it loads nothing.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,7 +51,7 @@ pub fn run(args: &WatchArgs) -> Result<(), Error> {
     runtime.block_on(async {
         tokio::select! {
             result = watch(args, &mut downtime) => result,
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = common::signal::stop_requested() => Ok(()),
         }
     })?;
     match downtime.failure() {

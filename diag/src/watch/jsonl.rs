@@ -103,7 +103,8 @@ pub struct Summary {
     /// Lines printed.
     pub lines: u64,
     pub elapsed_s: f64,
-    /// Whether the watch ended on Ctrl-C (the probes still in flight are then not counted).
+    /// Whether the watch ended on Ctrl-C or SIGTERM (the probes still in flight are then not
+    /// counted).
     pub interrupted: bool,
     /// By probe name, over the whole watch.
     pub probes: BTreeMap<String, ProbeSummary>,

@@ -43,7 +43,8 @@ use crate::{Error, probe};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Count,
-    Interrupted,
+    /// Ctrl-C or SIGTERM (`timeout`, a process manager): the summary is still printed.
+    Signal(common::signal::Stop),
     Alert,
 }
 
@@ -120,11 +121,11 @@ async fn watch(args: &WatchArgs) -> Result<(), Error> {
     let mut ticks =
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupted = std::pin::pin!(common::signal::stop_requested());
     let stop = loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = &mut interrupted => break Stop::Interrupted,
+            signal = &mut interrupted => break Stop::Signal(signal),
         }
         lines.print(&read(&prober, &windows))?;
         if lines.alert.is_some() && args.count.is_none() {
@@ -138,7 +139,7 @@ async fn watch(args: &WatchArgs) -> Result<(), Error> {
     // hole; a person pressing Ctrl-C, or an alert, should not wait up to a timeout for that.
     let probed = match stop {
         Stop::Count => prober.finish().await,
-        Stop::Interrupted | Stop::Alert => prober.so_far(),
+        Stop::Signal(_) | Stop::Alert => prober.so_far(),
     };
     let ever: Vec<_> = lock(&windows).iter().map(|w| w.ever.clone()).collect();
     let result = alert::verdict(&End {
@@ -259,9 +260,14 @@ impl Lines<'_> {
     ) -> Result<(), Error> {
         let args = self.args;
         let how = match stop {
-            Stop::Count => "",
-            Stop::Interrupted => ", stopped by Ctrl-C (probes still in flight are not counted)",
-            Stop::Alert => ", stopped by the alert (probes still in flight are not counted)",
+            Stop::Count => String::new(),
+            Stop::Signal(signal) => format!(
+                ", stopped by {} (probes still in flight are not counted)",
+                signal.as_str()
+            ),
+            Stop::Alert => {
+                ", stopped by the alert (probes still in flight are not counted)".to_owned()
+            }
         };
         let mut text = format!(
             "\nsummary: {} lines in {:.1}s{how}; probes every {}, timeouts at {}\n",
@@ -314,7 +320,7 @@ impl Lines<'_> {
             unix_ms: unix_ms(now),
             lines: self.printed,
             elapsed_s: elapsed.as_secs_f64(),
-            interrupted: stop == Stop::Interrupted,
+            interrupted: matches!(stop, Stop::Signal(_)),
             probes: args
                 .probes
                 .iter()

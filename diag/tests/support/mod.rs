@@ -325,11 +325,20 @@ impl DiagChild {
 
     /// Sends SIGINT, as Ctrl-C in a terminal does.
     pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    /// Sends SIGTERM, as `timeout`, `kill` or a process manager does.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(status.success(), "kill -INT {}", self.child.id());
+        assert!(status.success(), "kill {which} {}", self.child.id());
     }
 
     /// Waits for the child to exit (killing it past [`RUN_LIMIT`]) and returns the run.
