@@ -54,6 +54,7 @@ both_stores!(
     cancel_queued_and_in_progress,
     another_key_sees_nothing,
     a_full_queue_is_503,
+    concurrent_submits_never_queue_past_the_limit,
     ttl_expires_and_retention_deletes,
     an_expired_lease_goes_back_then_fails,
     sigkill_loses_no_job,
@@ -242,6 +243,38 @@ async fn a_full_queue_is_503(kind: Kind, test: &str) {
         1.0
     );
     assert_eq!(jobs.stats().await["queued"], 2);
+}
+
+/// The limit holds for submits that race: each one counts the queue and inserts, and with
+/// Postgres several of those transactions run at once (on every instance of a fleet). Two
+/// gateways on one store, 48 submits at once, room for 5.
+async fn concurrent_submits_never_queue_past_the_limit(kind: Kind, test: &str) {
+    let Some(store) = store(kind, test) else {
+        return;
+    };
+    let mock = Mock::fast();
+    let flags = ["--job-workers", "0", "--max-queued-jobs", "5"];
+    // SQLite is one instance's store (one writer); Postgres is the fleet's.
+    let second = (kind == Kind::Postgres).then(|| jobs_gateway(&mock, &store, &flags));
+    let first = jobs_gateway(&mock, &store, &flags);
+    let urls: Vec<String> = std::iter::once(first.url())
+        .chain(second.as_ref().map(|gw| gw.url()))
+        .collect();
+    let submits = (0..48).map(|n| {
+        let jobs = Jobs::new(&urls[n % urls.len()], None);
+        async move { jobs.submit_with(&job_body(&n.to_string()), &[]).await.0 }
+    });
+    let statuses = futures_util::future::join_all(submits).await;
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((accepted, refused), (5, 43), "{statuses:?}");
+    assert_eq!(Jobs::new(&urls[0], None).stats().await["queued"], 5);
 }
 
 async fn ttl_expires_and_retention_deletes(kind: Kind, test: &str) {

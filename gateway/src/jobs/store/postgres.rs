@@ -42,6 +42,14 @@ impl PgStore {
     /// The next ticket, from a sequence every instance shares.
     const NEXT_TICKET: &'static str = "nextval('jobs_ticket')";
 
+    /// Taken first in a submit's transaction and held to its commit: submits take turns, so the
+    /// count each one reads includes every job committed before it, and `--max-queued-jobs`
+    /// holds for the whole fleet. Without it, read-committed transactions racing on every
+    /// instance each counted room for one more: 11 accepted for a limit of 5 in
+    /// `tests/jobs.rs`. Transaction-scoped, so an error or a dropped connection releases it;
+    /// the key is any number no other user of the database takes an advisory lock on.
+    const SUBMIT_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(4242001)");
+
     /// The next queued job no other instance is claiming right now.
     fn claimable() -> String {
         format!("{} FOR UPDATE SKIP LOCKED", sql::NEXT_QUEUED)

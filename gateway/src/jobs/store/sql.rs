@@ -145,6 +145,9 @@ macro_rules! shared_methods {
         ) -> BoxFuture<'a, Result<Submitted, StoreError>> {
             Box::pin(async move {
                 let mut tx = self.write.begin().await?;
+                if let Some(lock) = Self::SUBMIT_LOCK {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 let queued: i64 = sqlx::query_scalar(sql::QUEUED).fetch_one(&mut *tx).await?;
                 let queued = u64::try_from(queued).unwrap_or(0);
                 if queued >= max_queued {

@@ -46,6 +46,10 @@ impl SqliteStore {
     /// The next ticket: one past the highest, read under the one writer, so never taken twice.
     const NEXT_TICKET: &'static str = "(SELECT COALESCE(MAX(ticket), 0) + 1 FROM jobs)";
 
+    /// None needed: the one writer already runs submits one at a time, so each one's count of
+    /// the queue is exact.
+    const SUBMIT_LOCK: Option<&'static str> = None;
+
     /// The next queued job; safe without row locks because there is one writer.
     fn claimable() -> String {
         sql::NEXT_QUEUED.to_owned()
