@@ -79,11 +79,24 @@ impl TextVisitor<'_> {
         }
     }
 
-    /// An integer or a bool: `{:?}` of it is its `Display`.
-    fn number(&mut self, field: &Field, value: impl fmt::Display) {
-        self.result = self
-            .name(field)
-            .and_then(|()| write!(self.writer, "{value}"));
+    /// An integer or a bool: `{:?}` of it is its `Display`, so a plain name is written here;
+    /// any other goes to `DefaultVisitor` through `default`.
+    fn number(
+        &mut self,
+        field: &Field,
+        value: impl fmt::Display,
+        default: impl FnOnce(&mut DefaultVisitor<'_>),
+    ) {
+        if self.result.is_err() {
+            return;
+        }
+        if self.plain(field) {
+            self.result = self
+                .name(field)
+                .and_then(|()| write!(self.writer, "{value}"));
+        } else {
+            self.default(field, default);
+        }
     }
 }
 
@@ -111,36 +124,15 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain(field) {
-            self.number(field, value);
-        } else {
-            self.default(field, |v| v.record_u64(field, value));
-        }
+        self.number(field, value, |v| v.record_u64(field, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain(field) {
-            self.number(field, value);
-        } else {
-            self.default(field, |v| v.record_i64(field, value));
-        }
+        self.number(field, value, |v| v.record_i64(field, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain(field) {
-            self.number(field, value);
-        } else {
-            self.default(field, |v| v.record_bool(field, value));
-        }
+        self.number(field, value, |v| v.record_bool(field, value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
