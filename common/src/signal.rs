@@ -24,8 +24,8 @@ impl Stop {
     }
 }
 
-/// Completes at the first SIGINT or SIGTERM. If SIGTERM cannot be listened for, says so on
-/// stderr and waits for Ctrl-C alone.
+/// Completes at the first SIGINT or SIGTERM. If SIGTERM cannot be listened for, logs a warning
+/// and waits for Ctrl-C alone.
 pub async fn stop_requested() -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {

@@ -3,11 +3,11 @@
 //!
 //! The log layer takes `RUST_LOG` (`info` when unset). Without traces it is the only layer, and
 //! `RUST_LOG` is the whole subscriber's filter. With traces there are two layers, each with its
-//! own filter, so the lines are what they always were: the trace layer takes the gateway's own spans down to
-//! `debug` (the request's children: admission, attempts, first byte, stream) whatever `RUST_LOG`
-//! says, and leaves out the root span `gateway{mode=...}`, which lives as long as the process and
-//! would make every request one trace. A span only the trace layer wants is never seen by the log
-//! layer, so turning traces on does not change a single log line.
+//! own filter, so the lines are what they always were: the trace layer takes the gateway's own
+//! spans down to `debug` (the request's children: admission, attempts, first byte, stream)
+//! whatever `RUST_LOG` says, and leaves out the root span `gateway{mode=...}`, which lives as
+//! long as the process and would make every request one trace. A span only the trace layer
+//! wants is never seen by the log layer, so turning traces on does not change a single log line.
 //!
 //! `--log-format json` writes one object per line: `timestamp`, `level`, `target`, the event's
 //! fields at the top level (`message`, and for an access line `request_id`, `route`, `status`,
