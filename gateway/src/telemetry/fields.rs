@@ -68,8 +68,12 @@ impl TextVisitor<'_> {
         self.writer.write_char('=')
     }
 
-    /// Any other field: written by `DefaultVisitor`, which pads it as it would have.
+    /// Any other field: written by `DefaultVisitor`, which pads it as it would have. Nothing
+    /// after a failed write, as `DefaultVisitor` does.
     fn default(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
         let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
         record(&mut visitor);
         self.result = visitor.finish();
@@ -87,15 +91,12 @@ impl TextVisitor<'_> {
         value: impl fmt::Display,
         default: impl FnOnce(&mut DefaultVisitor<'_>),
     ) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain(field) {
+        if !self.plain(field) {
+            self.default(field, default);
+        } else if self.result.is_ok() {
             self.result = self
                 .name(field)
                 .and_then(|()| write!(self.writer, "{value}"));
-        } else {
-            self.default(field, default);
         }
     }
 }
@@ -109,17 +110,14 @@ fn quotes_only(value: &str) -> bool {
 
 impl Visit for TextVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain(field) && quotes_only(value) {
+        if !(self.plain(field) && quotes_only(value)) {
+            self.default(field, |v| v.record_str(field, value));
+        } else if self.result.is_ok() {
             self.result = self.name(field).and_then(|()| {
                 self.writer.write_char('"')?;
                 self.writer.write_str(value)?;
                 self.writer.write_char('"')
             });
-        } else {
-            self.default(field, |v| v.record_str(field, value));
         }
     }
 
@@ -136,21 +134,15 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.result.is_ok() {
-            self.default(field, |v| v.record_f64(field, value));
-        }
+        self.default(field, |v| v.record_f64(field, value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.result.is_ok() {
-            self.default(field, |v| v.record_error(field, value));
-        }
+        self.default(field, |v| v.record_error(field, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_ok() {
-            self.default(field, |v| v.record_debug(field, value));
-        }
+        self.default(field, |v| v.record_debug(field, value));
     }
 }
 
