@@ -360,10 +360,7 @@ async fn a_connection_burst_waits_in_the_accept_queue_instead_of_losing_its_syns
     const BURST: usize = 600;
     // 600 client sockets at a time, next to other tests' in this process.
     gateway::descriptors::raise_soft_limit().expect("the open-file limit");
-    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let cap = gateway::http::server::somaxconn().unwrap_or(0) as usize;
     if cap < BURST + 1 {
         eprintln!("skipped: net.core.somaxconn is {cap}, under the {BURST} this test queues");
         return;

@@ -88,8 +88,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// Linux's cap on every accept queue, if this is Linux.
-fn somaxconn() -> Option<u32> {
+/// Linux's cap on every accept queue (`net.core.somaxconn`), if this is Linux.
+pub fn somaxconn() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .ok()?
         .trim()
