@@ -19,12 +19,13 @@
 //! - [`fleet`]: `fleet up|down|demo`: several gateways behind HAProxy with Redis and Postgres,
 //!   and `make demo-scale` (a folder of its own: the fleet, its per-second view, the demo's
 //!   steps).
-//! - [`bench`](mod@bench): `bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: stream capacity, overhead
-//!   and memory (`make bench`, `make bench-quick`), load shedding (`make bench-shed`), hedged
-//!   requests (`make bench-hedge`), CPU-bound work per `--cpu-mode` (`make bench-cpu`), the
-//!   connection bounds (`make bench-conns`) and the fleet (`make bench-fleet`), written to
-//!   `bench/results/`. A folder of its own: one file per benchmark, the shared session, the one
-//!   results writer, and the one reader of diag's JSON reports (its layers in `bench/mod.rs`).
+//! - [`bench`](mod@bench): `bench [ramp|shed|hedge|cpu|conns|fleet] [--quick]`: stream
+//!   capacity, overhead and memory (`make bench`, `make bench-quick`), load shedding (`make
+//!   bench-shed`), hedged requests (`make bench-hedge`), CPU-bound work per `--cpu-mode` (`make
+//!   bench-cpu`), the connection bounds (`make bench-conns`) and the fleet (`make bench-fleet`),
+//!   written to `bench/results/`. A folder of its own: one file per benchmark, the shared
+//!   session, the one results writer, and the one reader of diag's JSON reports (its layers in
+//!   `bench/mod.rs`).
 //!
 //! Layers point one way: `services` needs nothing but the workspace root; `cli` (the flags) uses
 //! it for the default demo directory; `demo`, `compat`, `fleet` and `bench` use both; `fleet`
